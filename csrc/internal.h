@@ -1,0 +1,329 @@
+/*
+** internal.h - structures and protocols shared by the C core's files.
+**
+** Nothing here is public: every cross-file name is gsi_ and hidden. The
+** public face is genserver.h.
+**
+** Ownership in one paragraph: a process slot (gsi_proc) lives in the
+** process table for the life of the runtime and is reused by later
+** processes; other threads name a process only by its pid (index +
+** generation) and reach the slot through gsi_pin(), which fails for a stale
+** pid. Fields are grouped below by who may touch them: "shared" fields are
+** atomics, "locked" fields are guarded by proc->lk, and "owner" fields are
+** touched only by the thread currently running the process (a worker, or
+** the foreign OS thread that is the process).
+*/
+#ifndef GS_INTERNAL_H
+#define GS_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lua.h"
+
+#include "codec.h"
+
+#define GSI_FUNC __attribute__((visibility("hidden"))) extern
+
+typedef struct gsi_rt gsi_rt;
+typedef struct gsi_proc gsi_proc;
+typedef struct gsi_msg gsi_msg;
+typedef struct gsi_worker gsi_worker;
+
+/* ---------------------------------------------------------------- ids */
+
+#define GSI_PID(index, gen) (((uint64_t)(gen) << 32) | (uint32_t)(index))
+#define GSI_PID_INDEX(pid) ((uint32_t)((pid) & 0xffffffffu))
+#define GSI_PID_GEN(pid) ((uint32_t)((pid) >> 32))
+
+/* Timer ids are refs with the top bit set, so they never collide with
+** make_ref values (a plain counter). */
+#define GSI_TIMER_BIT ((uint64_t)1 << 63)
+
+/* ----------------------------------------------------------- messages */
+
+enum {
+  GSI_M_USER = 1, /* process.send */
+  GSI_M_CALL,     /* gen_server call: from + ref */
+  GSI_M_CAST,     /* gen_server cast */
+  GSI_M_REPLY,    /* answer to a pending ref */
+  GSI_M_DOWN,     /* monitor fired: from = dead pid, ref = monitor ref */
+  GSI_M_EXIT,     /* exit signal: from = sender, flags below */
+  GSI_M_TIMEOUT,  /* a wait timer fired: ref = timer id */
+  GSI_M_SYSTEM    /* sys / stop requests: from + ref */
+};
+
+/* flags of GSI_M_EXIT */
+#define GSI_XF_LINK 1   /* sent because a linked process died */
+#define GSI_XF_KILL 2   /* reason is "kill": cannot be trapped */
+#define GSI_XF_NORMAL 4 /* reason is "normal" */
+
+/* A message: this header followed by len payload bytes (the codec's
+** encoding), in one allocation. `next` is the mailbox link while queued in
+** the MPSC queue and the saved-list link afterwards. */
+struct gsi_msg {
+  gsi_msg *_Atomic next;
+  gsi_msg *prev; /* saved list only (owner) */
+  uint64_t from;
+  uint64_t ref;
+  size_t len;
+  uint8_t kind;
+  uint8_t flags;
+};
+
+#define GSI_MSG_DATA(m) ((unsigned char *)((m) + 1))
+
+GSI_FUNC gsi_msg *gsi_msg_new(int kind, uint64_t from, uint64_t ref,
+                              const void *data, size_t len);
+GSI_FUNC void gsi_msg_free(gsi_msg *m);
+
+/* Vyukov's intrusive MPSC queue. Producers: one atomic exchange on `head`.
+** The single consumer owns `tail`. Invariant: every pushed node is
+** reachable from `tail` once its producer finished the push; a push in
+** progress makes pop return NULL (the producer notifies afterwards, so the
+** consumer looks again). */
+typedef struct gsi_mpsc {
+  gsi_msg *_Atomic head;
+  gsi_msg *tail;
+  gsi_msg stub;
+} gsi_mpsc;
+
+GSI_FUNC void gsi_mpsc_init(gsi_mpsc *q);
+GSI_FUNC void gsi_mpsc_push(gsi_mpsc *q, gsi_msg *m);
+GSI_FUNC gsi_msg *gsi_mpsc_pop(gsi_mpsc *q);
+
+/* ----------------------------------------------------------- processes */
+
+/* sched states: the run-queue protocol (see sched.c). A process is on a
+** run queue iff it is QUEUED, so at most once. */
+enum { GSI_IDLE = 0, GSI_QUEUED, GSI_RUNNING, GSI_NOTIFIED };
+
+/* Why a process yielded back to its worker. */
+enum { GSI_W_NONE = 0, GSI_W_WAIT, GSI_W_YIELD, GSI_W_EXIT };
+
+typedef struct gsi_idvec {
+  uint64_t *v; /* pairs for monitors: (ref, pid) */
+  size_t n, cap;
+} gsi_idvec;
+
+/* A pending request (call, send_request, start): replies and DOWNs with
+** this ref are kept; anything else with a ref is a late answer, dropped. */
+typedef struct gsi_pending {
+  uint64_t ref;
+  uint64_t target; /* monitored pid, for demonitor */
+  gsi_msg *answer; /* arrived answer, also linked in the saved list */
+} gsi_pending;
+
+typedef struct gsi_foreign {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+} gsi_foreign;
+
+struct gsi_proc {
+  /* shared */
+  _Atomic uint32_t gen;  /* generation of the current incarnation */
+  _Atomic uint32_t pins; /* senders inside gsi_pin..gsi_unpin */
+  _Atomic int alive;     /* accepts messages; see gsi_pin */
+  _Atomic int sched;     /* GSI_IDLE.. */
+  _Atomic int sigpend;   /* an exit signal was pushed: drain soon */
+  _Atomic size_t mem_pub; /* memory of its state, published by owner */
+  _Atomic uint64_t msgs_in;   /* pushed to this mailbox (by senders) */
+  _Atomic uint64_t drained_pub; /* published by owner: moved out of mbox */
+  _Atomic size_t svlen_pub;     /* published by owner: saved list length */
+  uint32_t index;
+  gsi_rt *rt;
+  gsi_mpsc mbox;
+  gsi_proc *rq_next; /* run queue link, guarded by the run queue lock */
+  gsi_proc *free_next; /* free list link, guarded by the table lock */
+
+  /* locked: guarded by lk. Invariant: once `exiting` is set nobody adds a
+  ** link or monitor, so the exit path can take the lists and let go. */
+  pthread_mutex_t lk;
+  int exiting;
+  gsi_idvec links;    /* pids */
+  gsi_idvec monitors; /* (ref, watcher pid) pairs: monitors on me */
+  char *name;         /* registered name; also guarded by registry lock */
+
+  /* owner */
+  lua_State *L;  /* the process state (NULL for foreign processes) */
+  lua_State *co; /* the body coroutine */
+  gsi_foreign *fg; /* non-NULL for a foreign (OS thread) process */
+  gsi_msg *sv_head, *sv_tail; /* saved messages, in arrival order */
+  size_t sv_len;
+  gsi_pending *pend;
+  size_t npend, cappend;
+  gsi_idvec mon_out; /* (ref, target) monitors I hold */
+  gsi_msg *spawn_msg; /* body + args, consumed by the first run */
+  gsi_msg *exit_msg;  /* encoded reason when dying by signal */
+  size_t mem;
+  uint64_t parent;
+  uint64_t wait_timer; /* timer armed for the current wait, or 0 */
+  uint64_t deadline;   /* of the current wait (ns), 0 = none */
+  int want;            /* GSI_W_* : meaning of the last yield */
+  int trap_exit;
+  int dying;           /* killed by a signal: stop at the next yield */
+  int budget;          /* messages left in this turn */
+  int timed_out;
+  char module[64];     /* for info()/crash reports */
+};
+
+GSI_FUNC gsi_proc *gsi_proc_alloc(gsi_rt *rt); /* slot with alive=0 */
+GSI_FUNC void gsi_proc_release(gsi_proc *p);   /* back to the free list */
+GSI_FUNC gsi_proc *gsi_proc_at(gsi_rt *rt, uint32_t index);
+GSI_FUNC uint64_t gsi_proc_pid(gsi_proc *p);
+
+/* Pin a live process so a message can be pushed: returns NULL for a stale
+** or dead pid. Pair every success with gsi_unpin. */
+GSI_FUNC gsi_proc *gsi_pin(gsi_rt *rt, uint64_t pid);
+GSI_FUNC void gsi_unpin(gsi_proc *p);
+
+/* Deliver m to pid (takes ownership of m; frees it if the pid is dead).
+** handoff: let the receiver run next on this worker. Returns 1 if
+** delivered. */
+GSI_FUNC int gsi_deliver(gsi_rt *rt, uint64_t pid, gsi_msg *m, int handoff);
+
+GSI_FUNC void gsi_idvec_push(gsi_idvec *v, uint64_t a);
+GSI_FUNC int gsi_idvec_remove(gsi_idvec *v, uint64_t a); /* one id */
+GSI_FUNC int gsi_idvec_remove_pair(gsi_idvec *v, uint64_t a); /* pair with first = a */
+GSI_FUNC int gsi_idvec_has(const gsi_idvec *v, uint64_t a);
+GSI_FUNC void gsi_idvec_free(gsi_idvec *v);
+
+/* ----------------------------------------------------------- scheduler */
+
+struct gsi_worker {
+  gsi_rt *rt;
+  int id;
+  pthread_t th;
+  gsi_proc *_Atomic runnext; /* hand-off slot, only the owner pops it */
+};
+
+/* Make p runnable after a message was pushed to it. */
+GSI_FUNC void gsi_notify(gsi_proc *p, int handoff);
+GSI_FUNC int gsi_sched_start(gsi_rt *rt);
+GSI_FUNC void gsi_sched_stop(gsi_rt *rt);
+GSI_FUNC void gsi_enqueue(gsi_rt *rt, gsi_proc *p);
+GSI_FUNC int gsi_runq_busy(gsi_rt *rt);
+GSI_FUNC gsi_worker *gsi_current_worker(void);
+
+/* Foreign wait: block the OS thread until notified or deadline (ns since
+** CLOCK_MONOTONIC epoch, 0 = forever). Returns 0 if notified, 1 on time-out. */
+GSI_FUNC int gsi_foreign_wait(gsi_proc *p, uint64_t deadline);
+
+/* --------------------------------------------------------------- timers */
+
+GSI_FUNC uint64_t gsi_now_ns(void);
+GSI_FUNC int gsi_timer_start(gsi_rt *rt);
+GSI_FUNC void gsi_timer_stop(gsi_rt *rt);
+/* Arm a timer: after ms, deliver m to pid (or to the pid registered under
+** name if name != NULL). Returns the timer id (GSI_TIMER_BIT set). A
+** GSI_M_TIMEOUT message gets its ref set to the timer id. */
+GSI_FUNC uint64_t gsi_timer_arm(gsi_rt *rt, uint64_t ms, uint64_t pid,
+                                const char *name, gsi_msg *m);
+/* Cancel: returns ms left (>= 0) or -1 if the timer already fired or is
+** unknown. */
+GSI_FUNC int64_t gsi_timer_cancel(gsi_rt *rt, uint64_t id);
+
+/* ------------------------------------------------------------ registry */
+
+GSI_FUNC int gsi_reg_init(gsi_rt *rt);
+GSI_FUNC void gsi_reg_free(gsi_rt *rt);
+/* 0 ok; -1 name taken (*holder set); -2 pid dead; -3 pid already named */
+GSI_FUNC int gsi_reg_register(gsi_rt *rt, const char *name, uint64_t pid,
+                              uint64_t *holder);
+GSI_FUNC int gsi_reg_unregister(gsi_rt *rt, const char *name);
+GSI_FUNC uint64_t gsi_reg_whereis(gsi_rt *rt, const char *name);
+GSI_FUNC void gsi_reg_release(gsi_rt *rt, gsi_proc *p); /* on death */
+GSI_FUNC void gsi_reg_name_of(gsi_rt *rt, uint64_t pid, char *buf, size_t size);
+/* Calls fn for every name; under the registry lock (fn must not block). */
+GSI_FUNC void gsi_reg_each(gsi_rt *rt, void (*fn)(void *, const char *, uint64_t),
+                           void *ud);
+
+/* ------------------------------------------------------------- signals */
+
+/* 0 ok, -1 target dead (noproc). */
+GSI_FUNC int gsi_link(gsi_proc *self, uint64_t pid);
+GSI_FUNC void gsi_unlink(gsi_proc *self, uint64_t pid);
+/* Add monitor ref on pid for self; returns 0, or -1 if pid is dead (the
+** caller delivers DOWN noproc itself). */
+GSI_FUNC int gsi_monitor(gsi_proc *self, uint64_t pid, uint64_t ref);
+GSI_FUNC void gsi_demonitor(gsi_proc *self, uint64_t ref);
+/* Send an exit signal carrying an encoded reason. */
+GSI_FUNC void gsi_exit_signal(gsi_rt *rt, uint64_t from, uint64_t to,
+                              const void *reason, size_t len, int flags);
+/* The death protocol: links, monitors, name, mailbox; frees the slot.
+** `normal`: the reason is "normal" (linked processes live on). */
+GSI_FUNC void gsi_proc_exit(gsi_proc *p, const void *reason, size_t len,
+                            int normal);
+
+/* Owner-side mailbox (recv.c). */
+GSI_FUNC size_t gsi_drain(gsi_proc *p);
+GSI_FUNC void gsi_sv_unlink(gsi_proc *p, gsi_msg *m);
+GSI_FUNC gsi_pending *gsi_pending_find(gsi_proc *p, uint64_t ref);
+GSI_FUNC int gsi_pending_add(gsi_proc *p, uint64_t ref, uint64_t target);
+/* Forget a pending request (demonitor); its arrived answer is handed to
+** *take if take != NULL, else freed. */
+GSI_FUNC void gsi_pending_remove(gsi_proc *p, uint64_t ref, gsi_msg **take);
+GSI_FUNC void gsi_sv_append(gsi_proc *p, gsi_msg *m);
+GSI_FUNC void gsi_scratch_release(void);
+
+/* ------------------------------------------------------------ runtime */
+
+typedef struct gsi_runq {
+  pthread_mutex_t mu; /* guards head/tail/nparked; cv waits on it */
+  pthread_cond_t cv;
+  gsi_proc *head, *tail;
+  _Atomic size_t len;
+  _Atomic int nspinning;
+  int nparked;
+} gsi_runq;
+
+typedef struct gsi_timers gsi_timers;
+typedef struct gsi_names gsi_names;
+
+struct gsi_rt {
+  int nworkers;
+  uint32_t max_procs;
+  gsi_codec_limits limits;
+  int budget;
+  /* process table: chunks are allocated on demand and never moved, so a
+  ** slot pointer stays valid for the runtime's life. */
+  gsi_proc *_Atomic *chunks;
+  uint32_t nchunks_max;
+  pthread_mutex_t tbl_mu; /* guards free list and `used` */
+  gsi_proc *free_head;
+  uint32_t used; /* slots ever handed out */
+  _Atomic size_t live;   /* slots in use, foreign ones included */
+  _Atomic size_t nforeign;
+  _Atomic uint64_t next_ref;
+  _Atomic uint64_t msgs_sent;
+  _Atomic uint64_t spawned;
+  gsi_runq rq;
+  gsi_worker *workers;
+  _Atomic int started;
+  _Atomic int stopping;
+  gsi_timers *timers;
+  gsi_names *names;
+  void (*state_hook)(lua_State *L, void *ud);
+  void *state_hook_ud;
+  pthread_mutex_t life_mu; /* guards start/stop of threads */
+  pthread_cond_t life_cv;  /* signalled when `live` reaches 0 */
+};
+
+#define GSI_CHUNK_BITS 12
+#define GSI_CHUNK (1u << GSI_CHUNK_BITS)
+
+GSI_FUNC uint64_t gsi_new_ref(gsi_rt *rt);
+GSI_FUNC int gsi_rt_ensure_started(gsi_rt *rt);
+
+/* ------------------------------------------------------ process running */
+
+/* Run p on the current worker until it waits, yields or ends. */
+GSI_FUNC void gsi_run(gsi_worker *w, gsi_proc *p);
+/* The thread-local foreign process of this OS thread for rt (created on
+** first use). */
+GSI_FUNC gsi_proc *gsi_foreign_self(gsi_rt *rt);
+GSI_FUNC void gsi_foreign_reset(gsi_rt *rt);
+
+#endif

@@ -1,0 +1,1327 @@
+/*
+** lgenserver.c - genserver.core: the process primitives as Lua functions.
+**
+** Every function has two upvalues: the runtime and, in a process's own
+** state, that process (a light userdata; nil in a host's or the main
+** script's state, where the caller is a foreign process of its OS thread).
+**
+** Blocking primitives (receive, call, wait, sleep) yield the body coroutine
+** back to its worker with p->want = GSI_W_WAIT and a continuation that
+** looks again; on a foreign thread they block the thread instead. Errors
+** are raised only when no lock is held and every buffer has an owner.
+*/
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lauxlib.h"
+#include "lualib.h"
+
+#include "ids.h"
+#include "internal.h"
+#include "lgenserver.h"
+
+GSI_FUNC gsi_rt *gsi_rt_new(void);
+GSI_FUNC int gsi_rt_stop_all(gsi_rt *rt, const void *reason, size_t len,
+                             uint64_t ms);
+GSI_FUNC void gsi_rt_free(gsi_rt *rt);
+GSI_FUNC void gsi_foreign_exit(gsi_proc *p, const void *reason, size_t len,
+                               int normal);
+
+static const char PROC_KEY = 'p';      /* registry: this state's process */
+static const char SENTINEL_KEY = 's';  /* registry: shuts the runtime down */
+#define ERROR_MT "genserver.error"
+
+enum { K_CALL = 1, K_CAST, K_INFO, K_SYSTEM };
+
+/* ------------------------------------------------------------- context */
+
+static gsi_rt *rt_of(lua_State *L) {
+  return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+static void raise_exit(lua_State *L, gsi_proc *p);
+
+/* The calling process. A foreign thread gets its process on first use; an
+** exit signal that killed it is raised here, at its next call (§1.2). */
+static gsi_proc *self_of(lua_State *L) {
+  gsi_proc *p = lua_touserdata(L, lua_upvalueindex(2));
+  if (p != NULL) return p;
+  p = gsi_foreign_self(rt_of(L));
+  if (p == NULL) luaL_error(L, "genserver: too many processes");
+  if (atomic_load_explicit(&p->sigpend, memory_order_relaxed)) {
+    gsi_drain(p);
+    if (p->dying) raise_exit(L, p);
+  }
+  return p;
+}
+
+static uint64_t pid_of(gsi_proc *p) { return gsi_proc_pid(p); }
+
+static uint64_t check_pid(lua_State *L, int idx) {
+  uint64_t pid;
+  if (!gsi_topid(L, idx, &pid))
+    luaL_typeerror(L, idx, "pid");
+  return pid;
+}
+
+static uint64_t check_ref(lua_State *L, int idx) {
+  uint64_t ref;
+  if (!gsi_toref(L, idx, &ref)) luaL_typeerror(L, idx, "reference");
+  return ref;
+}
+
+/* A server argument: a pid or a registered name. Returns 0 for a name
+** nobody holds. */
+static uint64_t resolve(lua_State *L, int idx) {
+  uint64_t pid;
+  if (gsi_topid(L, idx, &pid)) return pid;
+  if (lua_type(L, idx) == LUA_TSTRING)
+    return gsi_reg_whereis(rt_of(L), lua_tostring(L, idx));
+  luaL_typeerror(L, idx, "pid or registered name");
+  return 0;
+}
+
+/* Time-outs: nil -> def_ms; a number of ms; "infinity" or math.huge ->
+** none. Returns an absolute deadline in ns, 0 meaning none. */
+static uint64_t opt_deadline(lua_State *L, int idx, double def_ms) {
+  double ms = def_ms;
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    if (strcmp(lua_tostring(L, idx), "infinity") != 0)
+      luaL_argerror(L, idx, "time-out must be ms or \"infinity\"");
+    return 0;
+  }
+  if (!lua_isnoneornil(L, idx)) ms = luaL_checknumber(L, idx);
+  if (ms != ms) luaL_argerror(L, idx, "time-out is NaN");
+  if (ms >= 9e15) return 0; /* math.huge and friends */
+  if (ms < 0) ms = 0;
+  return gsi_now_ns() + (uint64_t)(ms * 1e6);
+}
+
+/* --------------------------------------------------------------- codec */
+
+static _Thread_local gsi_buf tls_buf;
+
+void gsi_scratch_release(void) { gsi_buf_free(&tls_buf); }
+
+/* Encode the value at idx into a new message, or raise the codec's error
+** (nothing is sent). */
+static gsi_msg *encode_msg(lua_State *L, int idx, const char *what, int kind,
+                           uint64_t from, uint64_t ref) {
+  gsi_buf *b = &tls_buf;
+  gsi_msg *m;
+  idx = lua_absindex(L, idx);
+  b->len = 0;
+  if (gsi_encode(L, idx, what, &rt_of(L)->limits, b) != 0) {
+    if (lua_gettop(L) < idx || lua_type(L, -1) != LUA_TSTRING)
+      lua_pushstring(L, "cannot encode value");
+    luaL_where(L, 1);
+    lua_insert(L, -2);
+    lua_concat(L, 2);
+    lua_error(L);
+  }
+  m = gsi_msg_new(kind, from, ref, b->data, b->len);
+  if (b->cap > (1u << 20)) gsi_buf_free(b); /* do not keep a huge scratch */
+  if (m == NULL) luaL_error(L, "genserver: out of memory");
+  return m;
+}
+
+/* Encode a string constant (reasons made up by the runtime). */
+static gsi_msg *encode_str(lua_State *L, const char *s, int kind,
+                           uint64_t from, uint64_t ref) {
+  gsi_msg *m;
+  lua_pushstring(L, s);
+  m = encode_msg(L, -1, "reason", kind, from, ref);
+  lua_pop(L, 1);
+  return m;
+}
+
+/* Push the payload of m; 0 or -1 with an error string pushed. An empty
+** payload (a process that could not even start) reads as nil. */
+static int decode_payload(lua_State *L, gsi_msg *m) {
+  if (m->len == 0) {
+    lua_pushnil(L);
+    return 0;
+  }
+  return gsi_decode(L, GSI_MSG_DATA(m), m->len, &rt_of(L)->limits);
+}
+
+static void push_from(lua_State *L, gsi_msg *m) {
+  lua_createtable(L, 2, 0);
+  gsi_pushpid(L, m->from);
+  lua_rawseti(L, -2, 1);
+  gsi_pushref(L, m->ref);
+  lua_rawseti(L, -2, 2);
+}
+
+/* The reason of an exit signal or DOWN: "killed" for an untrappable kill. */
+static int push_reason(lua_State *L, gsi_msg *m) {
+  if (m->kind == GSI_M_EXIT && (m->flags & GSI_XF_KILL)) {
+    lua_pushliteral(L, "kill");
+    return 0;
+  }
+  return decode_payload(L, m);
+}
+
+/* Push message m as the value a plain receive returns. */
+static int push_msg(lua_State *L, gsi_msg *m) {
+  int rc = 0;
+  lua_checkstack(L, 6);
+  switch (m->kind) {
+  case GSI_M_CALL:
+  case GSI_M_SYSTEM:
+    lua_createtable(L, 3, 0);
+    lua_pushstring(L, m->kind == GSI_M_CALL ? "$gen_call" : "$system");
+    lua_rawseti(L, -2, 1);
+    push_from(L, m);
+    lua_rawseti(L, -2, 2);
+    if ((rc = decode_payload(L, m)) == 0) lua_rawseti(L, -2, 3);
+    break;
+  case GSI_M_CAST:
+    lua_createtable(L, 2, 0);
+    lua_pushliteral(L, "$gen_cast");
+    lua_rawseti(L, -2, 1);
+    if ((rc = decode_payload(L, m)) == 0) lua_rawseti(L, -2, 2);
+    break;
+  case GSI_M_REPLY:
+    lua_createtable(L, 3, 0);
+    lua_pushliteral(L, "$reply");
+    lua_rawseti(L, -2, 1);
+    gsi_pushref(L, m->ref);
+    lua_rawseti(L, -2, 2);
+    if ((rc = decode_payload(L, m)) == 0) lua_rawseti(L, -2, 3);
+    break;
+  case GSI_M_DOWN:
+    lua_createtable(L, 1, 3);
+    lua_pushliteral(L, "DOWN");
+    lua_rawseti(L, -2, 1);
+    gsi_pushref(L, m->ref);
+    lua_setfield(L, -2, "ref");
+    if (m->from) gsi_pushpid(L, m->from), lua_setfield(L, -2, "pid");
+    if ((rc = push_reason(L, m)) == 0) lua_setfield(L, -2, "reason");
+    break;
+  case GSI_M_EXIT:
+    lua_createtable(L, 1, 2);
+    lua_pushliteral(L, "EXIT");
+    lua_rawseti(L, -2, 1);
+    if (m->from) gsi_pushpid(L, m->from), lua_setfield(L, -2, "pid");
+    if ((rc = push_reason(L, m)) == 0) lua_setfield(L, -2, "reason");
+    break;
+  default:
+    return decode_payload(L, m);
+  }
+  if (rc != 0) lua_replace(L, -2); /* keep only the error string */
+  return rc;
+}
+
+/* Take m out of the saved list and free it, forgetting the pending request
+** it answered (a reply taken by a plain receive is consumed for good). */
+static void consume(gsi_proc *p, gsi_msg *m) {
+  gsi_pending *e;
+  if ((m->kind == GSI_M_REPLY || m->kind == GSI_M_DOWN) &&
+      (e = gsi_pending_find(p, m->ref)) != NULL && e->answer == m) {
+    gsi_msg *taken;
+    gsi_pending_remove(p, m->ref, &taken);
+  } else {
+    gsi_sv_unlink(p, m);
+  }
+  gsi_msg_free(m);
+}
+
+/* Push m (then free it) or raise the decoding error. */
+static void push_consume(lua_State *L, gsi_proc *p, gsi_msg *m) {
+  int rc = push_msg(L, m);
+  consume(p, m);
+  if (rc != 0) {
+    lua_pushfstring(L, "genserver: cannot receive a message: %s",
+                    lua_tostring(L, -1));
+    lua_error(L);
+  }
+}
+
+/* -------------------------------------------------------------- waiting */
+
+static void end_wait(gsi_proc *p) {
+  if (p->wait_timer != 0) {
+    gsi_timer_cancel(p->rt, p->wait_timer);
+    p->wait_timer = 0;
+  }
+  p->timed_out = 0;
+  p->deadline = 0;
+}
+
+static void begin_wait(gsi_proc *p, uint64_t deadline) {
+  end_wait(p);
+  p->deadline = deadline;
+}
+
+/* The process has to stop: a signal killed it or it called exit(). In a
+** worker process, yield to the worker, which ends it; on a foreign thread,
+** end the foreign process and raise the reason as a genserver error. */
+static int die(lua_State *L, gsi_proc *p) {
+  end_wait(p);
+  if (p->fg != NULL) raise_exit(L, p);
+  p->want = GSI_W_EXIT;
+  if (L == p->co && lua_isyieldable(L)) return lua_yield(L, 0);
+  return luaL_error(L, "genserver: process is exiting");
+}
+
+/* Nothing to take yet. Returns 1 if the caller must yield (processes),
+** 0 to look again (foreign thread woke up or timed out: timed_out set). */
+static int wait_more(lua_State *L, gsi_proc *p) {
+  if (p->deadline != 0 && !p->timed_out && gsi_now_ns() >= p->deadline)
+    p->timed_out = 1;
+  if (p->timed_out) return 0;
+  if (p->fg != NULL) {
+    if (gsi_foreign_wait(p, p->deadline) == 1) p->timed_out = 1;
+    return 0;
+  }
+  if (L != p->co || !lua_isyieldable(L))
+    luaL_error(L, "genserver: cannot wait here (inside a nested coroutine "
+                  "or across a C call boundary)");
+  if (p->deadline != 0 && p->wait_timer == 0) {
+    uint64_t now = gsi_now_ns();
+    uint64_t ms = p->deadline > now ? (p->deadline - now + 999999) / 1000000 : 0;
+    gsi_msg *t = gsi_msg_new(GSI_M_TIMEOUT, 0, 0, NULL, 0);
+    if (t == NULL) luaL_error(L, "genserver: out of memory");
+    p->wait_timer = gsi_timer_arm(p->rt, ms, pid_of(p), NULL, t);
+    if (p->wait_timer == 0) {
+      gsi_msg_free(t);
+      luaL_error(L, "genserver: out of memory");
+    }
+  }
+  p->want = GSI_W_WAIT;
+  return 1;
+}
+
+/* Fairness: a process that took its budget of messages this turn goes to
+** the back of the run queue when others are waiting for a worker. */
+static int over_budget(lua_State *L, gsi_proc *p) {
+  if (p->fg != NULL || --p->budget > 0) return 0;
+  p->budget = p->rt->budget;
+  if (!gsi_runq_busy(p->rt) || L != p->co || !lua_isyieldable(L)) return 0;
+  p->want = GSI_W_YIELD;
+  return 1;
+}
+
+/* ------------------------------------------------------------- receive */
+
+/* receive([match], [timeout]) -> msg | nil */
+static int receive_k(lua_State *L, int status, lua_KContext ctx) {
+  gsi_proc *p = self_of(L);
+  int has_match = (int)ctx;
+  gsi_msg *from = NULL; /* first saved message not yet tried by match */
+  (void)status;
+  for (;;) {
+    gsi_drain(p);
+    if (p->dying) return die(L, p);
+    if (!has_match) {
+      if (p->sv_head != NULL) {
+        end_wait(p);
+        push_consume(L, p, p->sv_head);
+        return 1;
+      }
+    } else {
+      gsi_msg *m = from ? atomic_load_explicit(&from->next, memory_order_relaxed)
+                        : p->sv_head;
+      /* a match function may not wait, so the list cannot change under it */
+      for (; m != NULL; m = atomic_load_explicit(&m->next, memory_order_relaxed)) {
+        int ok;
+        lua_pushvalue(L, 1);
+        if (push_msg(L, m) != 0) {
+          gsi_msg *bad = m;
+          consume(p, bad);
+          lua_error(L);
+        }
+        lua_call(L, 1, 1);
+        ok = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (ok) {
+          end_wait(p);
+          push_consume(L, p, m);
+          return 1;
+        }
+        from = m;
+      }
+      from = NULL; /* rescan all after a wait: simple and still correct */
+    }
+    if (p->timed_out) {
+      end_wait(p);
+      lua_pushnil(L);
+      return 1;
+    }
+    if (wait_more(L, p)) return lua_yieldk(L, 0, ctx, receive_k);
+  }
+}
+
+static int l_receive(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  int has_match = lua_type(L, 1) == LUA_TFUNCTION;
+  begin_wait(p, opt_deadline(L, has_match ? 2 : 1, HUGE_VAL));
+  lua_settop(L, has_match ? 1 : 0);
+  if (over_budget(L, p)) return lua_yieldk(L, 0, has_match, receive_k);
+  return receive_k(L, LUA_OK, has_match);
+}
+
+/* next([timeout]) -> kind, a, b: the gen_server loop's receive.
+**   K_CALL, request, from | K_CAST, msg | K_INFO, msg | K_SYSTEM, req, from
+**   nothing on time-out */
+static int next_k(lua_State *L, int status, lua_KContext ctx) {
+  gsi_proc *p = self_of(L);
+  (void)status;
+  for (;;) {
+    gsi_drain(p);
+    if (p->dying) return die(L, p);
+    if (p->sv_head != NULL) {
+      gsi_msg *m = p->sv_head;
+      int kind = m->kind, n = 2, rc;
+      end_wait(p);
+      switch (kind) {
+      case GSI_M_CALL:
+      case GSI_M_SYSTEM:
+        lua_pushinteger(L, kind == GSI_M_CALL ? K_CALL : K_SYSTEM);
+        rc = decode_payload(L, m);
+        if (rc == 0) push_from(L, m), n = 3;
+        break;
+      case GSI_M_CAST:
+        lua_pushinteger(L, K_CAST);
+        rc = decode_payload(L, m);
+        break;
+      default:
+        lua_pushinteger(L, K_INFO);
+        rc = push_msg(L, m);
+      }
+      consume(p, m);
+      if (rc != 0) {
+        lua_pushfstring(L, "genserver: cannot receive a message: %s",
+                        lua_tostring(L, -1));
+        lua_error(L);
+      }
+      return n;
+    }
+    if (p->timed_out) {
+      end_wait(p);
+      return 0;
+    }
+    if (wait_more(L, p)) return lua_yieldk(L, 0, ctx, next_k);
+  }
+}
+
+static int l_next(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  begin_wait(p, opt_deadline(L, 1, HUGE_VAL));
+  lua_settop(L, 0);
+  if (over_budget(L, p)) return lua_yieldk(L, 0, 0, next_k);
+  return next_k(L, LUA_OK, 0);
+}
+
+/* sleep(ms): wait for the time only; messages stay queued. */
+static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
+  gsi_proc *p = self_of(L);
+  (void)status;
+  for (;;) {
+    gsi_drain(p);
+    if (p->dying) return die(L, p);
+    if (p->timed_out) {
+      end_wait(p);
+      return 0;
+    }
+    if (wait_more(L, p)) return lua_yieldk(L, 0, ctx, sleep_k);
+  }
+}
+
+static int l_sleep(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  begin_wait(p, opt_deadline(L, 1, 0));
+  if (p->deadline == 0) {
+    /* sleep("infinity"): wait for a signal */
+  }
+  lua_settop(L, 0);
+  return sleep_k(L, LUA_OK, 0);
+}
+
+/* ---------------------------------------------------- requests, calls */
+
+/* Push a DOWN ... "noproc" answer for ref into our own mailbox. */
+static void self_down_noproc(lua_State *L, gsi_proc *p, uint64_t ref,
+                             uint64_t pid) {
+  gsi_msg *m = encode_str(L, "noproc", GSI_M_DOWN, pid, ref);
+  gsi_deliver(p->rt, pid_of(p), m, 0);
+}
+
+/* Monitor pid under a new pending ref and send it m (kind CALL/SYSTEM).
+** If the target is gone the request's answer is DOWN noproc. */
+static uint64_t start_request(lua_State *L, gsi_proc *p, uint64_t pid,
+                              int idx, int kind, int handoff) {
+  gsi_rt *rt = p->rt;
+  uint64_t ref = gsi_new_ref(rt);
+  gsi_msg *m = encode_msg(L, idx, "request", kind, pid_of(p), ref);
+  if (gsi_pending_add(p, ref, pid) != 0) {
+    gsi_msg_free(m);
+    luaL_error(L, "genserver: out of memory");
+  }
+  if (pid == 0 || gsi_monitor(p, pid, ref) != 0) {
+    gsi_msg_free(m);
+    gsi_idvec_push(&p->mon_out, ref); /* so the DOWN is accepted */
+    gsi_idvec_push(&p->mon_out, pid);
+    self_down_noproc(L, p, ref, pid);
+    return ref;
+  }
+  gsi_deliver(rt, pid, m, handoff);
+  return ref;
+}
+
+/* Wait for the answer to pending ref. Pushes true, value | false, kind,
+** reason where kind is "timeout" or "down" (reason = exit reason). */
+static int answer_k(lua_State *L, int status, lua_KContext ctx) {
+  gsi_proc *p = self_of(L);
+  uint64_t ref = (uint64_t)ctx;
+  int abandon = lua_toboolean(L, 1);
+  (void)status;
+  for (;;) {
+    gsi_pending *e;
+    gsi_drain(p);
+    if (p->dying) return die(L, p);
+    e = gsi_pending_find(p, ref);
+    if (e == NULL) {
+      end_wait(p);
+      return luaL_error(L, "genserver: unknown request (already answered?)");
+    }
+    if (e->answer != NULL) {
+      gsi_msg *m;
+      int rc, n;
+      end_wait(p);
+      gsi_pending_remove(p, ref, &m);
+      if (m->kind == GSI_M_REPLY) {
+        lua_pushboolean(L, 1);
+        rc = decode_payload(L, m);
+        n = 2;
+      } else {
+        lua_pushboolean(L, 0);
+        lua_pushliteral(L, "down");
+        rc = decode_payload(L, m);
+        n = 3;
+      }
+      gsi_msg_free(m);
+      if (rc != 0) return lua_error(L);
+      return n;
+    }
+    if (p->timed_out) {
+      end_wait(p);
+      if (abandon) gsi_pending_remove(p, ref, NULL);
+      lua_pushboolean(L, 0);
+      lua_pushliteral(L, "timeout");
+      return 2;
+    }
+    if (wait_more(L, p)) return lua_yieldk(L, 0, ctx, answer_k);
+  }
+}
+
+/* call(server, request [, timeout]) -> true, reply | false, kind, reason
+** kind: "noproc" | "calling_self" | "timeout" | "down" */
+static int l_call(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  uint64_t pid = resolve(L, 1), ref;
+  luaL_checkany(L, 2);
+  if (pid == 0) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "noproc");
+    return 2;
+  }
+  if (pid == pid_of(p)) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "calling_self");
+    return 2;
+  }
+  begin_wait(p, opt_deadline(L, 3, 5000));
+  ref = start_request(L, p, pid, 2, GSI_M_CALL, 1);
+  lua_settop(L, 0);
+  lua_pushboolean(L, 1); /* abandon on time-out: the late reply is dropped */
+  return answer_k(L, LUA_OK, (lua_KContext)ref);
+}
+
+/* request(server, request [, "system"]) -> ref */
+static int l_request(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  uint64_t pid = resolve(L, 1);
+  int kind = GSI_M_CALL;
+  luaL_checkany(L, 2);
+  if (lua_type(L, 3) == LUA_TSTRING && strcmp(lua_tostring(L, 3), "system") == 0)
+    kind = GSI_M_SYSTEM;
+  gsi_pushref(L, start_request(L, p, pid, 2, kind, 0));
+  return 1;
+}
+
+/* wait(ref [, timeout [, abandon]]) -> as call */
+static int l_wait(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  uint64_t ref = check_ref(L, 1);
+  int abandon = lua_toboolean(L, 3);
+  begin_wait(p, opt_deadline(L, 2, HUGE_VAL));
+  lua_settop(L, 0);
+  lua_pushboolean(L, abandon);
+  return answer_k(L, LUA_OK, (lua_KContext)ref);
+}
+
+/* is_pending(ref) -> bool */
+static int l_is_pending(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  lua_pushboolean(L, gsi_pending_find(p, check_ref(L, 1)) != NULL);
+  return 1;
+}
+
+/* reply(from, value) -> true; from = { pid, ref } */
+static int l_reply(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  uint64_t pid, ref;
+  gsi_msg *m;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_rawgeti(L, 1, 1);
+  lua_rawgeti(L, 1, 2);
+  if (!gsi_topid(L, -2, &pid) || !gsi_toref(L, -1, &ref))
+    luaL_argerror(L, 1, "not a 'from' given to handle_call");
+  lua_pop(L, 2);
+  m = encode_msg(L, 2, "reply", GSI_M_REPLY, pid_of(p), ref);
+  gsi_deliver(p->rt, pid, m, 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ------------------------------------------------------ send and spawn */
+
+static int send_kind(lua_State *L, int kind) {
+  gsi_proc *p = self_of(L);
+  uint64_t pid = resolve(L, 1);
+  gsi_msg *m;
+  luaL_checkany(L, 2);
+  if (pid == 0 && kind == GSI_M_USER)
+    return luaL_error(L, "genserver.send: no process is registered as '%s'",
+                      lua_tostring(L, 1));
+  m = encode_msg(L, 2, "message", kind, pid_of(p), 0);
+  if (pid != 0) gsi_deliver(p->rt, pid, m, 0);
+  else gsi_msg_free(m);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_send(lua_State *L) { return send_kind(L, GSI_M_USER); }
+static int l_cast(lua_State *L) { return send_kind(L, GSI_M_CAST); }
+
+static void buf_put_str(gsi_buf *b, const char *s, size_t n) {
+  uint32_t n32 = (uint32_t)n;
+  if (gsi_buf_reserve(b, 4 + n) != 0) return;
+  memcpy(b->data + b->len, &n32, 4);
+  memcpy(b->data + b->len + 4, s, n);
+  b->len += 4 + n;
+}
+
+/* The spawn message: paths of the spawner, then { n, body, args... }. */
+static gsi_msg *spawn_msg(lua_State *L, int body, int nargs) {
+  gsi_buf *b = &tls_buf;
+  size_t n;
+  const char *s;
+  int top = lua_gettop(L);
+  gsi_msg *m;
+  b->len = 0;
+  lua_getglobal(L, LUA_LOADLIBNAME);
+  if (lua_type(L, -1) != LUA_TTABLE) lua_pop(L, 1), lua_newtable(L);
+  lua_getfield(L, -1, "path");
+  lua_getfield(L, -2, "cpath");
+  s = lua_tolstring(L, -2, &n);
+  buf_put_str(b, s ? s : "", s ? n : 0);
+  s = lua_tolstring(L, -1, &n);
+  buf_put_str(b, s ? s : "", s ? n : 0);
+  lua_settop(L, top);
+  lua_createtable(L, nargs + 1, 1);
+  lua_pushinteger(L, nargs);
+  lua_setfield(L, -2, "n");
+  lua_pushvalue(L, body);
+  lua_rawseti(L, -2, 1);
+  for (int i = 0; i < nargs; i++) {
+    lua_pushvalue(L, body + 2 + i);
+    lua_rawseti(L, -2, i + 2);
+  }
+  if (gsi_encode(L, -1, "spawn", &rt_of(L)->limits, b) != 0) {
+    luaL_where(L, 1);
+    lua_insert(L, -2);
+    lua_concat(L, 2);
+    lua_error(L);
+  }
+  lua_settop(L, top);
+  m = gsi_msg_new(GSI_M_USER, 0, 0, b->data, b->len);
+  if (m == NULL) luaL_error(L, "genserver: out of memory");
+  return m;
+}
+
+static int opt_flag(lua_State *L, int t, const char *k) {
+  int v;
+  if (lua_type(L, t) != LUA_TTABLE) return 0;
+  lua_getfield(L, t, k);
+  v = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* spawn(body, opts, ...) -> pid [, ref]
+** body: a function (copied) or a module name (required in the new state).
+** opts: { link = bool, monitor = bool, module = name, request = ref }
+** `request`: a ref of ours that becomes a pending request on the new
+** process (monitored), so its answer or its DOWN can be waited for. */
+static int l_spawn(lua_State *L) {
+  gsi_rt *rt = rt_of(L);
+  gsi_proc *self = self_of(L), *p;
+  int nargs = lua_gettop(L) - 2;
+  int link = opt_flag(L, 2, "link");
+  int mon = opt_flag(L, 2, "monitor");
+  uint64_t pid, ref = 0, req = 0;
+  gsi_msg *sm;
+  if (lua_type(L, 2) == LUA_TTABLE) {
+    lua_getfield(L, 2, "request");
+    if (!lua_isnil(L, -1) && !gsi_toref(L, -1, &req))
+      luaL_argerror(L, 2, "opts.request must be a reference");
+    lua_pop(L, 1);
+  }
+  if (lua_type(L, 1) != LUA_TFUNCTION && lua_type(L, 1) != LUA_TSTRING)
+    luaL_typeerror(L, 1, "function or module name");
+  if (nargs < 0) nargs = 0;
+  sm = spawn_msg(L, 1, nargs);
+  if (gsi_rt_ensure_started(rt) != 0 || (p = gsi_proc_alloc(rt)) == NULL) {
+    gsi_msg_free(sm);
+    return luaL_error(L, "genserver.spawn: cannot create a process "
+                         "(process limit reached or runtime stopped)");
+  }
+  p->spawn_msg = sm;
+  p->parent = pid_of(self);
+  if (lua_type(L, 2) == LUA_TTABLE) {
+    lua_getfield(L, 2, "module");
+    if (lua_type(L, -1) == LUA_TSTRING)
+      snprintf(p->module, sizeof p->module, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  if (p->module[0] == '\0' && lua_type(L, 1) == LUA_TSTRING)
+    snprintf(p->module, sizeof p->module, "%s", lua_tostring(L, 1));
+  pid = gsi_proc_pid(p);
+  /* links and monitors go in before the process can run or die */
+  atomic_store(&p->alive, 1);
+  if (link) gsi_link(self, pid);
+  if (mon) {
+    ref = gsi_new_ref(rt);
+    gsi_monitor(self, pid, ref);
+  }
+  if (req != 0) {
+    gsi_monitor(self, pid, req);
+    if (gsi_pending_add(self, req, pid) != 0)
+      return luaL_error(L, "genserver: out of memory");
+  }
+  atomic_fetch_add_explicit(&rt->spawned, 1, memory_order_relaxed);
+  atomic_store(&p->sched, GSI_QUEUED);
+  gsi_enqueue(rt, p);
+  gsi_pushpid(L, pid);
+  if (!mon) return 1;
+  gsi_pushref(L, ref);
+  return 2;
+}
+
+/* ----------------------------------------------- links, monitors, exit */
+
+static int l_monitor(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  uint64_t pid = resolve(L, 1);
+  uint64_t ref = gsi_new_ref(p->rt);
+  if (pid == 0 || gsi_monitor(p, pid, ref) != 0) {
+    gsi_idvec_push(&p->mon_out, ref);
+    gsi_idvec_push(&p->mon_out, pid);
+    self_down_noproc(L, p, ref, pid);
+  }
+  gsi_pushref(L, ref);
+  return 1;
+}
+
+static int l_demonitor(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  uint64_t ref = check_ref(L, 1);
+  int flush = lua_type(L, 2) == LUA_TSTRING &&
+              strcmp(lua_tostring(L, 2), "flush") == 0;
+  gsi_demonitor(p, ref);
+  /* a DOWN still in the mailbox is dropped when drained (no monitor); one
+  ** already saved goes too when asked to flush */
+  gsi_drain(p);
+  if (flush) {
+    gsi_msg *m = p->sv_head;
+    while (m != NULL) {
+      gsi_msg *next = atomic_load_explicit(&m->next, memory_order_relaxed);
+      if (m->kind == GSI_M_DOWN && m->ref == ref &&
+          gsi_pending_find(p, ref) == NULL) {
+        gsi_sv_unlink(p, m);
+        gsi_msg_free(m);
+      }
+      m = next;
+    }
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_link(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  uint64_t pid = check_pid(L, 1);
+  if (gsi_link(p, pid) != 0) {
+    /* as Erlang: linking to a dead process sends us exit signal noproc */
+    gsi_msg *m = encode_str(L, "noproc", GSI_M_EXIT, pid, 0);
+    gsi_deliver(p->rt, pid_of(p), m, 0);
+    gsi_drain(p);
+    if (p->dying) return die(L, p);
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_unlink(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  gsi_unlink(p, check_pid(L, 1));
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_trap_exit(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  int old = p->trap_exit;
+  if (!lua_isnoneornil(L, 1)) p->trap_exit = lua_toboolean(L, 1);
+  lua_pushboolean(L, old);
+  return 1;
+}
+
+static int reason_flags(lua_State *L, int idx) {
+  const char *s;
+  if (lua_type(L, idx) != LUA_TSTRING) return 0;
+  s = lua_tostring(L, idx);
+  if (strcmp(s, "kill") == 0) return GSI_XF_KILL;
+  if (strcmp(s, "normal") == 0) return GSI_XF_NORMAL;
+  return 0;
+}
+
+/* exit(pid, reason): send an exit signal. exit(reason): end this process. */
+static int l_exit(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  gsi_msg *m;
+  if (lua_gettop(L) >= 2) {
+    uint64_t pid = check_pid(L, 1);
+    luaL_checkany(L, 2);
+    m = encode_msg(L, 2, "reason", GSI_M_EXIT, pid_of(p), 0);
+    m->flags = (uint8_t)reason_flags(L, 2);
+    gsi_deliver(p->rt, pid, m, 0);
+    if (pid == pid_of(p)) {
+      gsi_drain(p);
+      if (p->dying) return die(L, p);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  luaL_checkany(L, 1);
+  m = encode_msg(L, 1, "reason", GSI_M_EXIT, pid_of(p), 0);
+  m->flags = (uint8_t)(reason_flags(L, 1) & GSI_XF_NORMAL);
+  gsi_msg_free(p->exit_msg);
+  p->exit_msg = m;
+  p->dying = 1;
+  return die(L, p);
+}
+
+/* A foreign process was killed: end it (links and monitors fire), then
+** raise its reason as a genserver error. The thread carries on with a new
+** pid at its next call. */
+static void raise_exit(lua_State *L, gsi_proc *p) {
+  gsi_msg *m = p->exit_msg;
+  int normal = 0;
+  p->exit_msg = NULL;
+  p->dying = 0;
+  lua_createtable(L, 0, 3);
+  if (m == NULL || (m->flags & GSI_XF_KILL)) {
+    lua_pushliteral(L, "killed");
+  } else if (decode_payload(L, m) != 0) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "killed");
+  }
+  normal = m != NULL && (m->flags & GSI_XF_NORMAL);
+  lua_setfield(L, -2, "reason");
+  lua_pushliteral(L, "exit");
+  lua_setfield(L, -2, "op");
+  gsi_pushpid(L, pid_of(p));
+  lua_setfield(L, -2, "server");
+  luaL_setmetatable(L, ERROR_MT);
+  if (m != NULL) {
+    gsi_foreign_exit(p, GSI_MSG_DATA(m), m->len, normal);
+    gsi_msg_free(m);
+  } else {
+    gsi_foreign_exit(p, NULL, 0, 0);
+  }
+  lua_error(L);
+}
+
+/* -------------------------------------------------------------- names */
+
+static int l_register(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  const char *name = luaL_checkstring(L, 1);
+  uint64_t pid = lua_isnoneornil(L, 2) ? pid_of(p) : check_pid(L, 2), holder;
+  int rc = gsi_reg_register(p->rt, name, pid, &holder);
+  if (rc == -1) {
+    lua_pushnil(L);
+    lua_createtable(L, 0, 1);
+    gsi_pushpid(L, holder);
+    lua_setfield(L, -2, "already_started");
+    return 2;
+  }
+  if (rc == -2) return luaL_error(L, "genserver.register: process is not alive");
+  if (rc == -3)
+    return luaL_error(L, "genserver.register: process already has a name");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_unregister(lua_State *L) {
+  lua_pushboolean(L, gsi_reg_unregister(rt_of(L), luaL_checkstring(L, 1)) == 0);
+  return 1;
+}
+
+static int l_whereis(lua_State *L) {
+  uint64_t pid = gsi_reg_whereis(rt_of(L), luaL_checkstring(L, 1));
+  if (pid == 0) lua_pushnil(L);
+  else gsi_pushpid(L, pid);
+  return 1;
+}
+
+typedef struct names_acc {
+  char **v;
+  size_t n, cap;
+} names_acc;
+
+static void collect_name(void *ud, const char *name, uint64_t pid) {
+  names_acc *a = ud;
+  (void)pid;
+  if (a->n == a->cap) {
+    size_t ncap = a->cap ? a->cap * 2 : 16;
+    char **nv = realloc(a->v, ncap * sizeof *nv);
+    if (nv == NULL) return;
+    a->v = nv;
+    a->cap = ncap;
+  }
+  if ((a->v[a->n] = strdup(name)) != NULL) a->n++;
+}
+
+/* The names are copied out under the registry lock, then pushed. */
+static int l_registered(lua_State *L) {
+  names_acc a = {NULL, 0, 0};
+  gsi_reg_each(rt_of(L), collect_name, &a);
+  lua_createtable(L, (int)a.n, 0);
+  for (size_t i = 0; i < a.n; i++) {
+    lua_pushstring(L, a.v[i]);
+    free(a.v[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  free(a.v);
+  return 1;
+}
+
+/* -------------------------------------------------------------- timers */
+
+static int l_send_after(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  lua_Number ms = luaL_checknumber(L, 1);
+  const char *name = NULL;
+  uint64_t pid = 0, id;
+  gsi_msg *m;
+  if (lua_type(L, 2) == LUA_TSTRING) name = lua_tostring(L, 2);
+  else pid = check_pid(L, 2);
+  luaL_checkany(L, 3);
+  if (gsi_rt_ensure_started(p->rt) != 0)
+    return luaL_error(L, "genserver: runtime stopped");
+  m = encode_msg(L, 3, "message", GSI_M_USER, pid_of(p), 0);
+  id = gsi_timer_arm(p->rt, ms > 0 ? (uint64_t)ms : 0, pid, name, m);
+  if (id == 0) {
+    gsi_msg_free(m);
+    return luaL_error(L, "genserver: out of memory");
+  }
+  gsi_pushref(L, id);
+  return 1;
+}
+
+static int l_cancel_timer(lua_State *L) {
+  int64_t left = gsi_timer_cancel(rt_of(L), check_ref(L, 1));
+  if (left < 0) lua_pushboolean(L, 0);
+  else lua_pushinteger(L, (lua_Integer)left);
+  return 1;
+}
+
+/* ---------------------------------------------------------- inspection */
+
+static int l_self(lua_State *L) {
+  gsi_pushpid(L, pid_of(self_of(L)));
+  return 1;
+}
+
+static int l_make_ref(lua_State *L) {
+  gsi_pushref(L, gsi_new_ref(rt_of(L)));
+  return 1;
+}
+
+static int l_is_pid(lua_State *L) {
+  uint64_t v;
+  lua_pushboolean(L, gsi_topid(L, 1, &v));
+  return 1;
+}
+
+static int l_is_ref(lua_State *L) {
+  uint64_t v;
+  lua_pushboolean(L, gsi_toref(L, 1, &v));
+  return 1;
+}
+
+static int l_alive(lua_State *L) {
+  gsi_proc *t = gsi_pin(rt_of(L), check_pid(L, 1));
+  lua_pushboolean(L, t != NULL);
+  if (t != NULL) gsi_unpin(t);
+  return 1;
+}
+
+static uint32_t slots_used(gsi_rt *rt) {
+  uint32_t used;
+  pthread_mutex_lock(&rt->tbl_mu);
+  used = rt->used;
+  pthread_mutex_unlock(&rt->tbl_mu);
+  return used;
+}
+
+static int l_list(lua_State *L) {
+  gsi_rt *rt = rt_of(L);
+  uint32_t used = slots_used(rt);
+  lua_Integer n = 0;
+  lua_newtable(L);
+  for (uint32_t i = 1; i <= used; i++) {
+    gsi_proc *p = gsi_proc_at(rt, i);
+    if (p == NULL || !atomic_load(&p->alive)) continue;
+    gsi_pushpid(L, gsi_proc_pid(p));
+    lua_rawseti(L, -2, ++n);
+  }
+  return 1;
+}
+
+static const char *const status_names[] = {"waiting", "runnable", "running",
+                                           "running"};
+
+static void set_int(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void push_ids(lua_State *L, const gsi_idvec *v, size_t step,
+                     size_t off) {
+  lua_createtable(L, (int)(v->n / step), 0);
+  for (size_t i = off, k = 1; i < v->n; i += step, k++) {
+    gsi_pushpid(L, v->v[i]);
+    lua_rawseti(L, -2, (lua_Integer)k);
+  }
+}
+
+/* info(pid) -> table | nil. The lists are copied under the target's lock
+** into C memory first, then pushed (no Lua allocation under a lock). */
+static int l_info(lua_State *L) {
+  gsi_rt *rt = rt_of(L);
+  uint64_t pid = check_pid(L, 1);
+  gsi_proc *t = gsi_pin(rt, pid);
+  gsi_idvec links = {0}, mons = {0};
+  char name[256] = "";
+  char module[sizeof t->module];
+  uint64_t in, drained;
+  size_t sv, mem;
+  int st, foreign;
+  if (t == NULL) {
+    lua_pushnil(L);
+    return 1;
+  }
+  pthread_mutex_lock(&t->lk);
+  for (size_t i = 0; i < t->links.n; i++) gsi_idvec_push(&links, t->links.v[i]);
+  for (size_t i = 0; i < t->monitors.n; i++)
+    gsi_idvec_push(&mons, t->monitors.v[i]);
+  pthread_mutex_unlock(&t->lk);
+  memcpy(module, t->module, sizeof module);
+  module[sizeof module - 1] = '\0';
+  st = atomic_load(&t->sched);
+  foreign = t->fg != NULL;
+  in = atomic_load_explicit(&t->msgs_in, memory_order_relaxed);
+  drained = atomic_load_explicit(&t->drained_pub, memory_order_relaxed);
+  sv = atomic_load_explicit(&t->svlen_pub, memory_order_relaxed);
+  mem = atomic_load_explicit(&t->mem_pub, memory_order_relaxed);
+  gsi_unpin(t);
+  gsi_reg_name_of(rt, pid, name, sizeof name);
+  lua_createtable(L, 0, 12);
+  lua_pushstring(L, status_names[st & 3]);
+  lua_setfield(L, -2, "status");
+  set_int(L, "mailbox", (lua_Integer)(sv + (in > drained ? in - drained : 0)));
+  set_int(L, "messages_in", (lua_Integer)in);
+  set_int(L, "memory", (lua_Integer)mem);
+  if (module[0]) lua_pushstring(L, module), lua_setfield(L, -2, "module");
+  if (name[0]) lua_pushstring(L, name), lua_setfield(L, -2, "name");
+  lua_pushboolean(L, foreign);
+  lua_setfield(L, -2, "foreign");
+  push_ids(L, &links, 1, 0);
+  lua_setfield(L, -2, "links");
+  push_ids(L, &mons, 2, 1);
+  lua_setfield(L, -2, "monitored_by");
+  set_int(L, "monitors", (lua_Integer)(mons.n / 2));
+  gsi_idvec_free(&links);
+  gsi_idvec_free(&mons);
+  return 1;
+}
+
+/* ------------------------------------------------------------ runtime */
+
+static int l_configure(lua_State *L) {
+  gsi_rt *rt = rt_of(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  if (lua_getfield(L, 1, "workers") != LUA_TNIL) {
+    lua_Integer n = luaL_checkinteger(L, -1);
+    if (atomic_load(&rt->started))
+      return luaL_error(L, "genserver.runtime.configure: workers must be set "
+                           "before the first process starts");
+    if (n < 1 || n > 1024)
+      return luaL_error(L, "genserver.runtime.configure: workers must be 1..1024");
+    rt->nworkers = (int)n;
+  }
+  if (lua_getfield(L, 1, "max_depth") != LUA_TNIL) {
+    lua_Integer n = luaL_checkinteger(L, -1);
+    if (n < 1 || n > GSI_CODEC_MAXDEPTH)
+      return luaL_error(L, "genserver.runtime.configure: max_depth must be 1..%d",
+                        GSI_CODEC_MAXDEPTH);
+    rt->limits.max_depth = (int)n;
+  }
+  if (lua_getfield(L, 1, "max_message_size") != LUA_TNIL) {
+    lua_Integer n = luaL_checkinteger(L, -1);
+    if (n < 16) return luaL_error(L, "genserver.runtime.configure: "
+                                     "max_message_size too small");
+    rt->limits.max_size = (size_t)n;
+  }
+  if (lua_getfield(L, 1, "budget") != LUA_TNIL) {
+    lua_Integer n = luaL_checkinteger(L, -1);
+    if (n < 1) return luaL_error(L, "genserver.runtime.configure: budget must be >= 1");
+    rt->budget = (int)n;
+  }
+  if (lua_getfield(L, 1, "max_processes") != LUA_TNIL) {
+    lua_Integer n = luaL_checkinteger(L, -1);
+    if (atomic_load(&rt->started))
+      return luaL_error(L, "genserver.runtime.configure: max_processes must be "
+                           "set before the first process starts");
+    if (n < 2 || (uint64_t)n > (uint64_t)rt->nchunks_max * GSI_CHUNK - 1)
+      return luaL_error(L, "genserver.runtime.configure: max_processes out of range");
+    rt->max_procs = (uint32_t)n;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_stats(lua_State *L) {
+  gsi_rt *rt = rt_of(L);
+  uint32_t used = slots_used(rt);
+  uint64_t msgs = 0;
+  for (uint32_t i = 1; i <= used; i++) {
+    gsi_proc *p = gsi_proc_at(rt, i);
+    if (p != NULL) msgs += atomic_load_explicit(&p->msgs_in, memory_order_relaxed);
+  }
+  lua_createtable(L, 0, 6);
+  set_int(L, "workers", rt->nworkers);
+  set_int(L, "processes", (lua_Integer)(atomic_load(&rt->live) -
+                                        atomic_load(&rt->nforeign)));
+  set_int(L, "foreign", (lua_Integer)atomic_load(&rt->nforeign));
+  set_int(L, "run_queue", (lua_Integer)atomic_load(&rt->rq.len));
+  set_int(L, "messages", (lua_Integer)msgs);
+  set_int(L, "spawned", (lua_Integer)atomic_load(&rt->spawned));
+  lua_pushboolean(L, atomic_load(&rt->started));
+  lua_setfield(L, -2, "started");
+  return 1;
+}
+
+static int l_set_module(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  snprintf(p->module, sizeof p->module, "%s", luaL_checkstring(L, 1));
+  return 0;
+}
+
+static int l_parent(lua_State *L) {
+  gsi_proc *p = self_of(L);
+  if (p->parent == 0) lua_pushnil(L);
+  else gsi_pushpid(L, p->parent);
+  return 1;
+}
+
+static int l_error_mt(lua_State *L) {
+  luaL_getmetatable(L, ERROR_MT);
+  return 1;
+}
+
+/* ------------------------------------------------- default runtime life */
+
+static pthread_mutex_t default_mu = PTHREAD_MUTEX_INITIALIZER;
+static gsi_rt *default_rt;
+static int default_users; /* host states holding the default runtime */
+
+/* Stop every process and free the runtime; called when the last host
+** state lets go (its __gc) and at exit. Must not run on a worker. */
+static void default_close(uint64_t ms) {
+  gsi_rt *rt;
+  pthread_mutex_lock(&default_mu);
+  rt = default_rt;
+  default_rt = NULL;
+  default_users = 0;
+  pthread_mutex_unlock(&default_mu);
+  if (rt == NULL) return;
+  {
+    /* "shutdown", encoded in a throwaway state */
+    lua_State *S = luaL_newstate();
+    gsi_buf b;
+    gsi_buf_init(&b);
+    if (S != NULL) {
+      lua_pushliteral(S, "shutdown");
+      gsi_encode(S, -1, "reason", NULL, &b);
+      lua_close(S);
+    }
+    if (gsi_rt_stop_all(rt, b.data, b.len, ms) != 0) {
+      /* a process would not die (a runaway loop): leave the runtime and
+      ** its threads alone rather than free memory they use */
+      gsi_buf_free(&b);
+      return;
+    }
+    gsi_buf_free(&b);
+  }
+  gsi_foreign_reset(rt);
+  gsi_rt_free(rt);
+  gsi_scratch_release();
+}
+
+static void at_exit(void) { default_close(2000); }
+
+static int sentinel_gc(lua_State *L) {
+  int last;
+  (void)L;
+  pthread_mutex_lock(&default_mu);
+  last = --default_users <= 0;
+  pthread_mutex_unlock(&default_mu);
+  if (last) default_close(5000);
+  return 0;
+}
+
+static int l_shutdown(lua_State *L) {
+  gsi_proc *p = lua_touserdata(L, lua_upvalueindex(2));
+  lua_Number ms = luaL_optnumber(L, 1, 5000);
+  if (p != NULL) return luaL_error(L, "genserver.runtime.shutdown: only the "
+                                      "main script or host may shut down");
+  if (rt_of(L) != default_rt)
+    return luaL_error(L, "genserver.runtime.shutdown: runtime already stopped");
+  default_close(ms > 0 ? (uint64_t)ms : 0);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static gsi_rt *acquire_default(lua_State *L) {
+  static int registered;
+  gsi_rt *rt;
+  pthread_mutex_lock(&default_mu);
+  if (default_rt == NULL) default_rt = gsi_rt_new();
+  rt = default_rt;
+  if (rt != NULL) default_users++;
+  if (!registered) {
+    registered = 1;
+    atexit(at_exit);
+  }
+  pthread_mutex_unlock(&default_mu);
+  if (rt == NULL) luaL_error(L, "genserver: cannot create the runtime");
+  /* the sentinel's __gc lets go of the runtime when this state closes */
+  lua_newuserdatauv(L, 0, 0);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, sentinel_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &SENTINEL_KEY);
+  return rt;
+}
+
+/* ------------------------------------------------------------- module */
+
+void gsi_bind_process_state(lua_State *L, gsi_proc *p) {
+  lua_pushlightuserdata(L, p);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &PROC_KEY);
+}
+
+static const luaL_Reg funcs[] = {
+    {"self", l_self},           {"spawn", l_spawn},
+    {"send", l_send},           {"cast", l_cast},
+    {"receive", l_receive},     {"next", l_next},
+    {"sleep", l_sleep},         {"call", l_call},
+    {"request", l_request},     {"wait", l_wait},
+    {"is_pending", l_is_pending}, {"reply", l_reply},
+    {"monitor", l_monitor},     {"demonitor", l_demonitor},
+    {"link", l_link},           {"unlink", l_unlink},
+    {"trap_exit", l_trap_exit}, {"exit", l_exit},
+    {"register", l_register},   {"unregister", l_unregister},
+    {"whereis", l_whereis},     {"registered", l_registered},
+    {"send_after", l_send_after}, {"cancel_timer", l_cancel_timer},
+    {"make_ref", l_make_ref},   {"is_pid", l_is_pid},
+    {"is_ref", l_is_ref},       {"alive", l_alive},
+    {"list", l_list},           {"info", l_info},
+    {"configure", l_configure}, {"stats", l_stats},
+    {"shutdown", l_shutdown},   {"set_module", l_set_module},
+    {"parent", l_parent},       {"error_mt", l_error_mt},
+    {NULL, NULL}};
+
+/* `require` that also tells the codec a module may have been loaded (so
+** loaded modules keep crossing by name). */
+static int require_wrap(lua_State *L) {
+  int n;
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+  n = lua_gettop(L);
+  gsi_codec_invalidate(L);
+  return n;
+}
+
+static void wrap_require(lua_State *L) {
+  lua_getglobal(L, "require");
+  if (lua_tocfunction(L, -1) == require_wrap || lua_type(L, -1) != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_pushcclosure(L, require_wrap, 1);
+  lua_setglobal(L, "require");
+}
+
+int luaopen_genserver_core(lua_State *L) {
+  gsi_proc *p;
+  gsi_rt *rt;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &PROC_KEY);
+  p = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  rt = p != NULL ? p->rt : NULL;
+  if (rt == NULL) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &SENTINEL_KEY);
+    int have = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (have && default_rt != NULL) rt = default_rt;
+    else rt = acquire_default(L);
+  }
+  luaL_newmetatable(L, ERROR_MT);
+  lua_pop(L, 1);
+  lua_createtable(L, 0, sizeof funcs / sizeof funcs[0]);
+  lua_pushlightuserdata(L, rt);
+  if (p != NULL) lua_pushlightuserdata(L, p);
+  else lua_pushnil(L);
+  luaL_setfuncs(L, funcs, 2);
+  lua_pushinteger(L, K_CALL);
+  lua_setfield(L, -2, "K_CALL");
+  lua_pushinteger(L, K_CAST);
+  lua_setfield(L, -2, "K_CAST");
+  lua_pushinteger(L, K_INFO);
+  lua_setfield(L, -2, "K_INFO");
+  lua_pushinteger(L, K_SYSTEM);
+  lua_setfield(L, -2, "K_SYSTEM");
+  wrap_require(L);
+  return 1;
+}

@@ -1,0 +1,119 @@
+/*
+** proc.c - the process table: slots, pids, pinning and delivery.
+**
+** Slots live in chunks that are allocated on demand and never freed before
+** the runtime closes, so a slot address stays valid; only its generation
+** says which process currently owns it. Other threads never keep slot
+** pointers: they keep pids and pin the slot for the length of one push.
+*/
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static gsi_proc *new_chunk(gsi_rt *rt, uint32_t c) {
+  gsi_proc *chunk = calloc(GSI_CHUNK, sizeof(gsi_proc));
+  if (chunk == NULL) return NULL;
+  for (uint32_t i = 0; i < GSI_CHUNK; i++) {
+    gsi_proc *p = &chunk[i];
+    p->index = c * GSI_CHUNK + i;
+    p->rt = rt;
+    atomic_store_explicit(&p->gen, 1, memory_order_relaxed);
+    pthread_mutex_init(&p->lk, NULL);
+    gsi_mpsc_init(&p->mbox);
+  }
+  /* release: a thread that loads the chunk pointer sees initialised slots */
+  atomic_store_explicit(&rt->chunks[c], chunk, memory_order_release);
+  return chunk;
+}
+
+gsi_proc *gsi_proc_at(gsi_rt *rt, uint32_t index) {
+  uint32_t c = index >> GSI_CHUNK_BITS;
+  gsi_proc *chunk;
+  if (c >= rt->nchunks_max) return NULL;
+  chunk = atomic_load_explicit(&rt->chunks[c], memory_order_acquire);
+  return chunk ? &chunk[index & (GSI_CHUNK - 1)] : NULL;
+}
+
+uint64_t gsi_proc_pid(gsi_proc *p) {
+  return GSI_PID(p->index, atomic_load_explicit(&p->gen, memory_order_relaxed));
+}
+
+/* Take a free slot. Index 0 is never used, so no pid is 0. The slot comes
+** back with alive = 0; the caller sets it up and then publishes it. */
+gsi_proc *gsi_proc_alloc(gsi_rt *rt) {
+  gsi_proc *p = NULL;
+  pthread_mutex_lock(&rt->tbl_mu);
+  if (rt->free_head != NULL) {
+    p = rt->free_head;
+    rt->free_head = p->free_next;
+  } else if (rt->used + 1 < rt->max_procs) {
+    uint32_t index = ++rt->used;
+    p = gsi_proc_at(rt, index);
+    if (p == NULL) p = new_chunk(rt, index >> GSI_CHUNK_BITS)
+                         ? gsi_proc_at(rt, index) : NULL;
+    if (p == NULL) rt->used--;
+  }
+  pthread_mutex_unlock(&rt->tbl_mu);
+  if (p != NULL) {
+    p->free_next = NULL;
+    atomic_fetch_add_explicit(&rt->live, 1, memory_order_relaxed);
+  }
+  return p;
+}
+
+/* The slot is empty (no state, no messages, no pins): new generation, then
+** back on the free list. */
+void gsi_proc_release(gsi_proc *p) {
+  gsi_rt *rt = p->rt;
+  uint32_t g = atomic_load_explicit(&p->gen, memory_order_relaxed) + 1;
+  if (g == 0) g = 1;
+  atomic_store_explicit(&p->gen, g, memory_order_release);
+  pthread_mutex_lock(&rt->tbl_mu);
+  p->free_next = rt->free_head;
+  rt->free_head = p;
+  pthread_mutex_unlock(&rt->tbl_mu);
+  if (atomic_fetch_sub_explicit(&rt->live, 1, memory_order_acq_rel) == 1) {
+    pthread_mutex_lock(&rt->life_mu);
+    pthread_cond_broadcast(&rt->life_cv);
+    pthread_mutex_unlock(&rt->life_mu);
+  }
+}
+
+/* Pinning protocol (a Dekker pair, hence seq_cst on both sides):
+**   sender: pins++ ; then check alive && gen
+**   exit:   alive = 0 ; then wait for pins == 0
+** Either the sender sees alive == 0 and backs off, or the exit path sees
+** its pin and waits; so after the wait no push can reach the mailbox and
+** the exit path may drain it for good. */
+gsi_proc *gsi_pin(gsi_rt *rt, uint64_t pid) {
+  gsi_proc *p = gsi_proc_at(rt, GSI_PID_INDEX(pid));
+  if (p == NULL || GSI_PID_INDEX(pid) == 0) return NULL;
+  atomic_fetch_add(&p->pins, 1);
+  if (atomic_load(&p->alive) &&
+      atomic_load(&p->gen) == GSI_PID_GEN(pid))
+    return p;
+  atomic_fetch_sub(&p->pins, 1);
+  return NULL;
+}
+
+void gsi_unpin(gsi_proc *p) {
+  atomic_fetch_sub_explicit(&p->pins, 1, memory_order_release);
+}
+
+int gsi_deliver(gsi_rt *rt, uint64_t pid, gsi_msg *m, int handoff) {
+  gsi_proc *p = gsi_pin(rt, pid);
+  if (p == NULL) {
+    gsi_msg_free(m);
+    return 0;
+  }
+  int is_signal = m->kind == GSI_M_EXIT;
+  /* after the push m belongs to the receiver: read nothing from it */
+  gsi_mpsc_push(&p->mbox, m);
+  if (is_signal) atomic_store(&p->sigpend, 1);
+  atomic_fetch_add_explicit(&p->msgs_in, 1, memory_order_relaxed);
+  gsi_notify(p, handoff);
+  gsi_unpin(p);
+  return 1;
+}

@@ -1,0 +1,346 @@
+/*
+** pstate.c - a process's own lua_State: creation with the runtime's
+** counting allocator, lazy standard libraries, the body coroutine, running
+** it on a worker, and turning its end into an exit reason. Also the
+** foreign processes (OS threads outside the workers).
+*/
+#include <stdlib.h>
+#include <string.h>
+
+#include "lauxlib.h"
+#include "lualib.h"
+
+#include "internal.h"
+#include "lgenserver.h"
+
+/* ---------------------------------------------------------- allocator */
+
+/* Every byte of a process state is counted on its slot. Only the thread
+** running the process allocates in its state, so `mem` is owner data; the
+** published copy is for info() on other threads. */
+static void *palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  gsi_proc *p = ud;
+  void *np;
+  if (ptr == NULL) osize = 0;
+  if (nsize == 0) {
+    free(ptr);
+    p->mem -= osize;
+    atomic_store_explicit(&p->mem_pub, p->mem, memory_order_relaxed);
+    return NULL;
+  }
+  np = realloc(ptr, nsize);
+  if (np != NULL) {
+    p->mem += nsize - osize;
+    atomic_store_explicit(&p->mem_pub, p->mem, memory_order_relaxed);
+  }
+  return np;
+}
+
+/* ------------------------------------------------------ lazy libraries */
+
+static const luaL_Reg lazy_libs[] = {
+    {LUA_TABLIBNAME, luaopen_table}, {LUA_MATHLIBNAME, luaopen_math},
+    {LUA_COLIBNAME, luaopen_coroutine}, {LUA_UTF8LIBNAME, luaopen_utf8},
+    {LUA_IOLIBNAME, luaopen_io}, {LUA_OSLIBNAME, luaopen_os},
+    {LUA_DBLIBNAME, luaopen_debug}, {NULL, NULL}};
+
+/* _G's __index: the first use of `table`, `os`, ... opens that library. */
+static int lazy_index(lua_State *L) {
+  const char *k = lua_tostring(L, 2);
+  if (k != NULL && lua_type(L, 2) == LUA_TSTRING)
+    for (const luaL_Reg *r = lazy_libs; r->name; r++)
+      if (strcmp(k, r->name) == 0) {
+        luaL_requiref(L, r->name, r->func, 1);
+        return 1;
+      }
+  return 0;
+}
+
+static void open_libs(lua_State *L) {
+  luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
+  luaL_requiref(L, LUA_LOADLIBNAME, luaopen_package, 1);
+  /* string stays eager: its metatable is what makes s:upper() work */
+  luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
+  lua_pop(L, 3);
+  /* `require "table"` works through package.preload */
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  for (const luaL_Reg *r = lazy_libs; r->name; r++) {
+    lua_pushcfunction(L, r->func);
+    lua_setfield(L, -2, r->name);
+  }
+  lua_pushcfunction(L, luaopen_genserver_core);
+  lua_setfield(L, -2, "genserver.core");
+  lua_pop(L, 1);
+  lua_pushglobaltable(L);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, lazy_index);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
+  lua_pop(L, 1);
+}
+
+/* --------------------------------------------------------- spawn boot */
+
+/* The spawn message: u32 path length, path, u32 cpath length, cpath, then
+** the codec's encoding of { n = N, body, arg1, ..., argN }. */
+static int read_u32(const unsigned char **s, const unsigned char *e,
+                    uint32_t *v) {
+  if (e - *s < 4) return -1;
+  memcpy(v, *s, 4);
+  *s += 4;
+  return 0;
+}
+
+static void set_path(lua_State *L, const char *field, const unsigned char *s,
+                     uint32_t n) {
+  lua_getglobal(L, LUA_LOADLIBNAME);
+  lua_pushlstring(L, (const char *)s, n);
+  lua_setfield(L, -2, field);
+  lua_pop(L, 1);
+}
+
+/* Body of the body coroutine: require the module if the body is a name,
+** then call it with the arguments. */
+static int boot_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  return lua_gettop(L) - 1;
+}
+
+static int boot(lua_State *L) {
+  lua_Integer n;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  n = (lua_getfield(L, 1, "n"), lua_tointeger(L, -1));
+  lua_settop(L, 1);
+  lua_rawgeti(L, 1, 1);
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    lua_getglobal(L, "require");
+    lua_insert(L, -2);
+    lua_call(L, 1, 1);
+    if (lua_type(L, -1) == LUA_TTABLE) lua_getfield(L, -1, "main"), lua_remove(L, -2);
+    if (lua_type(L, -1) != LUA_TFUNCTION)
+      return luaL_error(L, "spawn: module '%s' is not a function and has no main",
+                        (lua_rawgeti(L, 1, 1), lua_tostring(L, -1)));
+  }
+  if (n < 0 || n > 250) n = 0;
+  luaL_checkstack(L, (int)n + 2, "too many spawn arguments");
+  for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(L, 1, i + 1);
+  lua_callk(L, (int)n, LUA_MULTRET, 0, boot_k);
+  return boot_k(L, LUA_OK, 0);
+}
+
+static int boot_fail(lua_State *L) {
+  return luaL_error(L, "spawn: cannot receive the body: %s", lua_tostring(L, 1));
+}
+
+static int start_state(gsi_proc *p, int *nargs) {
+  gsi_msg *sm = p->spawn_msg;
+  const unsigned char *s = GSI_MSG_DATA(sm), *e = s + sm->len;
+  uint32_t n;
+  lua_State *L = lua_newstate(palloc, p);
+  if (L == NULL) return -1;
+  p->L = L;
+  gsi_bind_process_state(L, p);
+  open_libs(L);
+  if (read_u32(&s, e, &n) || (uint32_t)(e - s) < n) return -1;
+  set_path(L, "path", s, n);
+  s += n;
+  if (read_u32(&s, e, &n) || (uint32_t)(e - s) < n) return -1;
+  set_path(L, "cpath", s, n);
+  s += n;
+  if (p->rt->state_hook) p->rt->state_hook(L, p->rt->state_hook_ud);
+  p->co = lua_newthread(L); /* kept alive on the main stack, slot 1 */
+  lua_pushcfunction(p->co, boot);
+  if (gsi_decode(p->co, s, (size_t)(e - s), &p->rt->limits) != 0) {
+    lua_pushcfunction(p->co, boot_fail); /* raises the decode error */
+    lua_replace(p->co, -3);
+  }
+  gsi_msg_free(sm);
+  p->spawn_msg = NULL;
+  *nargs = 1;
+  return 0;
+}
+
+/* ------------------------------------------------------------ exiting */
+
+/* Encode the exit reason at the top of L into a message buffer. A reason
+** that cannot be sent is replaced by its tostring(). */
+static gsi_msg *encode_reason(gsi_proc *p, lua_State *L) {
+  gsi_buf b;
+  gsi_msg *m;
+  gsi_buf_init(&b);
+  if (gsi_encode(L, -1, "exit reason", &p->rt->limits, &b) != 0) {
+    lua_pop(L, 1); /* the codec's error */
+    luaL_tolstring(L, -1, NULL);
+    lua_replace(L, -2);
+    b.len = 0;
+    if (gsi_encode(L, -1, "exit reason", &p->rt->limits, &b) != 0) {
+      lua_pop(L, 1);
+      b.len = 0;
+    }
+  }
+  m = gsi_msg_new(GSI_M_EXIT, 0, 0, b.data, b.len);
+  gsi_buf_free(&b);
+  return m;
+}
+
+static int is_normal(lua_State *L) {
+  const char *s;
+  return lua_type(L, -1) == LUA_TSTRING && (s = lua_tostring(L, -1)) &&
+         strcmp(s, "normal") == 0;
+}
+
+/* Push the reason of a body that ended with status st. */
+static void push_reason(gsi_proc *p, int st) {
+  lua_State *L = p->L, *co = p->co;
+  if (st == LUA_OK || st == LUA_YIELD) {
+    lua_pushliteral(L, "normal");
+    return;
+  }
+  /* an error: { error = message, traceback = "..." } taken at the crash
+  ** site (the dead coroutine keeps its stack) */
+  lua_createtable(L, 0, 2);
+  if (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER)
+    lua_pushstring(L, lua_tostring(co, -1));
+  else if (lua_type(co, -1) == LUA_TTABLE)
+    lua_xmove(co, L, 1); /* a structured error crosses as it is */
+  else
+    lua_pushstring(L, luaL_tolstring(co, -1, NULL));
+  lua_setfield(L, -2, "error");
+  luaL_traceback(L, co, NULL, 0);
+  lua_setfield(L, -2, "traceback");
+}
+
+/* The process is done: compute the reason, close the state, then run the
+** death protocol. */
+static void finish(gsi_proc *p, int st) {
+  gsi_msg *rm;
+  int normal;
+  if (p->dying && p->exit_msg != NULL &&
+      !(p->exit_msg->flags & GSI_XF_KILL)) {
+    rm = p->exit_msg; /* killed by a signal, or exit(reason) */
+    p->exit_msg = NULL;
+    normal = (rm->flags & GSI_XF_NORMAL) != 0;
+  } else {
+    lua_State *L = p->L;
+    if (p->dying) lua_pushliteral(L, "killed");
+    else push_reason(p, st);
+    normal = is_normal(L);
+    rm = encode_reason(p, L);
+  }
+  lua_close(p->L);
+  p->L = p->co = NULL;
+  if (rm == NULL) gsi_proc_exit(p, NULL, 0, normal);
+  else {
+    gsi_proc_exit(p, GSI_MSG_DATA(rm), rm->len, normal);
+    gsi_msg_free(rm);
+  }
+}
+
+static void cancel_wait_timer(gsi_proc *p) {
+  if (p->wait_timer != 0) {
+    gsi_timer_cancel(p->rt, p->wait_timer);
+    p->wait_timer = 0;
+  }
+}
+
+void gsi_run(gsi_worker *w, gsi_proc *p) {
+  int nargs = 0;
+  (void)w;
+  atomic_store(&p->sched, GSI_RUNNING);
+  p->budget = p->rt->budget;
+  if (p->L == NULL && start_state(p, &nargs) != 0) {
+    /* out of memory before any user code ran: die with an empty reason */
+    if (p->L != NULL) lua_close(p->L);
+    p->L = p->co = NULL;
+    gsi_proc_exit(p, NULL, 0, 0);
+    return;
+  }
+  for (;;) {
+    int nres = 0;
+    int st;
+    p->want = GSI_W_NONE;
+    if (p->dying) {
+      cancel_wait_timer(p);
+      finish(p, LUA_OK);
+      return;
+    }
+    st = lua_resume(p->co, p->L, nargs, &nres);
+    nargs = 0;
+    if (st != LUA_YIELD || p->dying || p->want == GSI_W_EXIT) {
+      cancel_wait_timer(p);
+      finish(p, st);
+      return;
+    }
+    lua_pop(p->co, nres);
+    if (p->want == GSI_W_WAIT) {
+      int s = GSI_RUNNING;
+      if (atomic_compare_exchange_strong(&p->sched, &s, GSI_IDLE)) return;
+      atomic_store(&p->sched, GSI_RUNNING); /* NOTIFIED: look again */
+      continue;
+    }
+    /* a voluntary yield (budget, preemption, a bare coroutine.yield) */
+    atomic_store(&p->sched, GSI_QUEUED);
+    gsi_enqueue(p->rt, p);
+    return;
+  }
+}
+
+/* --------------------------------------------------- foreign processes */
+
+static _Thread_local gsi_proc *tls_foreign;
+static _Thread_local uint64_t tls_foreign_pid;
+static _Thread_local gsi_rt *tls_foreign_rt;
+
+gsi_proc *gsi_foreign_self(gsi_rt *rt) {
+  gsi_proc *p;
+  pthread_condattr_t ca;
+  if (tls_foreign != NULL && tls_foreign_rt == rt &&
+      gsi_proc_pid(tls_foreign) == tls_foreign_pid)
+    return tls_foreign;
+  p = gsi_proc_alloc(rt);
+  if (p == NULL) return NULL;
+  p->fg = calloc(1, sizeof *p->fg);
+  if (p->fg == NULL) {
+    gsi_proc_release(p);
+    return NULL;
+  }
+  pthread_mutex_init(&p->fg->mu, NULL);
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&p->fg->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  snprintf(p->module, sizeof p->module, "(foreign thread)");
+  atomic_fetch_add(&rt->nforeign, 1);
+  atomic_store(&p->sched, GSI_RUNNING);
+  atomic_store(&p->alive, 1);
+  tls_foreign = p;
+  tls_foreign_rt = rt;
+  tls_foreign_pid = gsi_proc_pid(p);
+  return p;
+}
+
+/* The foreign process of this thread ends (killed by a signal, or the
+** thread leaves): run the death protocol; the next use makes a new one. */
+void gsi_foreign_exit(gsi_proc *p, const void *reason, size_t len, int normal);
+void gsi_foreign_exit(gsi_proc *p, const void *reason, size_t len,
+                      int normal) {
+  gsi_foreign *fg = p->fg;
+  if (p == tls_foreign) {
+    tls_foreign = NULL;
+    tls_foreign_pid = 0;
+  }
+  /* before the slot goes: live - nforeign must never dip below zero */
+  atomic_fetch_sub(&p->rt->nforeign, 1);
+  gsi_proc_exit(p, reason, len, normal); /* no notifier touches fg after */
+  pthread_mutex_destroy(&fg->mu);
+  pthread_cond_destroy(&fg->cv);
+  free(fg);
+}
+
+void gsi_foreign_reset(gsi_rt *rt) {
+  if (tls_foreign != NULL && tls_foreign_rt == rt) {
+    tls_foreign = NULL;
+    tls_foreign_pid = 0;
+  }
+}

@@ -1,0 +1,164 @@
+/*
+** runtime.c - a runtime's life: create, start threads on first use, shut
+** down (stop every process, join every thread, free everything).
+*/
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define DEFAULT_MAX_PROCS (1u << 22)
+
+static int default_workers(void) {
+  const char *env = getenv("GENSERVER_WORKERS");
+  long n = 0;
+  if (env != NULL && *env) n = strtol(env, NULL, 10);
+  if (n <= 0) n = sysconf(_SC_NPROCESSORS_ONLN);
+  if (n <= 0) n = 1;
+  if (n > 1024) n = 1024;
+  return (int)n;
+}
+
+gsi_rt *gsi_rt_new(void);
+gsi_rt *gsi_rt_new(void) {
+  gsi_rt *rt = calloc(1, sizeof *rt);
+  if (rt == NULL) return NULL;
+  rt->nworkers = default_workers();
+  rt->max_procs = DEFAULT_MAX_PROCS;
+  rt->limits = gsi_codec_default_limits;
+  rt->limits.allow_functions = 1;
+  rt->budget = 64;
+  rt->nchunks_max = (DEFAULT_MAX_PROCS >> GSI_CHUNK_BITS) + 1;
+  rt->chunks = calloc(rt->nchunks_max, sizeof *rt->chunks);
+  atomic_store(&rt->next_ref, 1);
+  pthread_mutex_init(&rt->tbl_mu, NULL);
+  pthread_mutex_init(&rt->rq.mu, NULL);
+  pthread_cond_init(&rt->rq.cv, NULL);
+  pthread_mutex_init(&rt->life_mu, NULL);
+  pthread_cond_init(&rt->life_cv, NULL);
+  if (rt->chunks == NULL || gsi_reg_init(rt) != 0) {
+    free(rt->chunks);
+    free(rt);
+    return NULL;
+  }
+  return rt;
+}
+
+uint64_t gsi_new_ref(gsi_rt *rt) {
+  return atomic_fetch_add_explicit(&rt->next_ref, 1, memory_order_relaxed);
+}
+
+/* Threads start with the first process, so configure() can still change
+** the number of workers until then. */
+int gsi_rt_ensure_started(gsi_rt *rt) {
+  int rc = 0;
+  if (atomic_load_explicit(&rt->started, memory_order_acquire)) return 0;
+  pthread_mutex_lock(&rt->life_mu);
+  if (!atomic_load(&rt->started)) {
+    if (atomic_load(&rt->stopping)) rc = -1;
+    else if (gsi_timer_start(rt) != 0) rc = -1;
+    else if (gsi_sched_start(rt) != 0) rc = -1;
+    if (rc == 0) atomic_store_explicit(&rt->started, 1, memory_order_release);
+  }
+  pthread_mutex_unlock(&rt->life_mu);
+  return rc;
+}
+
+static size_t lua_procs(gsi_rt *rt) {
+  return atomic_load(&rt->live) - atomic_load(&rt->nforeign);
+}
+
+/* Send an exit signal to every live non-foreign process. */
+static void signal_all(gsi_rt *rt, const void *reason, size_t len, int flags) {
+  uint32_t used;
+  pthread_mutex_lock(&rt->tbl_mu);
+  used = rt->used;
+  pthread_mutex_unlock(&rt->tbl_mu);
+  for (uint32_t i = 1; i <= used; i++) {
+    gsi_proc *p = gsi_proc_at(rt, i);
+    if (p == NULL || !atomic_load(&p->alive) || p->fg != NULL) continue;
+    gsi_exit_signal(rt, 0, gsi_proc_pid(p), reason, len, flags);
+  }
+}
+
+/* Wait until no Lua process is left or the deadline passes. */
+static int wait_empty(gsi_rt *rt, uint64_t deadline) {
+  int empty;
+  pthread_mutex_lock(&rt->life_mu);
+  while (!(empty = lua_procs(rt) == 0)) {
+    uint64_t now = gsi_now_ns();
+    struct timespec ts;
+    uint64_t until = now + 10000000u; /* re-check every 10 ms */
+    if (deadline && now >= deadline) break;
+    if (deadline && until > deadline) until = deadline;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    {
+      uint64_t rel = until - now;
+      ts.tv_nsec += (long)(rel % 1000000000u);
+      ts.tv_sec += (time_t)(rel / 1000000000u) + ts.tv_nsec / 1000000000;
+      ts.tv_nsec %= 1000000000;
+    }
+    pthread_cond_timedwait(&rt->life_cv, &rt->life_mu, &ts);
+  }
+  pthread_mutex_unlock(&rt->life_mu);
+  return empty;
+}
+
+/* Stop every process: first an exit signal with `reason` (the encoded
+** "shutdown"), then, for what is left after half the time-out, "kill".
+** Returns 0 when every process is gone, -1 otherwise. */
+int gsi_rt_stop_all(gsi_rt *rt, const void *reason, size_t len, uint64_t ms);
+int gsi_rt_stop_all(gsi_rt *rt, const void *reason, size_t len, uint64_t ms) {
+  uint64_t start = gsi_now_ns();
+  if (!atomic_load(&rt->started)) return 0;
+  signal_all(rt, reason, len, 0);
+  if (wait_empty(rt, start + ms * 500000u)) return 0;
+  signal_all(rt, NULL, 0, GSI_XF_KILL);
+  return wait_empty(rt, start + ms * 1000000u) ? 0 : -1;
+}
+
+/* Join the threads and free everything. Only after gsi_rt_stop_all
+** succeeded (no Lua process left); foreign processes are dropped. */
+void gsi_rt_free(gsi_rt *rt);
+void gsi_rt_free(gsi_rt *rt) {
+  if (atomic_load(&rt->started)) {
+    gsi_sched_stop(rt);
+    gsi_timer_stop(rt);
+  }
+  for (uint32_t c = 0; c < rt->nchunks_max; c++) {
+    gsi_proc *chunk = atomic_load(&rt->chunks[c]);
+    if (chunk == NULL) continue;
+    for (uint32_t i = 0; i < GSI_CHUNK; i++) {
+      gsi_proc *p = &chunk[i];
+      gsi_msg *m;
+      while ((m = gsi_mpsc_pop(&p->mbox)) != NULL) gsi_msg_free(m);
+      for (m = p->sv_head; m != NULL;) {
+        gsi_msg *next = atomic_load(&m->next);
+        gsi_msg_free(m);
+        m = next;
+      }
+      if (p->fg != NULL) {
+        pthread_mutex_destroy(&p->fg->mu);
+        pthread_cond_destroy(&p->fg->cv);
+        free(p->fg);
+      }
+      gsi_idvec_free(&p->links);
+      gsi_idvec_free(&p->monitors);
+      gsi_idvec_free(&p->mon_out);
+      free(p->pend);
+      gsi_msg_free(p->spawn_msg);
+      gsi_msg_free(p->exit_msg);
+      pthread_mutex_destroy(&p->lk);
+    }
+    free(chunk);
+  }
+  free(rt->chunks);
+  gsi_reg_free(rt);
+  pthread_mutex_destroy(&rt->tbl_mu);
+  pthread_mutex_destroy(&rt->rq.mu);
+  pthread_cond_destroy(&rt->rq.cv);
+  pthread_mutex_destroy(&rt->life_mu);
+  pthread_cond_destroy(&rt->life_cv);
+  free(rt);
+}

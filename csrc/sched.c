@@ -1,0 +1,236 @@
+/*
+** sched.c - worker threads, the run queue, wake-ups and foreign waits.
+**
+** The per-process protocol (p->sched):
+**   IDLE     waiting for a message; on no queue
+**   QUEUED   on exactly one run queue (global list or a worker's runnext)
+**   RUNNING  a worker (or its own OS thread, if foreign) is running it
+**   NOTIFIED running, and a message arrived since it last looked
+** A sender, after pushing a message, moves IDLE->QUEUED (and queues it) or
+** RUNNING->NOTIFIED. The runner, when the process wants to wait, moves
+** RUNNING->IDLE; if that CAS fails the process was NOTIFIED and runs
+** again, so no wake-up is lost and a process is never queued twice.
+*/
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "internal.h"
+
+/* Spin lengths, in pause iterations. A futex wake-up round trip costs tens
+** of microseconds on these machines; a spin hand-off well under one. */
+#define WORKER_SPIN 20000
+#define FOREIGN_SPIN 20000
+
+static _Thread_local gsi_worker *tls_worker;
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#else
+  sched_yield();
+#endif
+}
+
+gsi_worker *gsi_current_worker(void) { return tls_worker; }
+
+uint64_t gsi_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* ------------------------------------------------------------ run queue */
+
+static gsi_proc *rq_pop_locked(gsi_runq *q) {
+  gsi_proc *p = q->head;
+  if (p != NULL) {
+    q->head = p->rq_next;
+    if (q->head == NULL) q->tail = NULL;
+    p->rq_next = NULL;
+    atomic_fetch_sub_explicit(&q->len, 1, memory_order_relaxed);
+  }
+  return p;
+}
+
+/* Wake a parked worker only when nobody spins: a spinner will find the
+** work itself, much sooner than a futex wake-up would. */
+void gsi_enqueue(gsi_rt *rt, gsi_proc *p) {
+  gsi_runq *q = &rt->rq;
+  int wake;
+  pthread_mutex_lock(&q->mu);
+  p->rq_next = NULL;
+  if (q->tail) q->tail->rq_next = p;
+  else q->head = p;
+  q->tail = p;
+  atomic_fetch_add_explicit(&q->len, 1, memory_order_relaxed);
+  wake = q->nparked > 0 && atomic_load(&q->nspinning) == 0;
+  pthread_mutex_unlock(&q->mu);
+  if (wake) pthread_cond_signal(&q->cv);
+}
+
+int gsi_runq_busy(gsi_rt *rt) {
+  return atomic_load_explicit(&rt->rq.len, memory_order_relaxed) > 0;
+}
+
+static gsi_proc *try_pop(gsi_runq *q) {
+  gsi_proc *p;
+  int more;
+  if (atomic_load_explicit(&q->len, memory_order_relaxed) == 0) return NULL;
+  pthread_mutex_lock(&q->mu);
+  p = rq_pop_locked(q);
+  more = q->head != NULL && q->nparked > 0;
+  pthread_mutex_unlock(&q->mu);
+  /* we took one and more wait: let a parked worker help */
+  if (more) pthread_cond_signal(&q->cv);
+  return p;
+}
+
+/* Next process for worker w, or NULL when the runtime stops. At most one
+** worker spins; the others park on the condition variable. */
+static gsi_proc *take(gsi_rt *rt) {
+  gsi_runq *q = &rt->rq;
+  gsi_proc *p = try_pop(q);
+  int none = 0;
+  if (p != NULL) return p;
+  if (atomic_compare_exchange_strong(&q->nspinning, &none, 1)) {
+    for (int i = 0; i < WORKER_SPIN; i++) {
+      if ((p = try_pop(q)) != NULL) break;
+      if (atomic_load_explicit(&rt->stopping, memory_order_relaxed)) break;
+      cpu_relax();
+    }
+    atomic_store(&q->nspinning, 0);
+    if (p != NULL) return p;
+  }
+  pthread_mutex_lock(&q->mu);
+  while ((p = rq_pop_locked(q)) == NULL) {
+    if (atomic_load(&rt->stopping)) break;
+    q->nparked++;
+    pthread_cond_wait(&q->cv, &q->mu);
+    q->nparked--;
+  }
+  pthread_mutex_unlock(&q->mu);
+  return p;
+}
+
+static void *worker_main(void *arg) {
+  gsi_worker *w = arg;
+  tls_worker = w;
+  for (;;) {
+    gsi_proc *p = atomic_exchange(&w->runnext, NULL);
+    if (p == NULL) p = take(w->rt);
+    if (p == NULL) break;
+    gsi_run(w, p);
+  }
+  tls_worker = NULL;
+  gsi_scratch_release();
+  return NULL;
+}
+
+int gsi_sched_start(gsi_rt *rt) {
+  rt->workers = calloc((size_t)rt->nworkers, sizeof(gsi_worker));
+  if (rt->workers == NULL) return -1;
+  for (int i = 0; i < rt->nworkers; i++) {
+    gsi_worker *w = &rt->workers[i];
+    w->rt = rt;
+    w->id = i;
+    if (pthread_create(&w->th, NULL, worker_main, w) != 0) {
+      rt->nworkers = i;
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/* Called once no process is left: wake everybody and join. */
+void gsi_sched_stop(gsi_rt *rt) {
+  gsi_runq *q = &rt->rq;
+  pthread_mutex_lock(&q->mu);
+  atomic_store(&rt->stopping, 1);
+  pthread_cond_broadcast(&q->cv);
+  pthread_mutex_unlock(&q->mu);
+  for (int i = 0; i < rt->nworkers; i++) pthread_join(rt->workers[i].th, NULL);
+  free(rt->workers);
+  rt->workers = NULL;
+}
+
+/* -------------------------------------------------------------- notify */
+
+static void wake(gsi_proc *p, int handoff) {
+  gsi_worker *w = tls_worker;
+  if (p->fg != NULL) {
+    /* the foreign thread re-checks p->sched under fg->mu before waiting */
+    pthread_mutex_lock(&p->fg->mu);
+    pthread_cond_signal(&p->fg->cv);
+    pthread_mutex_unlock(&p->fg->mu);
+    return;
+  }
+  if (handoff && w != NULL && w->rt == p->rt) {
+    /* the sender is about to block: run the receiver next, right here */
+    gsi_proc *old = atomic_exchange(&w->runnext, p);
+    if (old != NULL) gsi_enqueue(p->rt, old);
+    return;
+  }
+  gsi_enqueue(p->rt, p);
+}
+
+void gsi_notify(gsi_proc *p, int handoff) {
+  int s = atomic_load(&p->sched);
+  for (;;) {
+    if (s == GSI_IDLE) {
+      if (atomic_compare_exchange_weak(&p->sched, &s, GSI_QUEUED)) {
+        wake(p, handoff);
+        return;
+      }
+    } else if (s == GSI_RUNNING) {
+      if (atomic_compare_exchange_weak(&p->sched, &s, GSI_NOTIFIED)) return;
+    } else {
+      return; /* QUEUED or NOTIFIED: it will look at its mailbox anyway */
+    }
+  }
+}
+
+/* ------------------------------------------------------- foreign waits */
+
+static void to_timespec(uint64_t ns, struct timespec *ts) {
+  ts->tv_sec = (time_t)(ns / 1000000000u);
+  ts->tv_nsec = (long)(ns % 1000000000u);
+}
+
+int gsi_foreign_wait(gsi_proc *p, uint64_t deadline) {
+  int s;
+  for (int i = 0; i < FOREIGN_SPIN; i++) {
+    if (atomic_load_explicit(&p->sched, memory_order_acquire) == GSI_NOTIFIED) {
+      atomic_store(&p->sched, GSI_RUNNING);
+      return 0;
+    }
+    cpu_relax();
+  }
+  s = GSI_RUNNING;
+  if (!atomic_compare_exchange_strong(&p->sched, &s, GSI_IDLE)) {
+    atomic_store(&p->sched, GSI_RUNNING); /* was NOTIFIED */
+    return 0;
+  }
+  pthread_mutex_lock(&p->fg->mu);
+  while (atomic_load(&p->sched) == GSI_IDLE) {
+    if (deadline == 0) {
+      pthread_cond_wait(&p->fg->cv, &p->fg->mu);
+    } else {
+      struct timespec ts;
+      to_timespec(deadline, &ts);
+      if (pthread_cond_timedwait(&p->fg->cv, &p->fg->mu, &ts) == ETIMEDOUT) {
+        s = GSI_IDLE;
+        if (atomic_compare_exchange_strong(&p->sched, &s, GSI_RUNNING)) {
+          pthread_mutex_unlock(&p->fg->mu);
+          return 1;
+        }
+      }
+    }
+  }
+  pthread_mutex_unlock(&p->fg->mu);
+  atomic_store(&p->sched, GSI_RUNNING);
+  return 0;
+}

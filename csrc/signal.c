@@ -1,0 +1,174 @@
+/*
+** signal.c - links, monitors, exit signals and the death protocol.
+**
+** Both ends of a link keep the other's pid in `links`; a monitor lives in
+** the target's `monitors` as (ref, watcher) and in the watcher's owner-only
+** `mon_out` as (ref, target). Lists on a process are guarded by its `lk`.
+** A process that starts dying sets `exiting` under `lk` and takes its
+** lists: after that nobody can add to them, which is what makes "names
+** released, links broken and monitors fired" one atomic step as seen from
+** outside. Locks are taken one at a time, never nested.
+*/
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+int gsi_link(gsi_proc *self, uint64_t pid) {
+  uint64_t me = gsi_proc_pid(self);
+  gsi_proc *t;
+  int dead;
+  if (pid == me) return 0;
+  t = gsi_pin(self->rt, pid);
+  if (t == NULL) return -1;
+  pthread_mutex_lock(&t->lk);
+  dead = t->exiting;
+  if (!dead && !gsi_idvec_has(&t->links, me)) gsi_idvec_push(&t->links, me);
+  pthread_mutex_unlock(&t->lk);
+  gsi_unpin(t);
+  if (dead) return -1;
+  pthread_mutex_lock(&self->lk);
+  if (!gsi_idvec_has(&self->links, pid)) gsi_idvec_push(&self->links, pid);
+  pthread_mutex_unlock(&self->lk);
+  return 0;
+}
+
+void gsi_unlink(gsi_proc *self, uint64_t pid) {
+  uint64_t me = gsi_proc_pid(self);
+  gsi_proc *t;
+  /* ours first: an EXIT from pid still in our mailbox is then ignored */
+  pthread_mutex_lock(&self->lk);
+  gsi_idvec_remove(&self->links, pid);
+  pthread_mutex_unlock(&self->lk);
+  t = gsi_pin(self->rt, pid);
+  if (t == NULL) return;
+  pthread_mutex_lock(&t->lk);
+  gsi_idvec_remove(&t->links, me);
+  pthread_mutex_unlock(&t->lk);
+  gsi_unpin(t);
+}
+
+int gsi_monitor(gsi_proc *self, uint64_t pid, uint64_t ref) {
+  gsi_proc *t = gsi_pin(self->rt, pid);
+  int dead;
+  if (t == NULL) return -1;
+  pthread_mutex_lock(&t->lk);
+  dead = t->exiting;
+  if (!dead) {
+    gsi_idvec_push(&t->monitors, ref);
+    gsi_idvec_push(&t->monitors, gsi_proc_pid(self));
+  }
+  pthread_mutex_unlock(&t->lk);
+  gsi_unpin(t);
+  if (dead) return -1;
+  gsi_idvec_push(&self->mon_out, ref);
+  gsi_idvec_push(&self->mon_out, pid);
+  return 0;
+}
+
+static uint64_t mon_out_target(gsi_proc *self, uint64_t ref) {
+  for (size_t i = 0; i + 1 < self->mon_out.n; i += 2)
+    if (self->mon_out.v[i] == ref) return self->mon_out.v[i + 1];
+  return 0;
+}
+
+static void drop_remote_monitor(gsi_rt *rt, uint64_t target, uint64_t ref) {
+  gsi_proc *t = gsi_pin(rt, target);
+  if (t == NULL) return;
+  pthread_mutex_lock(&t->lk);
+  gsi_idvec_remove_pair(&t->monitors, ref);
+  pthread_mutex_unlock(&t->lk);
+  gsi_unpin(t);
+}
+
+void gsi_demonitor(gsi_proc *self, uint64_t ref) {
+  uint64_t target = mon_out_target(self, ref);
+  if (target == 0) return;
+  gsi_idvec_remove_pair(&self->mon_out, ref);
+  drop_remote_monitor(self->rt, target, ref);
+}
+
+void gsi_exit_signal(gsi_rt *rt, uint64_t from, uint64_t to,
+                     const void *reason, size_t len, int flags) {
+  gsi_msg *m = gsi_msg_new(GSI_M_EXIT, from, 0, reason, len);
+  if (m == NULL) return;
+  m->flags = (uint8_t)flags;
+  gsi_deliver(rt, to, m, 0);
+}
+
+static void free_list(gsi_msg *m) {
+  while (m != NULL) {
+    gsi_msg *next = atomic_load_explicit(&m->next, memory_order_relaxed);
+    gsi_msg_free(m);
+    m = next;
+  }
+}
+
+/* Owner side of death. The Lua state is already closed. `normal` tells
+** linked processes that the reason is "normal" (they live on). */
+static void fire(gsi_proc *p, uint64_t me, gsi_idvec *links,
+                 gsi_idvec *mons, const void *reason, size_t len,
+                 int normal) {
+  gsi_rt *rt = p->rt;
+  for (size_t i = 0; i + 1 < mons->n; i += 2) {
+    gsi_msg *m = gsi_msg_new(GSI_M_DOWN, me, mons->v[i], reason, len);
+    if (m != NULL) gsi_deliver(rt, mons->v[i + 1], m, 0);
+  }
+  for (size_t i = 0; i < links->n; i++)
+    gsi_exit_signal(rt, me, links->v[i], reason, len,
+                    GSI_XF_LINK | (normal ? GSI_XF_NORMAL : 0));
+  for (size_t i = 0; i + 1 < p->mon_out.n; i += 2)
+    drop_remote_monitor(rt, p->mon_out.v[i + 1], p->mon_out.v[i]);
+}
+
+static void drain_all(gsi_proc *p) {
+  gsi_msg *m;
+  while ((m = gsi_mpsc_pop(&p->mbox)) != NULL) gsi_msg_free(m);
+  free_list(p->sv_head);
+  p->sv_head = p->sv_tail = NULL;
+  p->sv_len = 0;
+}
+
+void gsi_proc_exit(gsi_proc *p, const void *reason, size_t len, int normal) {
+  uint64_t me = gsi_proc_pid(p);
+  gsi_idvec links, mons;
+  pthread_mutex_lock(&p->lk);
+  p->exiting = 1;
+  links = p->links;
+  mons = p->monitors;
+  memset(&p->links, 0, sizeof p->links);
+  memset(&p->monitors, 0, sizeof p->monitors);
+  pthread_mutex_unlock(&p->lk);
+  atomic_store(&p->alive, 0);
+  gsi_reg_release(p->rt, p);
+  fire(p, me, &links, &mons, reason, len, normal);
+  gsi_idvec_free(&links);
+  gsi_idvec_free(&mons);
+  /* see gsi_pin: after this no sender can reach the mailbox */
+  while (atomic_load(&p->pins) != 0) sched_yield();
+  drain_all(p);
+  gsi_idvec_free(&p->mon_out);
+  free(p->pend);
+  p->pend = NULL;
+  p->npend = p->cappend = 0;
+  gsi_msg_free(p->spawn_msg);
+  gsi_msg_free(p->exit_msg);
+  p->spawn_msg = p->exit_msg = NULL;
+  p->L = p->co = NULL;
+  p->fg = NULL;
+  p->mem = 0;
+  atomic_store(&p->mem_pub, 0);
+  atomic_store(&p->msgs_in, 0);
+  atomic_store(&p->drained_pub, 0);
+  atomic_store(&p->svlen_pub, 0);
+  atomic_store(&p->sigpend, 0);
+  atomic_store(&p->sched, GSI_IDLE);
+  p->parent = p->wait_timer = p->deadline = 0;
+  p->want = p->trap_exit = p->dying = p->timed_out = 0;
+  p->module[0] = '\0';
+  pthread_mutex_lock(&p->lk);
+  p->exiting = 0;
+  pthread_mutex_unlock(&p->lk);
+  gsi_proc_release(p);
+}

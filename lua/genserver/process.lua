@@ -1,0 +1,110 @@
+--- genserver.process: the process primitives (DESIGN.md §2.3).
+--
+-- Every function works from a server's callbacks, from a plain spawned
+-- process and from the main script (a "foreign" process: its waits block
+-- the OS thread). Times are milliseconds; "infinity" or math.huge means no
+-- time-out.
+-- @module genserver.process
+
+local core = require "genserver.core"
+
+local M = {}
+
+--- The pid of the calling process.
+M.self = core.self
+
+--- Starts a process running `fn(...)`. `fn` is a function (copied into the
+-- new state with its upvalues) or a module name (`require`d there; the
+-- module returns a function, or a table with `main`).
+-- @return pid
+function M.spawn(fn, ...)
+  return core.spawn(fn, nil, ...)
+end
+
+--- As `spawn`, linked to the caller.
+function M.spawn_link(fn, ...)
+  return core.spawn(fn, { link = true }, ...)
+end
+
+--- As `spawn`, monitored by the caller. @return pid, ref
+function M.spawn_monitor(fn, ...)
+  return core.spawn(fn, { monitor = true }, ...)
+end
+
+--- Sends `msg` to a pid or registered name. Returns true; a dead pid drops
+-- the message silently; an unknown name raises an error.
+M.send = core.send
+
+--- `receive([timeout])` → the next message, or nil on time-out.
+-- `receive(match_fn [, timeout])` → the first message for which
+-- `match_fn(msg)` is true; the others stay queued in order.
+M.receive = core.receive
+
+--- Suspends the caller for `ms` milliseconds; messages stay queued.
+M.sleep = core.sleep
+
+--- Monitors a pid or name: a `{"DOWN", ref=, pid=, reason=}` message comes
+-- when it ends ("noproc" at once if it is not alive). @return ref
+M.monitor = core.monitor
+
+--- Removes a monitor; with "flush", also drops its DOWN if already queued.
+M.demonitor = core.demonitor
+
+--- Links the caller and `pid` (both ways).
+M.link = core.link
+
+--- Removes a link.
+M.unlink = core.unlink
+
+--- Sets whether exit signals become `{"EXIT", pid=, reason=}` messages.
+-- @return the previous setting
+M.trap_exit = core.trap_exit
+
+--- `exit(pid, reason)` sends an exit signal; `exit(reason)` ends the caller.
+M.exit = core.exit
+
+--- Registers `name` for `pid` (default: the caller). Raises if taken.
+function M.register(name, pid)
+  local ok, taken = core.register(name, pid)
+  if not ok then
+    error(("genserver.process.register: name %q is already registered to %s")
+      :format(name, tostring(taken.already_started)), 2)
+  end
+  return true
+end
+
+--- Removes a name. @return true if it was registered
+M.unregister = core.unregister
+
+--- The pid registered as `name`, or nil.
+M.whereis = core.whereis
+
+--- The registered names.
+M.registered = core.registered
+
+--- Sends `msg` to `dest` (pid or name, resolved when it fires) after `ms`.
+-- @return a timer reference for `cancel_timer`
+M.send_after = core.send_after
+
+--- Cancels a timer. @return the ms that were left, or false if it already fired
+M.cancel_timer = core.cancel_timer
+
+--- A new unique reference.
+M.make_ref = core.make_ref
+
+--- Whether `pid` is alive.
+M.alive = core.alive
+
+--- The pids of every live process.
+M.list = core.list
+
+--- `{ status, mailbox, memory, name, module, links, monitors, messages_in, … }` or nil.
+M.info = core.info
+
+--- True if `v` is a pid.
+M.is_pid = core.is_pid
+
+--- True if `v` is a reference.
+M.is_ref = core.is_ref
+
+return M
