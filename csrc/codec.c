@@ -1,0 +1,1299 @@
+/*
+** codec.c - the value codec: Lua value <-> bytes, between lua_States.
+**
+** This is the hot path of every message, so the common case (a small
+** table of strings and numbers) is kept cheap:
+**   - encoding writes straight into a malloc'd gsi_buf, tracks tables it
+**     has seen in a small C array (a malloc'd hash only past NSMALL
+**     objects) and pays one Lua hash lookup per table, in the per-state
+**     reverse cache of loaded modules;
+**   - decoding builds tables with size hints and keeps a Lua table of
+**     objects by number only if the encoder flagged back-references.
+** Both run their Lua API work inside one lua_pcall so that nothing they
+** do (memory errors, bad input, a failing `require`) raises out of them;
+** all C memory they own lives in the caller's frame and is freed there.
+*/
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#include "codec.h"
+#include "ids.h"
+
+_Static_assert(sizeof(lua_Integer) == 8, "codec assumes 64-bit integers");
+_Static_assert(sizeof(lua_Number) == 8, "codec assumes double floats");
+
+#if defined(__GNUC__)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+#else
+#define unlikely(x) (x)
+#endif
+
+const gsi_codec_limits gsi_codec_default_limits = {
+  200, (size_t)64 << 20, 1
+};
+
+/* registry key of the per-state reverse cache of loaded modules */
+static char cachekey;
+
+
+/* ------------------------------------------------------------ gsi_buf */
+
+void gsi_buf_init (gsi_buf *b) {
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
+
+
+void gsi_buf_free (gsi_buf *b) {
+  free(b->data);
+  gsi_buf_init(b);
+}
+
+
+int gsi_buf_reserve (gsi_buf *b, size_t n) {
+  size_t want, cap;
+  unsigned char *d;
+  if (n <= b->cap - b->len)
+    return 0;
+  if (n > SIZE_MAX - b->len)
+    return -1;
+  want = b->len + n;
+  cap = b->cap < 256 ? 256 : b->cap;
+  while (cap < want)  /* doubling keeps appends amortised O(1) */
+    cap = (cap > SIZE_MAX / 2) ? want : cap * 2;
+  d = (unsigned char *)realloc(b->data, cap);
+  if (d == NULL)
+    return -1;
+  b->data = d;
+  b->cap = cap;
+  return 0;
+}
+
+
+/* ---------------------------------------------------------- utilities */
+
+static void getlimits (const gsi_codec_limits *lim, int *depth,
+                       size_t *size, int *allowfn) {
+  if (lim == NULL)
+    lim = &gsi_codec_default_limits;
+  *depth = lim->max_depth > 0 ? lim->max_depth
+                              : gsi_codec_default_limits.max_depth;
+  if (*depth > GSI_CODEC_MAXDEPTH)
+    *depth = GSI_CODEC_MAXDEPTH;
+  *size = lim->max_size > 0 ? lim->max_size
+                            : gsi_codec_default_limits.max_size;
+  *allowfn = lim->allow_functions;
+}
+
+
+static size_t putvarint (unsigned char *p, uint64_t v) {
+  size_t n = 0;
+  while (v >= 0x80) {
+    p[n++] = (unsigned char)(v | 0x80);
+    v >>= 7;
+  }
+  p[n++] = (unsigned char)v;
+  return n;
+}
+
+
+static size_t varintlen (uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    n++;
+  }
+  return n;
+}
+
+
+/* zigzag keeps small negative numbers short */
+static uint64_t zigzag (lua_Integer i) {
+  uint64_t u = (uint64_t)i;
+  return i < 0 ? ~(u << 1) : u << 1;
+}
+
+
+/* without implementation-defined unsigned->signed conversion */
+static lua_Integer unzigzag (uint64_t v) {
+  uint64_t u = (v >> 1) ^ (0 - (v & 1));
+  if (u <= (uint64_t)INT64_MAX)
+    return (lua_Integer)u;
+  return -(lua_Integer)(~u) - 1;
+}
+
+
+/* Append s as a readable, quoted, truncated literal (names in error
+** messages may be arbitrary bytes). */
+static void addquoted (luaL_Buffer *B, const char *s, size_t len) {
+  size_t i, n = len > 40 ? 40 : len;
+  luaL_addchar(B, '"');
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c == '"' || c == '\\') {
+      luaL_addchar(B, '\\');
+      luaL_addchar(B, (char)c);
+    }
+    else if (c >= 0x20 && c < 0x7f)
+      luaL_addchar(B, (char)c);
+    else {
+      char tmp[8];
+      snprintf(tmp, sizeof(tmp), "\\x%02x", c);
+      luaL_addstring(B, tmp);
+    }
+  }
+  if (len > n)
+    luaL_addstring(B, "...");
+  luaL_addchar(B, '"');
+}
+
+
+/* Raise pre.."name"..post. */
+static void failname (lua_State *L, const char *pre, const char *s,
+                      size_t len, const char *post) {
+  luaL_Buffer B;
+  luaL_buffinit(L, &B);
+  luaL_addstring(&B, pre);
+  addquoted(&B, s, len);
+  luaL_addstring(&B, post);
+  luaL_pushresult(&B);
+  lua_error(L);
+}
+
+
+/* ------------------------------------------------ reverse module cache */
+
+/* Is the name a (new) better than b? Shorter first, then bytewise, so the
+** choice does not depend on table traversal order. */
+static int better (const char *a, size_t la, const char *b, size_t lb) {
+  int c;
+  if (la != lb)
+    return la < lb;
+  c = memcmp(a, b, la);
+  return c < 0;
+}
+
+
+/* cache[obj] = name at top (unless cache already has a better one);
+** pops the name */
+static void offer (lua_State *L, int cache, int obj) {
+  lua_pushvalue(L, obj);
+  if (lua_rawget(L, cache) == LUA_TSTRING) {
+    size_t lo, ln;
+    const char *old = lua_tolstring(L, -1, &lo);
+    const char *nw = lua_tolstring(L, -2, &ln);
+    if (!better(nw, ln, old, lo)) {
+      lua_pop(L, 2);
+      return;
+    }
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, obj);
+  lua_insert(L, -2);
+  lua_rawset(L, cache);
+}
+
+
+/* The cache stores ready-made wire bytes, so sending a module costs one
+** memcpy: tag, varint length, module name [, varint length, field]. */
+static void pushname (lua_State *L, int tag, const char *m, size_t lm,
+                      const char *f, size_t lf) {
+  luaL_Buffer B;
+  unsigned char tmp[10];
+  luaL_buffinit(L, &B);
+  luaL_addchar(&B, (char)tag);
+  luaL_addlstring(&B, (const char *)tmp, putvarint(tmp, lm));
+  luaL_addlstring(&B, m, lm);
+  if (f != NULL) {
+    luaL_addlstring(&B, (const char *)tmp, putvarint(tmp, lf));
+    luaL_addlstring(&B, f, lf);
+  }
+  luaL_pushresult(&B);
+}
+
+
+/* C functions stored under string keys of the module table at mod */
+static void addfields (lua_State *L, int cache, int mod, const char *m,
+                       size_t lm) {
+  lua_pushnil(L);
+  while (lua_next(L, mod)) {
+    if (lua_type(L, -2) == LUA_TSTRING && lua_iscfunction(L, -1)) {
+      size_t lf;
+      const char *f = lua_tolstring(L, -2, &lf);
+      pushname(L, GSI_T_CFUNC, m, lm, f, lf);
+      offer(L, cache, lua_gettop(L) - 1);
+    }
+    lua_pop(L, 1);
+  }
+}
+
+
+/* Scan package.loaded into a fresh cache (weak keys: it must not keep an
+** unloaded module alive), store it in the registry and push it. */
+static void buildcache (lua_State *L) {
+  int cache, loaded;
+  luaL_checkstack(L, 10, "building the module cache");
+  lua_createtable(L, 0, 64);
+  cache = lua_gettop(L);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, cache);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  loaded = lua_gettop(L);
+  if (lua_type(L, loaded) == LUA_TTABLE) {
+    lua_pushnil(L);
+    while (lua_next(L, loaded)) {
+      int t = lua_type(L, -1);
+      if (lua_type(L, -2) == LUA_TSTRING &&
+          (t == LUA_TTABLE || t == LUA_TFUNCTION)) {
+        int mod = lua_gettop(L);
+        size_t lm;
+        const char *m = lua_tolstring(L, mod - 1, &lm);
+        pushname(L, GSI_T_MODULE, m, lm, NULL, 0);
+        offer(L, cache, mod);
+        if (t == LUA_TTABLE)
+          addfields(L, cache, mod, m, lm);
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, cache);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &cachekey);
+}
+
+
+void gsi_codec_invalidate (lua_State *L) {
+  /* only overwrite an existing entry: that never allocates, so this
+  ** cannot raise */
+  if (!lua_checkstack(L, 1))
+    return;
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cachekey) == LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &cachekey);
+  }
+  else
+    lua_pop(L, 1);
+}
+
+
+/* ------------------------------------------------------- seen objects */
+
+/* Tables and Lua functions already encoded (key: lua_topointer, upn 0)
+** and upvalues already encoded (key: lua_upvalueid, upn >= 1: upvalue upn
+** of function object obj). The two kinds of pointer name distinct live
+** objects, so they share one set. */
+typedef struct seenent {
+  const void *p;
+  size_t obj;
+  int upn;
+} seenent;
+
+#define NSMALL 16
+
+typedef struct seenset {
+  size_t n;
+  size_t mask;      /* hash size - 1, once hash != NULL */
+  seenent *hash;    /* NULL while the entries fit in small */
+  seenent small[NSMALL];
+} seenset;
+
+
+static size_t hashptr (const void *p) {
+  uint64_t h = (uint64_t)(uintptr_t)p * UINT64_C(0x9e3779b97f4a7c15);
+  return (size_t)(h >> 32);
+}
+
+
+static seenent *seen_find (seenset *s, const void *p) {
+  size_t i;
+  if (s->hash == NULL) {
+    for (i = 0; i < s->n; i++)
+      if (s->small[i].p == p)
+        return &s->small[i];
+    return NULL;
+  }
+  for (i = hashptr(p) & s->mask; s->hash[i].p != NULL;
+       i = (i + 1) & s->mask)
+    if (s->hash[i].p == p)
+      return &s->hash[i];
+  return NULL;
+}
+
+
+static void hashput (seenent *h, size_t mask, const seenent *e) {
+  size_t i = hashptr(e->p) & mask;
+  while (h[i].p != NULL)
+    i = (i + 1) & mask;
+  h[i] = *e;
+}
+
+
+static int seen_grow (seenset *s) {
+  size_t i, size = s->hash ? (s->mask + 1) * 2 : NSMALL * 4;
+  seenent *h = (seenent *)calloc(size, sizeof(seenent));
+  if (h == NULL)
+    return -1;
+  if (s->hash == NULL) {
+    for (i = 0; i < s->n; i++)
+      hashput(h, size - 1, &s->small[i]);
+  }
+  else {
+    for (i = 0; i <= s->mask; i++)
+      if (s->hash[i].p != NULL)
+        hashput(h, size - 1, &s->hash[i]);
+    free(s->hash);
+  }
+  s->hash = h;
+  s->mask = size - 1;
+  return 0;
+}
+
+
+/* 0, or -1 when out of memory */
+static int seen_add (seenset *s, const void *p, size_t obj, int upn) {
+  seenent e;
+  e.p = p;
+  e.obj = obj;
+  e.upn = upn;
+  if (s->hash == NULL && s->n < NSMALL) {
+    s->small[s->n++] = e;
+    return 0;
+  }
+  if ((s->hash == NULL || (s->n + 1) * 2 > s->mask + 1) && seen_grow(s))
+    return -1;
+  hashput(s->hash, s->mask, &e);
+  s->n++;
+  return 0;
+}
+
+
+/* ------------------------------------------------------------ encoder */
+
+/* A frame per step of the path from the root to the value being encoded,
+** living on the C stack: they cost nothing unless an error needs the
+** path. */
+enum { F_INDEX, F_FIELD, F_KEY, F_UPVAL };
+
+typedef struct frame {
+  const struct frame *up;
+  int kind;
+  int idx;          /* stack index of the key (F_FIELD, F_KEY) or of the
+                       function (F_UPVAL) */
+  lua_Integer n;    /* array index (F_INDEX) or upvalue number (F_UPVAL) */
+} frame;
+
+typedef struct enc {
+  gsi_buf *b;
+  size_t start;     /* b->len at entry, restored on failure */
+  size_t limit;     /* b->len may not grow past this */
+  size_t maxsize;
+  const char *what;
+  int maxdepth, depth;
+  int cache;        /* stack slot of the module cache */
+  int havecache;    /* slot filled */
+  int rebuilt;      /* cache built during this call: no second rebuild */
+  int flags;        /* header flags */
+  int dumperr;      /* set by the lua_dump writer */
+  size_t nobj;
+  seenset seen;
+} enc;
+
+static void encvalue (lua_State *L, enc *e, int idx, const frame *f);
+
+
+static void toobig (lua_State *L, enc *e) {
+  char num[32];
+  snprintf(num, sizeof(num), "%zu", e->maxsize);
+  lua_pushfstring(L, "%s: too large (more than %s bytes encoded)",
+                  e->what, num);
+  lua_error(L);
+}
+
+
+static void nomem (lua_State *L, enc *e) {
+  lua_pushfstring(L, "%s: not enough memory to encode", e->what);
+  lua_error(L);
+}
+
+
+/* Room for n more bytes at the end of the buffer, within the size limit. */
+static unsigned char *need (lua_State *L, enc *e, size_t n) {
+  gsi_buf *b = e->b;
+  if (unlikely(n > e->limit - b->len))
+    toobig(L, e);
+  if (unlikely(n > b->cap - b->len) && gsi_buf_reserve(b, n) != 0)
+    nomem(L, e);
+  return b->data + b->len;
+}
+
+
+static void emitbyte (lua_State *L, enc *e, int c) {
+  unsigned char *p = need(L, e, 1);
+  *p = (unsigned char)c;
+  e->b->len++;
+}
+
+
+static void emittagvar (lua_State *L, enc *e, int tag, uint64_t v) {
+  unsigned char *p = need(L, e, 11);
+  p[0] = (unsigned char)tag;
+  e->b->len += 1 + putvarint(p + 1, v);
+}
+
+
+static void emitvarint (lua_State *L, enc *e, uint64_t v) {
+  unsigned char *p = need(L, e, 10);
+  e->b->len += putvarint(p, v);
+}
+
+
+static void emitinteger (lua_State *L, enc *e, lua_Integer i) {
+  if (i >= 0 && i < 0x80)
+    emitbyte(L, e, (int)i);
+  else if (i < 0 && i >= -32)
+    emitbyte(L, e, GSI_T_NEGINT + (int)(i + 32));
+  else
+    emittagvar(L, e, GSI_T_INT, zigzag(i));
+}
+
+
+static void emitfloat (lua_State *L, enc *e, lua_Number x) {
+  unsigned char *p = need(L, e, 9);
+  uint64_t u;
+  int k;
+  memcpy(&u, &x, sizeof(u));
+  p[0] = GSI_T_FLOAT;
+  for (k = 0; k < 8; k++)  /* little-endian whatever the host */
+    p[1 + k] = (unsigned char)(u >> (8 * k));
+  e->b->len += 9;
+}
+
+
+static void emitstring (lua_State *L, enc *e, const char *s, size_t len) {
+  unsigned char *p;
+  if (len < 32) {
+    p = need(L, e, 1 + len);
+    p[0] = (unsigned char)(GSI_T_FIXSTR | len);
+    memcpy(p + 1, s, len);
+    e->b->len += 1 + len;
+  }
+  else {
+    if (len > SIZE_MAX - 11)  /* cannot happen with a real Lua string */
+      toobig(L, e);
+    p = need(L, e, 11 + len);
+    p[0] = GSI_T_STR;
+    p += 1 + putvarint(p + 1, len);
+    memcpy(p, s, len);
+    e->b->len = (size_t)(p - e->b->data) + len;
+  }
+}
+
+
+/* Write v at pos, where room bytes were reserved: padded with 0x80 bytes
+** when shorter, moving what follows when longer (rare: big tables and
+** functions, once each). */
+static void patchvarint (lua_State *L, enc *e, size_t pos, size_t room,
+                         uint64_t v) {
+  size_t k = varintlen(v);
+  unsigned char *p;
+  if (k > room) {
+    gsi_buf *b = e->b;
+    need(L, e, k - room);
+    memmove(b->data + pos + k, b->data + pos + room, b->len - pos - room);
+    b->len += k - room;
+    room = k;
+  }
+  p = e->b->data + pos;
+  for (; room > 1; room--) {
+    *p++ = (unsigned char)((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  *p = (unsigned char)v;
+}
+
+
+/* --- error paths: build "what.path: reason" and raise */
+
+static int isident (const char *s, size_t len) {
+  size_t i;
+  if (len == 0 || (s[0] >= '0' && s[0] <= '9'))
+    return 0;
+  for (i = 0; i < len; i++) {
+    char c = s[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+          (c >= '0' && c <= '9') || c == '_'))
+      return 0;
+  }
+  return 1;
+}
+
+
+static void addinteger (luaL_Buffer *B, lua_Integer i) {
+  char tmp[40];
+  snprintf(tmp, sizeof(tmp), "[" LUA_INTEGER_FMT "]", (LUAI_UACINT)i);
+  luaL_addstring(B, tmp);
+}
+
+
+/* a key as a path step: .name, ["a b"], [3], [1.5], [true], [<0.4.1>],
+** [<table>] */
+static void addkey (lua_State *L, luaL_Buffer *B, int idx) {
+  char tmp[64];
+  switch (lua_type(L, idx)) {
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      if (isident(s, len)) {
+        luaL_addchar(B, '.');
+        luaL_addlstring(B, s, len);
+      }
+      else {
+        luaL_addchar(B, '[');
+        addquoted(B, s, len);
+        luaL_addchar(B, ']');
+      }
+      return;
+    }
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx))
+        addinteger(B, lua_tointeger(L, idx));
+      else {
+        snprintf(tmp, sizeof(tmp), "[%.14g]", (double)lua_tonumber(L, idx));
+        luaL_addstring(B, tmp);
+      }
+      return;
+    case LUA_TBOOLEAN:
+      luaL_addstring(B, lua_toboolean(L, idx) ? "[true]" : "[false]");
+      return;
+    case LUA_TUSERDATA: {
+      uint64_t id;
+      int kind = gsi_toid(L, idx, &id);
+      if (kind != GSI_ID_NONE) {
+        char s[GSI_ID_STRLEN];
+        int n = gsi_idstring(kind, id, s);
+        luaL_addchar(B, '[');
+        luaL_addlstring(B, s, (size_t)n);
+        luaL_addchar(B, ']');
+        return;
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  snprintf(tmp, sizeof(tmp), "[<%s>]", luaL_typename(L, idx));
+  luaL_addstring(B, tmp);
+}
+
+
+static void addpath (lua_State *L, luaL_Buffer *B, const frame *f) {
+  if (f == NULL)
+    return;
+  addpath(L, B, f->up);
+  switch (f->kind) {
+    case F_INDEX:
+      addinteger(B, f->n);
+      break;
+    case F_FIELD:
+      addkey(L, B, f->idx);
+      break;
+    case F_KEY: {
+      char tmp[64];
+      snprintf(tmp, sizeof(tmp), "[<%s>]", luaL_typename(L, f->idx));
+      luaL_addstring(B, tmp);
+      break;
+    }
+    case F_UPVAL: {
+      char tmp[64];
+      const char *name = lua_getupvalue(L, f->idx, (int)f->n);
+      if (name != NULL) {
+        lua_pop(L, 1);  /* the name stays valid: the function holds it */
+        if (*name == '\0' || *name == '(')  /* stripped: "(no name)" */
+          name = NULL;
+      }
+      if (name != NULL) {
+        luaL_addstring(B, "(upvalue '");
+        luaL_addstring(B, name);
+        luaL_addstring(B, "')");
+      }
+      else {
+        snprintf(tmp, sizeof(tmp), "(upvalue %d)", (int)f->n);
+        luaL_addstring(B, tmp);
+      }
+      break;
+    }
+  }
+}
+
+
+static void refuse (lua_State *L, enc *e, const frame *f, const char *what) {
+  luaL_Buffer B;
+  luaL_checkstack(L, 8, "building an error message");
+  luaL_buffinit(L, &B);
+  luaL_addstring(&B, e->what);
+  addpath(L, &B, f);
+  luaL_addstring(&B, ": cannot send a ");
+  luaL_addstring(&B, what);
+  if (f != NULL && f->kind == F_KEY)
+    luaL_addstring(&B, " as a table key");
+  luaL_pushresult(&B);
+  lua_error(L);
+}
+
+
+/* --- tables and functions */
+
+static void enter (lua_State *L, enc *e) {
+  if (++e->depth > e->maxdepth) {
+    lua_pushfstring(L, "%s: nested too deeply (more than %d levels)",
+                    e->what, e->maxdepth);
+    lua_error(L);
+  }
+  luaL_checkstack(L, 8, "value nested too deeply");
+}
+
+
+static void emitref (lua_State *L, enc *e, size_t obj) {
+  e->flags |= GSI_WIRE_REFS;
+  emittagvar(L, e, GSI_T_REF, obj);
+}
+
+
+static void newobj (lua_State *L, enc *e, const void *p) {
+  if (seen_add(&e->seen, p, ++e->nobj, 0) != 0)
+    nomem(L, e);
+}
+
+
+/* If the object at obj is a loaded module (or a C function of one), send
+** its name and return 1. The cache is fetched on first need, so messages
+** without tables or functions never touch it. */
+static int byname (lua_State *L, enc *e, int obj) {
+  const char *s;
+  size_t len;
+  unsigned char *p;
+  if (!e->havecache) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cachekey) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      buildcache(L);
+      e->rebuilt = 1;
+    }
+    lua_replace(L, e->cache);
+    e->havecache = 1;
+  }
+  lua_pushvalue(L, obj);
+  if (lua_rawget(L, e->cache) != LUA_TSTRING) {
+    lua_pop(L, 1);
+    return 0;
+  }
+  s = lua_tolstring(L, -1, &len);
+  p = need(L, e, len);
+  memcpy(p, s, len);
+  e->b->len += len;
+  lua_pop(L, 1);
+  return 1;
+}
+
+
+static void enctable (lua_State *L, enc *e, int t, const frame *f) {
+  const void *ptr = lua_topointer(L, t);
+  const seenent *s = seen_find(&e->seen, ptr);
+  lua_Integer n, i;
+  size_t pos;
+  uint64_t nh = 0;
+  int k;
+  unsigned char *p;
+  if (s != NULL) {
+    emitref(L, e, s->obj);
+    return;
+  }
+  if (byname(L, e, t))
+    return;
+  enter(L, e);
+  newobj(L, e, ptr);
+  n = (lua_Integer)lua_rawlen(L, t);  /* a border: t[1..n] may hold nils */
+  p = need(L, e, 12);
+  p[0] = GSI_T_TABLE;
+  pos = e->b->len + 1 + putvarint(p + 1, (uint64_t)n);
+  e->b->len = pos + 1;  /* one byte reserved for the hash count */
+  k = lua_gettop(L) + 1;  /* slot of array values, then of keys */
+  for (i = 1; i <= n; i++) {
+    frame fi;
+    fi.up = f; fi.kind = F_INDEX; fi.idx = 0; fi.n = i;
+    lua_rawgeti(L, t, i);
+    encvalue(L, e, k, &fi);
+    lua_pop(L, 1);
+  }
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    lua_Integer ki;
+    if (n == 0 || !lua_isinteger(L, k) ||
+        (ki = lua_tointeger(L, k)) < 1 || ki > n) {
+      frame fk, fv;
+      fk.up = f; fk.kind = F_KEY; fk.idx = k; fk.n = 0;
+      fv.up = f; fv.kind = F_FIELD; fv.idx = k; fv.n = 0;
+      encvalue(L, e, k, &fk);
+      encvalue(L, e, k + 1, &fv);
+      nh++;
+    }
+    lua_pop(L, 1);
+  }
+  patchvarint(L, e, pos, 1, nh);
+  e->depth--;
+}
+
+
+/* lua_dump writer: must not raise, so it records the failure */
+static int writer (lua_State *L, const void *p, size_t sz, void *ud) {
+  enc *e = (enc *)ud;
+  gsi_buf *b = e->b;
+  (void)L;
+  if (sz > e->limit - b->len) {
+    e->dumperr = 1;
+    return 1;
+  }
+  if (sz > b->cap - b->len && gsi_buf_reserve(b, sz) != 0) {
+    e->dumperr = 2;
+    return 1;
+  }
+  if (sz > 0)
+    memcpy(b->data + b->len, p, sz);
+  b->len += sz;
+  return 0;
+}
+
+
+static void encupvalues (lua_State *L, enc *e, int fi, size_t me,
+                         const frame *f) {
+  lua_Debug ar;
+  int i;
+  lua_pushvalue(L, fi);
+  lua_getinfo(L, ">u", &ar);
+  emitvarint(L, e, ar.nups);
+  for (i = 1; i <= ar.nups; i++) {
+    const void *id = lua_upvalueid(L, fi, i);
+    const seenent *s = seen_find(&e->seen, id);
+    if (s != NULL && s->upn > 0) {  /* shared with a function sent before */
+      e->flags |= GSI_WIRE_REFS;
+      emittagvar(L, e, GSI_T_UPJOIN, s->obj);
+      emitvarint(L, e, (uint64_t)s->upn);
+    }
+    else {
+      frame fu;
+      fu.up = f; fu.kind = F_UPVAL; fu.idx = fi; fu.n = i;
+      if (seen_add(&e->seen, id, me, i) != 0)
+        nomem(L, e);
+      lua_getupvalue(L, fi, i);
+      encvalue(L, e, lua_gettop(L), &fu);
+      lua_pop(L, 1);
+    }
+  }
+}
+
+
+static void encfunction (lua_State *L, enc *e, int fi, const frame *f) {
+  const void *ptr = lua_topointer(L, fi);
+  const seenent *s;
+  size_t pos, me;
+  if (lua_iscfunction(L, fi)) {
+    if (byname(L, e, fi))
+      return;
+    if (!e->rebuilt) {  /* maybe loaded since: look once more */
+      buildcache(L);
+      lua_replace(L, e->cache);
+      e->rebuilt = 1;
+      if (byname(L, e, fi))
+        return;
+    }
+    refuse(L, e, f, "C function (not found in any loaded module)");
+    return;
+  }
+  if ((s = seen_find(&e->seen, ptr)) != NULL) {
+    emitref(L, e, s->obj);
+    return;
+  }
+  if (byname(L, e, fi))
+    return;
+  enter(L, e);
+  newobj(L, e, ptr);
+  me = e->nobj;
+  emitbyte(L, e, GSI_T_FUNC);
+  pos = e->b->len;
+  need(L, e, 2);
+  e->b->len += 2;  /* room for a length below 16 KiB */
+  lua_pushvalue(L, fi);
+  e->dumperr = 0;
+  lua_dump(L, writer, e, 0);  /* keep debug info: tracebacks need lines */
+  lua_pop(L, 1);
+  if (e->dumperr == 1)
+    toobig(L, e);
+  else if (e->dumperr)
+    nomem(L, e);
+  patchvarint(L, e, pos, 2, e->b->len - pos - 2);
+  encupvalues(L, e, fi, me, f);
+  e->depth--;
+}
+
+
+static void encvalue (lua_State *L, enc *e, int idx, const frame *f) {
+  switch (lua_type(L, idx)) {
+    case LUA_TNIL:
+      emitbyte(L, e, GSI_T_NIL);
+      break;
+    case LUA_TBOOLEAN:
+      emitbyte(L, e, lua_toboolean(L, idx) ? GSI_T_TRUE : GSI_T_FALSE);
+      break;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx))
+        emitinteger(L, e, lua_tointeger(L, idx));
+      else
+        emitfloat(L, e, lua_tonumber(L, idx));
+      break;
+    case LUA_TSTRING: {
+      size_t len;
+      const char *s = lua_tolstring(L, idx, &len);
+      emitstring(L, e, s, len);
+      break;
+    }
+    case LUA_TTABLE:
+      enctable(L, e, idx, f);
+      break;
+    case LUA_TFUNCTION:
+      encfunction(L, e, idx, f);
+      break;
+    case LUA_TUSERDATA: {
+      uint64_t id;
+      switch (gsi_toid(L, idx, &id)) {
+        case GSI_ID_PID: emittagvar(L, e, GSI_T_PID, id); break;
+        case GSI_ID_REF: emittagvar(L, e, GSI_T_IDREF, id); break;
+        default: refuse(L, e, f, "userdata");
+      }
+      break;
+    }
+    case LUA_TLIGHTUSERDATA:
+      refuse(L, e, f, "light userdata");
+      break;
+    default:
+      refuse(L, e, f, luaL_typename(L, idx));
+      break;
+  }
+}
+
+
+/* protected part: 1 = enc, 2 = value */
+static int encmain (lua_State *L) {
+  enc *e = (enc *)lua_touserdata(L, 1);
+  lua_pushnil(L);  /* slot for the module cache */
+  e->cache = lua_gettop(L);
+  emitbyte(L, e, GSI_WIRE_MAGIC);
+  encvalue(L, e, 2, NULL);
+  e->b->data[e->start] |= (unsigned char)e->flags;
+  return 0;
+}
+
+
+int gsi_encode (lua_State *L, int idx, const char *what,
+                const gsi_codec_limits *lim, gsi_buf *b) {
+  enc e;
+  int status, allowfn;
+  idx = lua_absindex(L, idx);
+  if (!lua_checkstack(L, 3))
+    return -1;
+  e.b = b;
+  e.start = b->len;
+  e.what = what != NULL ? what : "value";
+  getlimits(lim, &e.maxdepth, &e.maxsize, &allowfn);
+  e.limit = e.maxsize > SIZE_MAX - e.start ? SIZE_MAX : e.start + e.maxsize;
+  e.depth = 0;
+  e.cache = 0;
+  e.havecache = e.rebuilt = 0;
+  e.flags = 0;
+  e.dumperr = 0;
+  e.nobj = 0;
+  e.seen.n = 0;
+  e.seen.mask = 0;
+  e.seen.hash = NULL;
+  lua_pushcfunction(L, encmain);
+  lua_pushlightuserdata(L, &e);
+  lua_pushvalue(L, idx);
+  status = lua_pcall(L, 2, 0, 0);
+  free(e.seen.hash);
+  if (status != LUA_OK) {
+    b->len = e.start;
+    return -1;
+  }
+  return 0;
+}
+
+
+/* ------------------------------------------------------------ decoder */
+
+typedef struct dec {
+  const unsigned char *p, *end;
+  int maxdepth, depth;
+  int allowfn;
+  size_t maxsize;
+  int objs;            /* stack slot of the object table; 0 without refs */
+  lua_Integer nobj;
+} dec;
+
+static void decvalue (lua_State *L, dec *d);
+
+
+static void malformed (lua_State *L, const char *why) {
+  lua_pushfstring(L, "malformed message: %s", why);
+  lua_error(L);
+}
+
+
+static size_t left (const dec *d) {
+  return (size_t)(d->end - d->p);
+}
+
+
+static int getbyte (lua_State *L, dec *d) {
+  if (unlikely(d->p >= d->end))
+    malformed(L, "truncated");
+  return *d->p++;
+}
+
+
+static uint64_t getvarint (lua_State *L, dec *d) {
+  uint64_t v = 0;
+  int shift;
+  for (shift = 0; shift < 64; shift += 7) {
+    int c = getbyte(L, d);
+    if (shift == 63 && c > 1)
+      break;
+    v |= (uint64_t)(c & 0x7f) << shift;
+    if (c < 0x80)
+      return v;
+  }
+  malformed(L, "bad varint");
+  return 0;
+}
+
+
+/* a length, never more than what is left of the input */
+static size_t getlen (lua_State *L, dec *d) {
+  uint64_t n = getvarint(L, d);
+  if (n > left(d))
+    malformed(L, "length exceeds message");
+  return (size_t)n;
+}
+
+
+static void denter (lua_State *L, dec *d) {
+  if (++d->depth > d->maxdepth) {
+    lua_pushfstring(L, "message too deep (more than %d levels)",
+                    d->maxdepth);
+    lua_error(L);
+  }
+  luaL_checkstack(L, 8, "message too deep");
+}
+
+
+static void newdobj (lua_State *L, dec *d, int obj) {
+  d->nobj++;
+  if (d->objs) {
+    lua_pushvalue(L, obj);
+    lua_rawseti(L, d->objs, d->nobj);
+  }
+}
+
+
+static void getobj (lua_State *L, dec *d, uint64_t n) {
+  if (d->objs == 0)
+    malformed(L, "back-reference without the references flag");
+  if (n < 1 || n > (uint64_t)d->nobj)
+    malformed(L, "back-reference to an unknown object");
+  lua_rawgeti(L, d->objs, (lua_Integer)n);
+}
+
+
+/* Size hints are capped by what the input could hold (a value takes at
+** least one byte) and by a constant, so a lying count cannot make us
+** allocate much; big tables still grow as usual. */
+#define MAXHINT (1 << 16)
+
+static int hint (uint64_t n) {
+  return n > MAXHINT ? MAXHINT : (int)n;
+}
+
+
+static void dectable (lua_State *L, dec *d) {
+  uint64_t na = getvarint(L, d), nh = getvarint(L, d), i;
+  int t;
+  if (na > left(d) || nh > left(d) / 2)
+    malformed(L, "table size exceeds message");
+  denter(L, d);
+  lua_createtable(L, hint(na), hint(nh));
+  t = lua_gettop(L);
+  newdobj(L, d, t);
+  for (i = 1; i <= na; i++) {
+    decvalue(L, d);
+    lua_rawseti(L, t, (lua_Integer)i);
+  }
+  for (i = 0; i < nh; i++) {
+    decvalue(L, d);
+    if (lua_isnil(L, -1))
+      malformed(L, "nil table key");
+    if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+      lua_Number k = lua_tonumber(L, -1);
+      if (k != k)
+        malformed(L, "NaN table key");
+    }
+    decvalue(L, d);
+    lua_rawset(L, t);
+  }
+  d->depth--;
+}
+
+
+/* package.loaded[name], or require(name) from a trusted sender */
+static void pushmodule (lua_State *L, dec *d, const char *name, size_t len) {
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_type(L, -1) == LUA_TTABLE) {
+    lua_pushlstring(L, name, len);
+    if (lua_rawget(L, -2) != LUA_TNIL) {
+      lua_remove(L, -2);
+      return;
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (!d->allowfn)
+    failname(L, "module ", name, len, " is not loaded here");
+  lua_pushglobaltable(L);
+  lua_pushliteral(L, "require");
+  lua_rawget(L, -2);
+  lua_remove(L, -2);
+  if (lua_type(L, -1) != LUA_TFUNCTION)
+    failname(L, "cannot load module ", name, len, ": no 'require'");
+  lua_pushlstring(L, name, len);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    const char *msg = lua_tostring(L, -1);
+    lua_pushfstring(L, ": %s", msg != NULL ? msg : "(error object)");
+    failname(L, "cannot load module ", name, len, lua_tostring(L, -1));
+  }
+  gsi_codec_invalidate(L);  /* something new may be loaded */
+  if (lua_isnil(L, -1))
+    failname(L, "module ", name, len, " did not load");
+}
+
+
+/* Functions are code: only a state of this runtime may send them. */
+static void nofunctions (lua_State *L) {
+  lua_pushliteral(L, "message contains a function, "
+                     "which this receiver does not accept");
+  lua_error(L);
+}
+
+
+static void decmodule (lua_State *L, dec *d) {
+  size_t len = getlen(L, d);
+  const char *name = (const char *)d->p;
+  d->p += len;
+  pushmodule(L, d, name, len);
+}
+
+
+static void deccfunction (lua_State *L, dec *d) {
+  size_t lm, lf;
+  const char *m, *f;
+  if (!d->allowfn)
+    nofunctions(L);
+  lm = getlen(L, d);
+  m = (const char *)d->p;
+  d->p += lm;
+  lf = getlen(L, d);
+  f = (const char *)d->p;
+  d->p += lf;
+  pushmodule(L, d, m, lm);
+  if (lua_type(L, -1) == LUA_TTABLE) {
+    lua_pushlstring(L, f, lf);
+    lua_rawget(L, -2);
+    if (lua_iscfunction(L, -1)) {
+      lua_remove(L, -2);
+      return;
+    }
+  }
+  failname(L, "no such C function here: ", f, lf, "");
+}
+
+
+typedef struct reader {
+  const char *p;
+  size_t n;
+} reader;
+
+
+static const char *readchunk (lua_State *L, void *ud, size_t *size) {
+  reader *r = (reader *)ud;
+  (void)L;
+  *size = r->n;
+  r->n = 0;
+  return *size > 0 ? r->p : NULL;
+}
+
+
+static void upjoin (lua_State *L, dec *d, int f, int n) {
+  uint64_t obj = getvarint(L, d), k = getvarint(L, d);
+  lua_Debug ar;
+  getobj(L, d, obj);
+  if (lua_type(L, -1) != LUA_TFUNCTION || lua_iscfunction(L, -1))
+    malformed(L, "upvalue joined to a non-function");
+  lua_pushvalue(L, -1);
+  lua_getinfo(L, ">u", &ar);
+  if (k < 1 || k > ar.nups)  /* lua_upvaluejoin does not check */
+    malformed(L, "upvalue joined to a missing upvalue");
+  lua_upvaluejoin(L, f, n, -1, (int)k);
+  lua_pop(L, 1);
+}
+
+
+static void decfunction (lua_State *L, dec *d) {
+  reader r;
+  lua_Debug ar;
+  uint64_t nup;
+  int f, i, status;
+  if (!d->allowfn)
+    nofunctions(L);
+  r.n = getlen(L, d);
+  r.p = (const char *)d->p;
+  d->p += r.n;
+  denter(L, d);
+  status = lua_load(L, readchunk, &r, "=message", "b");
+  if (status != LUA_OK) {
+    if (status == LUA_ERRMEM)
+      lua_error(L);
+    lua_pushfstring(L, "malformed message: bad function (%s)",
+                    lua_tostring(L, -1));
+    lua_error(L);
+  }
+  f = lua_gettop(L);
+  newdobj(L, d, f);
+  nup = getvarint(L, d);
+  lua_pushvalue(L, f);
+  lua_getinfo(L, ">u", &ar);
+  if (nup != ar.nups)
+    malformed(L, "wrong number of upvalues");
+  for (i = 1; i <= (int)nup; i++) {
+    if (d->p < d->end && *d->p == GSI_T_UPJOIN) {
+      d->p++;
+      upjoin(L, d, f, i);
+    }
+    else {
+      decvalue(L, d);
+      lua_setupvalue(L, f, i);
+    }
+  }
+  d->depth--;
+}
+
+
+static void decvalue (lua_State *L, dec *d) {
+  int c = getbyte(L, d);
+  if (c < 0x80) {
+    lua_pushinteger(L, c);
+    return;
+  }
+  if (c < 0xa0) {
+    size_t n = (size_t)(c & 0x1f);
+    if (n > left(d))
+      malformed(L, "truncated");
+    lua_pushlstring(L, (const char *)d->p, n);
+    d->p += n;
+    return;
+  }
+  if (c >= GSI_T_NEGINT) {
+    lua_pushinteger(L, c - GSI_T_NEGINT - 32);
+    return;
+  }
+  switch (c) {
+    case GSI_T_NIL: lua_pushnil(L); break;
+    case GSI_T_FALSE: lua_pushboolean(L, 0); break;
+    case GSI_T_TRUE: lua_pushboolean(L, 1); break;
+    case GSI_T_INT: lua_pushinteger(L, unzigzag(getvarint(L, d))); break;
+    case GSI_T_FLOAT: {
+      uint64_t u = 0;
+      lua_Number x;
+      int k;
+      if (left(d) < 8)
+        malformed(L, "truncated");
+      for (k = 0; k < 8; k++)
+        u |= (uint64_t)d->p[k] << (8 * k);
+      d->p += 8;
+      memcpy(&x, &u, sizeof(x));
+      lua_pushnumber(L, x);
+      break;
+    }
+    case GSI_T_STR: {
+      size_t n = getlen(L, d);
+      lua_pushlstring(L, (const char *)d->p, n);
+      d->p += n;
+      break;
+    }
+    case GSI_T_TABLE: dectable(L, d); break;
+    case GSI_T_REF: getobj(L, d, getvarint(L, d)); break;
+    case GSI_T_PID: gsi_pushpid(L, getvarint(L, d)); break;
+    case GSI_T_IDREF: gsi_pushref(L, getvarint(L, d)); break;
+    case GSI_T_MODULE: decmodule(L, d); break;
+    case GSI_T_CFUNC: deccfunction(L, d); break;
+    case GSI_T_FUNC: decfunction(L, d); break;
+    default: malformed(L, "unknown tag");
+  }
+}
+
+
+/* protected part: 1 = dec */
+static int decmain (lua_State *L) {
+  dec *d = (dec *)lua_touserdata(L, 1);
+  int h;
+  if (left(d) > d->maxsize) {
+    char num[32];
+    snprintf(num, sizeof(num), "%zu", d->maxsize);
+    lua_pushfstring(L, "message too large (more than %s bytes)", num);
+    lua_error(L);
+  }
+  h = getbyte(L, d);
+  if ((h & ~GSI_WIRE_REFS) != GSI_WIRE_MAGIC)
+    malformed(L, "unknown format");
+  if (h & GSI_WIRE_REFS) {
+    lua_createtable(L, 8, 0);
+    d->objs = lua_gettop(L);
+  }
+  decvalue(L, d);
+  if (d->p != d->end)
+    malformed(L, "trailing bytes");
+  return 1;
+}
+
+
+int gsi_decode (lua_State *L, const unsigned char *p, size_t len,
+                const gsi_codec_limits *lim) {
+  static const unsigned char empty[1] = {0};
+  dec d;
+  if (!lua_checkstack(L, 3))
+    return -1;
+  if (p == NULL)  /* no arithmetic on a null pointer */
+    p = empty, len = 0;
+  d.p = p;
+  d.end = p + len;
+  getlimits(lim, &d.maxdepth, &d.maxsize, &d.allowfn);
+  d.depth = 0;
+  d.objs = 0;
+  d.nobj = 0;
+  lua_pushcfunction(L, decmain);
+  lua_pushlightuserdata(L, &d);
+  return lua_pcall(L, 1, 1, 0) == LUA_OK ? 0 : -1;
+}

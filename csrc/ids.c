@@ -1,0 +1,209 @@
+/*
+** ids.c - pid and ref userdata, interned per lua_State.
+**
+** Each kind keeps two things in the registry, under light-userdata keys
+** (cheaper to look up than string keys, and private to this file):
+**   - the interning table, id (as lua_Integer) -> userdata, weak values,
+**     so an id nobody holds any more is collected as usual;
+**   - the metatable, also registered by name for luaL_checkudata users.
+** Both are created on the first push in a state. A state that never
+** pushed an id has no metatable, so gsi_toid answers "no" without
+** creating anything (it must not raise).
+*/
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "lua.h"
+#include "lauxlib.h"
+
+#include "ids.h"
+
+typedef struct idkind {
+  const char *mtname;
+  int kind;
+  char *cachekey;  /* addresses used as registry keys */
+  char *mtkey;
+} idkind;
+
+static char pidcache, pidmt, refcache, refmt;
+
+static const idkind pidkind = {GSI_PID_MT, GSI_ID_PID, &pidcache, &pidmt};
+static const idkind refkind = {GSI_REF_MT, GSI_ID_REF, &refcache, &refmt};
+
+
+/* ids above INT64_MAX (refs with the top bit set) become negative keys;
+** written without relying on implementation-defined conversion */
+static lua_Integer idkey (uint64_t id) {
+  if (id <= (uint64_t)INT64_MAX)
+    return (lua_Integer)id;
+  return -(lua_Integer)(~id) - 1;
+}
+
+
+int gsi_idstring (int kind, uint64_t id, char *buf) {
+  int n;
+  if (kind == GSI_ID_PID)
+    n = snprintf(buf, GSI_ID_STRLEN, "<0.%" PRIu32 ".%" PRIu32 ">",
+                 (uint32_t)(id & 0xffffffffu), (uint32_t)(id >> 32));
+  else
+    n = snprintf(buf, GSI_ID_STRLEN, "#Ref<0.%" PRIu64 ">", id);
+  return n;
+}
+
+
+/* Never raises: only raw reads, and only after checking stack space. */
+int gsi_toid (lua_State *L, int idx, uint64_t *id) {
+  const uint64_t *u;
+  int kind = GSI_ID_NONE;
+  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_checkstack(L, 2))
+    return GSI_ID_NONE;
+  idx = lua_absindex(L, idx);
+  u = (const uint64_t *)lua_touserdata(L, idx);
+  if (lua_rawlen(L, idx) != sizeof(uint64_t) || !lua_getmetatable(L, idx))
+    return GSI_ID_NONE;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, pidkind.mtkey);
+  if (lua_rawequal(L, -1, -2))
+    kind = GSI_ID_PID;
+  else {
+    lua_pop(L, 1);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, refkind.mtkey);
+    if (lua_rawequal(L, -1, -2))
+      kind = GSI_ID_REF;
+  }
+  lua_pop(L, 2);
+  if (kind != GSI_ID_NONE && id != NULL)
+    *id = *u;
+  return kind;
+}
+
+
+int gsi_isid (lua_State *L, int idx) {
+  return gsi_toid(L, idx, NULL);
+}
+
+
+int gsi_topid (lua_State *L, int idx, uint64_t *pid) {
+  uint64_t id;
+  if (gsi_toid(L, idx, &id) != GSI_ID_PID)
+    return 0;
+  *pid = id;
+  return 1;
+}
+
+
+int gsi_toref (lua_State *L, int idx, uint64_t *ref) {
+  uint64_t id;
+  if (gsi_toid(L, idx, &id) != GSI_ID_REF)
+    return 0;
+  *ref = id;
+  return 1;
+}
+
+
+/* ---------------------------------------------------------- metamethods */
+
+static int id_tostring (lua_State *L) {
+  char buf[GSI_ID_STRLEN];
+  uint64_t id = 0;
+  int kind = gsi_toid(L, 1, &id);
+  if (kind == GSI_ID_NONE)
+    return luaL_argerror(L, 1, "pid or ref expected");
+  lua_pushlstring(L, buf, (size_t)gsi_idstring(kind, id, buf));
+  return 1;
+}
+
+
+static const char *kindname (lua_State *L, int kind, int idx) {
+  switch (kind) {
+    case GSI_ID_PID: return "pid";
+    case GSI_ID_REF: return "ref";
+    default: return luaL_typename(L, idx);
+  }
+}
+
+
+/* Only ids of the same kind are ordered; anything else is the usual
+** "attempt to compare" error. */
+static int compare (lua_State *L, uint64_t *a, uint64_t *b) {
+  int ka = gsi_toid(L, 1, a), kb = gsi_toid(L, 2, b);
+  if (ka == GSI_ID_NONE || ka != kb)
+    return luaL_error(L, "attempt to compare %s with %s",
+                      kindname(L, ka, 1), kindname(L, kb, 2));
+  return 0;
+}
+
+
+static int id_lt (lua_State *L) {
+  uint64_t a = 0, b = 0;
+  compare(L, &a, &b);
+  lua_pushboolean(L, a < b);
+  return 1;
+}
+
+
+static int id_le (lua_State *L) {
+  uint64_t a = 0, b = 0;
+  compare(L, &a, &b);
+  lua_pushboolean(L, a <= b);
+  return 1;
+}
+
+
+static const luaL_Reg id_meta[] = {
+  {"__tostring", id_tostring},
+  {"__lt", id_lt},
+  {"__le", id_le},
+  {NULL, NULL}
+};
+
+
+/* ------------------------------------------------------------ interning */
+
+/* Create the kind's metatable and interning table in this state; leaves
+** the interning table on the stack. */
+static void newkind (lua_State *L, const idkind *k) {
+  luaL_newmetatable(L, k->mtname);  /* also sets __name */
+  luaL_setfuncs(L, id_meta, 0);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, k->mtkey);
+  lua_createtable(L, 0, 0);
+  lua_createtable(L, 0, 1);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, k->cachekey);
+}
+
+
+static void pushid (lua_State *L, const idkind *k, uint64_t id) {
+  lua_Integer key = idkey(id);
+  uint64_t *u;
+  luaL_checkstack(L, 4, "too many nested values");
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, k->cachekey) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    newkind(L, k);
+  }
+  if (lua_rawgeti(L, -1, key) == LUA_TUSERDATA) {  /* hot path */
+    lua_remove(L, -2);
+    return;
+  }
+  lua_pop(L, 1);
+  u = (uint64_t *)lua_newuserdatauv(L, sizeof(uint64_t), 0);
+  *u = id;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, k->mtkey);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  lua_rawseti(L, -3, key);
+  lua_remove(L, -2);
+}
+
+
+void gsi_pushpid (lua_State *L, uint64_t pid) {
+  pushid(L, &pidkind, pid);
+}
+
+
+void gsi_pushref (lua_State *L, uint64_t ref) {
+  pushid(L, &refkind, ref);
+}
