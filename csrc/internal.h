@@ -165,6 +165,7 @@ struct gsi_proc {
   int trap_exit;
   int dying;           /* killed by a signal: stop at the next yield */
   int budget;          /* messages left in this turn */
+  int send_budget;     /* sends left before a voluntary yield */
   int timed_out;
   char module[64];     /* for info()/crash reports */
 };

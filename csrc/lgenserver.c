@@ -46,7 +46,12 @@ static void raise_exit(lua_State *L, gsi_proc *p);
 ** exit signal that killed it is raised here, at its next call (§1.2). */
 static gsi_proc *self_of(lua_State *L) {
   gsi_proc *p = lua_touserdata(L, lua_upvalueindex(2));
-  if (p != NULL) return p;
+  if (p != NULL) {
+    /* a pending exit signal is noticed at every primitive, so a process
+    ** that only sends still dies; ENTER yields it to its worker */
+    if (atomic_load_explicit(&p->sigpend, memory_order_relaxed)) gsi_drain(p);
+    return p;
+  }
   p = gsi_foreign_self(rt_of(L));
   if (p == NULL) luaL_error(L, "genserver: too many processes");
   if (atomic_load_explicit(&p->sigpend, memory_order_relaxed)) {
@@ -57,6 +62,14 @@ static gsi_proc *self_of(lua_State *L) {
 }
 
 static uint64_t pid_of(gsi_proc *p) { return gsi_proc_pid(p); }
+
+static int die(lua_State *L, gsi_proc *p);
+
+/* Entry of a primitive that does not wait: a process killed by a signal
+** stops here instead of carrying on. */
+#define ENTER(L, p)                      \
+  gsi_proc *p = self_of(L);              \
+  if (p->dying) return die(L, p)
 
 static uint64_t check_pid(lua_State *L, int idx) {
   uint64_t pid;
@@ -520,7 +533,7 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
 /* call(server, request [, timeout]) -> true, reply | false, kind, reason
 ** kind: "noproc" | "calling_self" | "timeout" | "down" */
 static int l_call(lua_State *L) {
-  gsi_proc *p = self_of(L);
+  ENTER(L, p);
   uint64_t pid = resolve(L, 1), ref;
   luaL_checkany(L, 2);
   if (pid == 0) {
@@ -542,7 +555,7 @@ static int l_call(lua_State *L) {
 
 /* request(server, request [, "system"]) -> ref */
 static int l_request(lua_State *L) {
-  gsi_proc *p = self_of(L);
+  ENTER(L, p);
   uint64_t pid = resolve(L, 1);
   int kind = GSI_M_CALL;
   luaL_checkany(L, 2);
@@ -572,7 +585,7 @@ static int l_is_pending(lua_State *L) {
 
 /* reply(from, value) -> true; from = { pid, ref } */
 static int l_reply(lua_State *L) {
-  gsi_proc *p = self_of(L);
+  ENTER(L, p);
   uint64_t pid, ref;
   gsi_msg *m;
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -589,8 +602,17 @@ static int l_reply(lua_State *L) {
 
 /* ------------------------------------------------------ send and spawn */
 
+#define SEND_BUDGET 256
+
+static int sent_k(lua_State *L, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
 static int send_kind(lua_State *L, int kind) {
-  gsi_proc *p = self_of(L);
+  ENTER(L, p);
   uint64_t pid = resolve(L, 1);
   gsi_msg *m;
   luaL_checkany(L, 2);
@@ -600,6 +622,15 @@ static int send_kind(lua_State *L, int kind) {
   m = encode_msg(L, 2, "message", kind, pid_of(p), 0);
   if (pid != 0) gsi_deliver(p->rt, pid, m, 0);
   else gsi_msg_free(m);
+  /* a loop that only sends gives the worker up now and then, so its
+  ** receivers (and everybody else) get to run */
+  if (p->fg == NULL && --p->send_budget <= 0) {
+    p->send_budget = SEND_BUDGET;
+    if (gsi_runq_busy(p->rt) && L == p->co && lua_isyieldable(L)) {
+      p->want = GSI_W_YIELD;
+      return lua_yieldk(L, 0, 0, sent_k);
+    }
+  }
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -669,8 +700,9 @@ static int opt_flag(lua_State *L, int t, const char *k) {
 ** process (monitored), so its answer or its DOWN can be waited for. */
 static int l_spawn(lua_State *L) {
   gsi_rt *rt = rt_of(L);
-  gsi_proc *self = self_of(L), *p;
+  gsi_proc *p;
   int nargs = lua_gettop(L) - 2;
+  ENTER(L, self);
   int link = opt_flag(L, 2, "link");
   int mon = opt_flag(L, 2, "monitor");
   uint64_t pid, ref = 0, req = 0;
@@ -725,7 +757,7 @@ static int l_spawn(lua_State *L) {
 /* ----------------------------------------------- links, monitors, exit */
 
 static int l_monitor(lua_State *L) {
-  gsi_proc *p = self_of(L);
+  ENTER(L, p);
   uint64_t pid = resolve(L, 1);
   uint64_t ref = gsi_new_ref(p->rt);
   if (pid == 0 || gsi_monitor(p, pid, ref) != 0) {
@@ -763,7 +795,7 @@ static int l_demonitor(lua_State *L) {
 }
 
 static int l_link(lua_State *L) {
-  gsi_proc *p = self_of(L);
+  ENTER(L, p);
   uint64_t pid = check_pid(L, 1);
   if (gsi_link(p, pid) != 0) {
     /* as Erlang: linking to a dead process sends us exit signal noproc */
@@ -777,7 +809,7 @@ static int l_link(lua_State *L) {
 }
 
 static int l_unlink(lua_State *L) {
-  gsi_proc *p = self_of(L);
+  ENTER(L, p);
   gsi_unlink(p, check_pid(L, 1));
   lua_pushboolean(L, 1);
   return 1;
@@ -860,7 +892,7 @@ static void raise_exit(lua_State *L, gsi_proc *p) {
 /* -------------------------------------------------------------- names */
 
 static int l_register(lua_State *L) {
-  gsi_proc *p = self_of(L);
+  ENTER(L, p);
   const char *name = luaL_checkstring(L, 1);
   uint64_t pid = lua_isnoneornil(L, 2) ? pid_of(p) : check_pid(L, 2), holder;
   int rc = gsi_reg_register(p->rt, name, pid, &holder);
@@ -925,7 +957,7 @@ static int l_registered(lua_State *L) {
 /* -------------------------------------------------------------- timers */
 
 static int l_send_after(lua_State *L) {
-  gsi_proc *p = self_of(L);
+  ENTER(L, p);
   lua_Number ms = luaL_checknumber(L, 1);
   const char *name = NULL;
   uint64_t pid = 0, id;
@@ -1152,6 +1184,12 @@ static int l_parent(lua_State *L) {
   return 1;
 }
 
+/* clock() -> seconds, monotonic (for time-outs and benchmarks) */
+static int l_clock(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)gsi_now_ns() / 1e9);
+  return 1;
+}
+
 static int l_error_mt(lua_State *L) {
   luaL_getmetatable(L, ERROR_MT);
   return 1;
@@ -1196,7 +1234,11 @@ static void default_close(uint64_t ms) {
   gsi_scratch_release();
 }
 
-static void at_exit(void) { default_close(2000); }
+/* Runs when the library is unloaded or the program exits, whichever comes
+** first: a script that ended with os.exit() (no lua_close) still stops its
+** processes and joins its workers. (atexit would be wrong here: it may call
+** into this library after the interpreter unloaded it.) */
+__attribute__((destructor)) static void at_unload(void) { default_close(2000); }
 
 static int sentinel_gc(lua_State *L) {
   int last;
@@ -1221,16 +1263,11 @@ static int l_shutdown(lua_State *L) {
 }
 
 static gsi_rt *acquire_default(lua_State *L) {
-  static int registered;
   gsi_rt *rt;
   pthread_mutex_lock(&default_mu);
   if (default_rt == NULL) default_rt = gsi_rt_new();
   rt = default_rt;
   if (rt != NULL) default_users++;
-  if (!registered) {
-    registered = 1;
-    atexit(at_exit);
-  }
   pthread_mutex_unlock(&default_mu);
   if (rt == NULL) luaL_error(L, "genserver: cannot create the runtime");
   /* the sentinel's __gc lets go of the runtime when this state closes */
@@ -1269,6 +1306,7 @@ static const luaL_Reg funcs[] = {
     {"configure", l_configure}, {"stats", l_stats},
     {"shutdown", l_shutdown},   {"set_module", l_set_module},
     {"parent", l_parent},       {"error_mt", l_error_mt},
+    {"clock", l_clock},
     {NULL, NULL}};
 
 /* `require` that also tells the codec a module may have been loaded (so

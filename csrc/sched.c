@@ -18,21 +18,40 @@
 
 #include "internal.h"
 
-/* Spin lengths, in pause iterations. A futex wake-up round trip costs tens
-** of microseconds on these machines; a spin hand-off well under one. */
-#define WORKER_SPIN 20000
-#define FOREIGN_SPIN 20000
+/* Spinning before parking. A futex wake-up round trip costs tens of
+** microseconds on these machines, a spin hand-off well under one. But a
+** spinner may share its core with the very thread it waits for (the kernel
+** puts a woken thread where it likes), so after a short burst of `pause`
+** the spinner polls with sched_yield(), which lets such a thread run, and
+** gives up after a time budget rather than an iteration count. */
+#define SPIN_PAUSE_NS 3000u    /* pure pause phase: 3 us, one hand-off */
+#define WORKER_SPIN_NS 100000u  /* 100 us */
+#define FOREIGN_SPIN_NS 100000u
 
 static _Thread_local gsi_worker *tls_worker;
 
-static inline void cpu_relax(void) {
+static inline void cpu_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
 #elif defined(__aarch64__)
   __asm__ __volatile__("yield");
-#else
-  sched_yield();
 #endif
+}
+
+/* One step of a spin that started at *t0 (0 = not yet): returns 0 when the
+** budget is spent. */
+static int spin_step(unsigned *i, uint64_t *t0, uint64_t budget) {
+  uint64_t spent;
+  if (*t0 == 0) *t0 = gsi_now_ns();
+  if (++*i & 15) { /* read the clock every 16 steps only */
+    cpu_pause();
+    return 1;
+  }
+  spent = gsi_now_ns() - *t0;
+  if (spent > budget) return 0;
+  if (spent > SPIN_PAUSE_NS) sched_yield();
+  else cpu_pause();
+  return 1;
 }
 
 gsi_worker *gsi_current_worker(void) { return tls_worker; }
@@ -97,10 +116,11 @@ static gsi_proc *take(gsi_rt *rt) {
   int none = 0;
   if (p != NULL) return p;
   if (atomic_compare_exchange_strong(&q->nspinning, &none, 1)) {
-    for (int i = 0; i < WORKER_SPIN; i++) {
+    unsigned i = 0;
+    uint64_t t0 = 0;
+    while (spin_step(&i, &t0, WORKER_SPIN_NS)) {
       if ((p = try_pop(q)) != NULL) break;
       if (atomic_load_explicit(&rt->stopping, memory_order_relaxed)) break;
-      cpu_relax();
     }
     atomic_store(&q->nspinning, 0);
     if (p != NULL) return p;
@@ -202,12 +222,19 @@ static void to_timespec(uint64_t ns, struct timespec *ts) {
 
 int gsi_foreign_wait(gsi_proc *p, uint64_t deadline) {
   int s;
-  for (int i = 0; i < FOREIGN_SPIN; i++) {
+  unsigned i = 0;
+  uint64_t t0 = 0;
+  uint64_t budget = FOREIGN_SPIN_NS;
+  if (deadline != 0) {
+    uint64_t now = gsi_now_ns();
+    if (deadline <= now) budget = 0;
+    else if (deadline - now < budget) budget = deadline - now;
+  }
+  while (spin_step(&i, &t0, budget)) {
     if (atomic_load_explicit(&p->sched, memory_order_acquire) == GSI_NOTIFIED) {
       atomic_store(&p->sched, GSI_RUNNING);
       return 0;
     }
-    cpu_relax();
   }
   s = GSI_RUNNING;
   if (!atomic_compare_exchange_strong(&p->sched, &s, GSI_IDLE)) {
