@@ -304,6 +304,7 @@ struct gsi_rt {
   gsi_worker *workers;
   _Atomic int started;
   _Atomic int stopping;
+  _Atomic int closed; /* freed but for this struct: every call fails */
   gsi_timers *timers;
   gsi_names *names;
   void (*state_hook)(lua_State *L, void *ud);

@@ -25,6 +25,7 @@ GSI_FUNC gsi_rt *gsi_rt_new(void);
 GSI_FUNC int gsi_rt_stop_all(gsi_rt *rt, const void *reason, size_t len,
                              uint64_t ms);
 GSI_FUNC void gsi_rt_free(gsi_rt *rt);
+GSI_FUNC void gsi_rt_destroy(gsi_rt *rt);
 GSI_FUNC void gsi_foreign_exit(gsi_proc *p, const void *reason, size_t len,
                                int normal);
 
@@ -37,7 +38,10 @@ enum { K_CALL = 1, K_CAST, K_INFO, K_SYSTEM };
 /* ------------------------------------------------------------- context */
 
 static gsi_rt *rt_of(lua_State *L) {
-  return lua_touserdata(L, lua_upvalueindex(1));
+  gsi_rt *rt = lua_touserdata(L, lua_upvalueindex(1));
+  if (atomic_load_explicit(&rt->closed, memory_order_relaxed))
+    luaL_error(L, "genserver: the runtime has been shut down");
+  return rt;
 }
 
 static void raise_exit(lua_State *L, gsi_proc *p);
@@ -117,6 +121,41 @@ static _Thread_local gsi_buf tls_buf;
 
 void gsi_scratch_release(void) { gsi_buf_free(&tls_buf); }
 
+/* genserver's own Lua files: an error about the caller's value names the
+** caller's line, not one of these. */
+static int own_source(const char *src) {
+  static const char *const own[] = {"genserver/init.lua", "genserver/process.lua",
+                                    "genserver/server.lua", "genserver/supervisor.lua",
+                                    "genserver/sys.lua", "genserver/runtime.lua", NULL};
+  for (int i = 0; own[i]; i++) {
+    size_t n = strlen(src), m = strlen(own[i]);
+    if (n >= m && strcmp(src + n - m, own[i]) == 0) return 1;
+  }
+  return 0;
+}
+
+/* Push "file:line: " of the first caller outside genserver's own code. */
+static void where_user(lua_State *L) {
+  lua_Debug ar;
+  for (int level = 1; lua_getstack(L, level, &ar); level++) {
+    lua_getinfo(L, "Sl", &ar);
+    if (ar.currentline > 0 && !own_source(ar.source)) {
+      lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+      return;
+    }
+  }
+  lua_pushliteral(L, "");
+}
+
+/* Raise the codec's error string (on top) with the caller's position. */
+static int raise_encode_error(lua_State *L) {
+  if (lua_type(L, -1) != LUA_TSTRING) lua_pushstring(L, "cannot encode value");
+  where_user(L);
+  lua_insert(L, -2);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
 /* Encode the value at idx into a new message, or raise the codec's error
 ** (nothing is sent). */
 static gsi_msg *encode_msg(lua_State *L, int idx, const char *what, int kind,
@@ -125,14 +164,8 @@ static gsi_msg *encode_msg(lua_State *L, int idx, const char *what, int kind,
   gsi_msg *m;
   idx = lua_absindex(L, idx);
   b->len = 0;
-  if (gsi_encode(L, idx, what, &rt_of(L)->limits, b) != 0) {
-    if (lua_gettop(L) < idx || lua_type(L, -1) != LUA_TSTRING)
-      lua_pushstring(L, "cannot encode value");
-    luaL_where(L, 1);
-    lua_insert(L, -2);
-    lua_concat(L, 2);
-    lua_error(L);
-  }
+  if (gsi_encode(L, idx, what, &rt_of(L)->limits, b) != 0)
+    raise_encode_error(L);
   m = gsi_msg_new(kind, from, ref, b->data, b->len);
   if (b->cap > (1u << 20)) gsi_buf_free(b); /* do not keep a huge scratch */
   if (m == NULL) luaL_error(L, "genserver: out of memory");
@@ -646,6 +679,28 @@ static void buf_put_str(gsi_buf *b, const char *s, size_t n) {
   b->len += 4 + n;
 }
 
+/* Rename the codec's root "spawn[k]" to what the caller calls argument k:
+** "body", a name from opts.names, or "argument N". */
+static void rename_spawn_path(lua_State *L, int opts) {
+  int top = lua_gettop(L);
+  const char *msg = lua_tostring(L, top), *rest, *name = NULL;
+  char *end;
+  long k;
+  if (msg == NULL || strncmp(msg, "spawn[", 6) != 0) return;
+  k = strtol(msg + 6, &end, 10);
+  if (*end != ']' || k < 1) return;
+  rest = end + 1; /* stays valid: the message is on the stack until replaced */
+  if (k > 1 && lua_type(L, opts) == LUA_TTABLE &&
+      lua_getfield(L, opts, "names") == LUA_TTABLE &&
+      lua_rawgeti(L, -1, k - 1) == LUA_TSTRING)
+    name = lua_tostring(L, -1);
+  if (k == 1) lua_pushfstring(L, "body%s", rest);
+  else if (name != NULL) lua_pushfstring(L, "%s%s", name, rest);
+  else lua_pushfstring(L, "argument %d%s", (int)(k - 1), rest);
+  lua_replace(L, top);
+  lua_settop(L, top);
+}
+
 /* The spawn message: paths of the spawner, then { n, body, args... }. */
 static gsi_msg *spawn_msg(lua_State *L, int body, int nargs) {
   gsi_buf *b = &tls_buf;
@@ -673,10 +728,8 @@ static gsi_msg *spawn_msg(lua_State *L, int body, int nargs) {
     lua_rawseti(L, -2, i + 2);
   }
   if (gsi_encode(L, -1, "spawn", &rt_of(L)->limits, b) != 0) {
-    luaL_where(L, 1);
-    lua_insert(L, -2);
-    lua_concat(L, 2);
-    lua_error(L);
+    rename_spawn_path(L, body + 1);
+    raise_encode_error(L);
   }
   lua_settop(L, top);
   m = gsi_msg_new(GSI_M_USER, 0, 0, b->data, b->len);
@@ -1199,6 +1252,7 @@ static int l_error_mt(lua_State *L) {
 
 static pthread_mutex_t default_mu = PTHREAD_MUTEX_INITIALIZER;
 static gsi_rt *default_rt;
+static gsi_rt *closed_rts; /* shut down; freed when the library unloads */
 static int default_users; /* host states holding the default runtime */
 
 /* Stop every process and free the runtime; called when the last host
@@ -1232,13 +1286,24 @@ static void default_close(uint64_t ms) {
   gsi_foreign_reset(rt);
   gsi_rt_free(rt);
   gsi_scratch_release();
+  pthread_mutex_lock(&default_mu);
+  rt->free_head = (gsi_proc *)closed_rts; /* reuse a dead field as link */
+  closed_rts = rt;
+  pthread_mutex_unlock(&default_mu);
 }
 
 /* Runs when the library is unloaded or the program exits, whichever comes
 ** first: a script that ended with os.exit() (no lua_close) still stops its
 ** processes and joins its workers. (atexit would be wrong here: it may call
 ** into this library after the interpreter unloaded it.) */
-__attribute__((destructor)) static void at_unload(void) { default_close(2000); }
+__attribute__((destructor)) static void at_unload(void) {
+  default_close(2000);
+  while (closed_rts != NULL) { /* no Lua state can point to them now */
+    gsi_rt *next = (gsi_rt *)closed_rts->free_head;
+    gsi_rt_destroy(closed_rts);
+    closed_rts = next;
+  }
+}
 
 static int sentinel_gc(lua_State *L) {
   int last;

@@ -118,10 +118,13 @@ int gsi_rt_stop_all(gsi_rt *rt, const void *reason, size_t len, uint64_t ms) {
   return wait_empty(rt, start + ms * 1000000u) ? 0 : -1;
 }
 
-/* Join the threads and free everything. Only after gsi_rt_stop_all
-** succeeded (no Lua process left); foreign processes are dropped. */
+/* Join the threads and free everything but the struct itself, which Lua
+** closures may still point to: it stays, marked closed, until
+** gsi_rt_destroy. Only after gsi_rt_stop_all succeeded (no Lua process
+** left); foreign processes are dropped. */
 void gsi_rt_free(gsi_rt *rt);
 void gsi_rt_free(gsi_rt *rt) {
+  atomic_store(&rt->closed, 1);
   if (atomic_load(&rt->started)) {
     gsi_sched_stop(rt);
     gsi_timer_stop(rt);
@@ -160,5 +163,9 @@ void gsi_rt_free(gsi_rt *rt) {
   pthread_cond_destroy(&rt->rq.cv);
   pthread_mutex_destroy(&rt->life_mu);
   pthread_cond_destroy(&rt->life_cv);
-  free(rt);
+  rt->chunks = NULL;
+  rt->nchunks_max = 0;
 }
+
+void gsi_rt_destroy(gsi_rt *rt);
+void gsi_rt_destroy(gsi_rt *rt) { free(rt); }

@@ -56,7 +56,13 @@ error_mt.__tostring = function(e)
     return ("%s: timeout after %s ms"):format(head, tostring(e.timeout))
   end
   if type(r) == "table" and r.error ~= nil then
-    local s = ("%s: server crashed: %s"):format(head, tostring(r.error))
+    local inner = r.error
+    if type(inner) == "table" and getmetatable(inner) == nil and inner.op and inner.reason ~= nil then
+      inner = tostring(setmetatable(inner, error_mt)) -- a genserver error that crossed
+    elseif type(inner) ~= "string" then
+      inner = describe(inner)
+    end
+    local s = ("%s: server crashed: %s"):format(head, inner)
     if r.traceback then s = s .. "\n" .. r.traceback end
     return s
   end
@@ -98,6 +104,9 @@ local function module_label(mod)
   return type(mod.name) == "string" and mod.name or "(table)"
 end
 
+-- how encoding errors name the values `start` sends to the new server
+local start_arg_names = { "module", "arg", "opts" }
+
 local function do_start(fname, mod, arg, opts, link, monitor)
   if type(mod) ~= "string" and type(mod) ~= "table" then
     error(("genserver.%s: module must be a module name or a table"):format(fname), 3)
@@ -107,7 +116,8 @@ local function do_start(fname, mod, arg, opts, link, monitor)
                       trap_exit = opts.trap_exit }
   local ref = core.make_ref()
   local pid, mref = core.spawn("genserver.server",
-    { link = link, monitor = monitor, request = ref, module = module_label(mod) },
+    { link = link, monitor = monitor, request = ref, module = module_label(mod),
+      names = start_arg_names },
     mod, arg, send_opts, core.self(), ref)
   local ok, ack, reason = cwait(ref, opts.timeout or 5000, false)
   if ok then
@@ -176,6 +186,15 @@ function M.reply(from, value)
   return core.reply(from, value)
 end
 
+--- Deep comparison of plain data (exit reasons come back as copies).
+local function same(a, b)
+  if a == b then return true end
+  if type(a) ~= "table" or type(b) ~= "table" then return false end
+  for k, v in pairs(a) do if not same(v, b[k]) then return false end end
+  for k in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+
 --- Stops a server: it runs `terminate(reason, state)` and exits.
 -- Raises `noproc` if it does not exist, `timeout` if it takes too long.
 function M.stop(server, reason, timeout)
@@ -187,10 +206,7 @@ function M.stop(server, reason, timeout)
   local ref = crequest(pid, { "stop", reason }, "system")
   local ok, kind, r = cwait(ref, timeout or "infinity", true)
   if ok then return true end
-  if kind == "down" and r == reason then return true end
-  if kind == "down" and type(r) == "table" and type(reason) == "table" then
-    return true -- a structured reason came back as a copy
-  end
+  if kind == "down" and same(r, reason) then return true end
   return fail("stop", server, kind, r, nil, timeout)
 end
 
@@ -230,4 +246,12 @@ end
 M.self = core.self
 M.whereis = core.whereis
 
-return M
+-- genserver.process, genserver.runtime, ... are also reachable as fields,
+-- loaded on first use (a server's state need not load them).
+local submodules = { process = true, runtime = true, supervisor = true, sys = true }
+return setmetatable(M, { __index = function(t, k)
+  if not submodules[k] then return nil end
+  local mod = require("genserver." .. k)
+  rawset(t, k, mod)
+  return mod
+end })

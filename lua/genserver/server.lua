@@ -26,6 +26,8 @@ local function pack(ok, ...)
   return select('#', ...), ...
 end
 
+--- The reason for a return shape the contract does not allow: every value
+-- the callback returned, in order (nils included).
 local function bad_return(n, ...)
   local t = { ... }
   for i = n + 1, #t do t[i] = nil end
@@ -39,7 +41,10 @@ local function terminate(mod, reason, state, from, reply_value)
     local ok, err = xpcall(f, crash, reason, state)
     if not ok then reason = err end
   end
-  if from then reply(from, reply_value) end
+  if from then
+    local ok, err = pcall(reply, from, reply_value)
+    if not ok then reason = { error = err } end
+  end
   cexit(reason)
 end
 
@@ -51,31 +56,36 @@ local function valid_action(a)
 end
 
 local S = {}
+local started, init_result -- defined below the loop
 
--- Returns state, action or exits. `kind` names the callback.
-local function noreply_result(mod, state, n, tag, a, b, c)
+-- After handle_cast/handle_info/handle_continue: returns state, action, or
+-- ends the server.
+local function noreply_result(mod, state, n, tag, a, b, ...)
   if n == CRASH then return terminate(mod, tag, state) end
-  if tag == "noreply" and n <= 3 and valid_action(b) then return a, b end
+  if tag == "noreply" and (n == 2 or n == 3) and valid_action(b) then return a, b end
   if tag == "stop" and n == 3 then return terminate(mod, a, b) end
-  return terminate(mod, bad_return(n, tag, a, b, c), state)
+  return terminate(mod, bad_return(n, tag, a, b, ...), state)
 end
 
-local function call_result(mod, from, state, n, tag, a, b, c, d)
+local function call_result(mod, from, state, n, tag, a, b, c, ...)
   if n == CRASH then return terminate(mod, tag, state) end
-  if tag == "reply" and n <= 4 and valid_action(c) then
-    reply(from, a)
+  if tag == "reply" and (n == 3 or n == 4) and valid_action(c) then
+    local ok, err = pcall(reply, from, a)
+    if not ok then return terminate(mod, { error = err }, b) end
     return b, c
   end
-  if tag == "noreply" and n <= 3 and valid_action(b) then return a, b end
+  if tag == "noreply" and (n == 2 or n == 3) and valid_action(b) then return a, b end
   if tag == "stop" and n == 4 then return terminate(mod, a, c, from, b) end
   if tag == "stop" and n == 3 then return terminate(mod, a, b) end
-  return terminate(mod, bad_return(n, tag, a, b, c, d), state)
+  return terminate(mod, bad_return(n, tag, a, b, c, ...), state)
 end
 
 local function log(fmt, ...)
   local io = require "io"
   io.stderr:write(("genserver %s: " .. fmt .. "\n"):format(tostring(core.self()), ...))
 end
+
+local module_name = "module"
 
 --- Handles a system message: { "stop", reason } from genserver.stop.
 function S.system(mod, req, from, state)
@@ -97,7 +107,7 @@ local function handle_info(mod, msg, state, parent)
   end
   local f = mod.handle_info
   if not f then
-    log("no handle_info in %s; dropped a message", tostring(mod.name or "module"))
+    log("no handle_info in %s; dropped a message", module_name)
     return state
   end
   return noreply_result(mod, state, pack(xpcall(f, crash, msg, state)))
@@ -157,6 +167,28 @@ local function loop(mod, state, action, opts, parent)
   end
 end
 
+-- The server is up: acknowledge the starter and enter the loop.
+started = function(mod, state, action, opts, from, _)
+  reply(from, { "ok" })
+  if opts.trap_exit then core.trap_exit(true) end
+  return loop(mod, state, action, opts, from[1])
+end
+
+init_result = function(mod, opts, from, fail, n, tag, state, action, ...)
+  if n == CRASH then return fail({ "error", tag }, tag) end
+  if tag == "ok" and (n == 2 or n == 3) and valid_action(action) then
+    return started(mod, state, action, opts, from)
+  elseif tag == "ignore" and n == 1 then
+    return fail({ "ignore" }, "normal")
+  elseif tag == "stop" and n == 2 then
+    return fail({ "error", state }, state)
+  elseif tag == "error" and n == 2 then
+    return fail({ "error", state }, "normal")
+  end
+  local reason = bad_return(n, tag, state, action, ...)
+  return fail({ "error", reason }, reason)
+end
+
 local function load_module(spec)
   if type(spec) == "table" then return true, spec end
   return xpcall(require, crash, spec)
@@ -185,27 +217,11 @@ return function(spec, arg, opts, starter, ref)
     local reason = "module " .. tostring(spec) .. " is not a table"
     return fail({ "error", reason }, reason)
   end
-  if type(spec) == "string" then core.set_module(spec)
-  elseif mod.name then core.set_module(tostring(mod.name)) end
+  if type(spec) == "string" then module_name = spec
+  elseif type(mod.name) == "string" then module_name = mod.name
+  else module_name = "(table)" end
+  core.set_module(module_name)
   local init = mod.init
-  local n, tag, state, action, extra
-  if init then
-    n, tag, state, action, extra = pack(xpcall(init, crash, arg))
-  else
-    n, tag, state = 2, "ok", arg
-  end
-  if n == CRASH then return fail({ "error", tag }, tag) end
-  if tag == "ok" and n <= 3 and valid_action(action) then
-    reply(from, { "ok" })
-    if opts.trap_exit then core.trap_exit(true) end
-    return loop(mod, state, action, opts, starter)
-  elseif tag == "ignore" and n == 1 then
-    return fail({ "ignore" }, "normal")
-  elseif tag == "stop" and n == 2 then
-    return fail({ "error", state }, state)
-  elseif tag == "error" and n == 2 then
-    return fail({ "error", state }, "normal")
-  end
-  local reason = bad_return(n, tag, state, action, extra)
-  return fail({ "error", reason }, reason)
+  if not init then return started(mod, arg, nil, opts, from, fail) end
+  return init_result(mod, opts, from, fail, pack(xpcall(init, crash, arg)))
 end

@@ -1,0 +1,2 @@
+-- A callback module with no callbacks at all.
+return {}
