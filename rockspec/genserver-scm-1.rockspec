@@ -1,0 +1,56 @@
+rockspec_format = "3.0"
+package = "genserver"
+version = "scm-1"
+
+source = {
+  -- TODO: the project's real repository URL. `luarocks make` (in-tree) ignores it.
+  url = "git+https://example.invalid/genserver.git",
+}
+
+description = {
+  summary = "OTP-style gen_servers, supervisors and processes for Lua 5.4 on a C runtime",
+  detailed = [[
+Every process runs in its own lua_State on an M:N scheduler written in C; messages
+are copied between states. Write sequential callback modules (init, handle_call,
+handle_cast, handle_info, terminate) and get concurrency, isolation, links, monitors
+and supervision trees the way Erlang/OTP provides them.
+]],
+  license = "MIT",
+  labels = { "concurrency", "actors", "otp", "gen_server" },
+}
+
+dependencies = {
+  "lua >= 5.4, < 5.5",
+}
+
+build = {
+  type = "builtin",
+  modules = {
+    -- KEEP IN SYNC: every csrc/*.c and every lua/genserver/*.lua must be listed here.
+    -- `make check-rockspec` (part of `make test`) fails when one is missing.
+    ["genserver.core"] = {
+      sources = {
+        "csrc/codec.c",
+        "csrc/ids.c",
+        "csrc/lgenserver.c",
+        "csrc/msg.c",
+        "csrc/proc.c",
+        "csrc/preempt.c",
+        "csrc/pstate.c",
+        "csrc/recv.c",
+        "csrc/registry.c",
+        "csrc/runtime.c",
+        "csrc/sched.c",
+        "csrc/signal.c",
+        "csrc/timer.c",
+      },
+      defines = { "_GNU_SOURCE" },
+      incdirs = { "csrc" },
+      libraries = { "pthread", "m" },
+    },
+    ["genserver"] = "lua/genserver/init.lua",
+    ["genserver.process"] = "lua/genserver/process.lua",
+    ["genserver.runtime"] = "lua/genserver/runtime.lua",
+    ["genserver.server"] = "lua/genserver/server.lua",
+  },
+}
