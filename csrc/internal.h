@@ -42,6 +42,8 @@ typedef struct gsi_worker gsi_worker;
 ** make_ref values (a plain counter). */
 #define GSI_TIMER_BIT ((uint64_t)1 << 63)
 
+#define GSI_NAME_MAX 255 /* bytes in a registered name */
+
 /* ----------------------------------------------------------- messages */
 
 enum {
@@ -198,6 +200,11 @@ struct gsi_worker {
   int id;
   pthread_t th;
   gsi_proc *_Atomic runnext; /* hand-off slot, only the owner pops it */
+  /* published for the watchdog (preempt.c) */
+  gsi_proc *_Atomic cur;
+  lua_State *_Atomic cur_co;
+  _Atomic uint64_t since; /* start of the current turn (ns), 0 = idle */
+  _Atomic int poked;      /* the watchdog signalled this turn */
 };
 
 /* Make p runnable after a message was pushed to it. */
@@ -207,6 +214,10 @@ GSI_FUNC void gsi_sched_stop(gsi_rt *rt);
 GSI_FUNC void gsi_enqueue(gsi_rt *rt, gsi_proc *p);
 GSI_FUNC int gsi_runq_busy(gsi_rt *rt);
 GSI_FUNC gsi_worker *gsi_current_worker(void);
+GSI_FUNC void gsi_turn_begin(gsi_worker *w, gsi_proc *p);
+GSI_FUNC void gsi_turn_end(gsi_worker *w, gsi_proc *p);
+GSI_FUNC int gsi_watchdog_start(gsi_rt *rt);
+GSI_FUNC void gsi_watchdog_stop(gsi_rt *rt);
 
 /* Foreign wait: block the OS thread until notified or deadline (ns since
 ** CLOCK_MONOTONIC epoch, 0 = forever). Returns 0 if notified, 1 on time-out. */
@@ -298,10 +309,11 @@ struct gsi_rt {
   _Atomic size_t live;   /* slots in use, foreign ones included */
   _Atomic size_t nforeign;
   _Atomic uint64_t next_ref;
-  _Atomic uint64_t msgs_sent;
+  _Atomic uint64_t msgs_dead; /* messages received by processes now dead */
   _Atomic uint64_t spawned;
   gsi_runq rq;
   gsi_worker *workers;
+  pthread_t watchdog;
   _Atomic int started;
   _Atomic int stopping;
   _Atomic int closed; /* freed but for this struct: every call fails */

@@ -246,7 +246,6 @@ static void cancel_wait_timer(gsi_proc *p) {
 
 void gsi_run(gsi_worker *w, gsi_proc *p) {
   int nargs = 0;
-  (void)w;
   atomic_store(&p->sched, GSI_RUNNING);
   p->budget = p->rt->budget;
   if (p->L == NULL && start_state(p, &nargs) != 0) {
@@ -265,7 +264,9 @@ void gsi_run(gsi_worker *w, gsi_proc *p) {
       finish(p, LUA_OK);
       return;
     }
+    gsi_turn_begin(w, p);
     st = lua_resume(p->co, p->L, nargs, &nres);
+    gsi_turn_end(w, p);
     nargs = 0;
     if (st != LUA_YIELD || p->dying || p->want == GSI_W_EXIT) {
       cancel_wait_timer(p);

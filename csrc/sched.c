@@ -162,7 +162,7 @@ int gsi_sched_start(gsi_rt *rt) {
       return -1;
     }
   }
-  return 0;
+  return gsi_watchdog_start(rt);
 }
 
 /* Called once no process is left: wake everybody and join. */
@@ -172,6 +172,7 @@ void gsi_sched_stop(gsi_rt *rt) {
   atomic_store(&rt->stopping, 1);
   pthread_cond_broadcast(&q->cv);
   pthread_mutex_unlock(&q->mu);
+  gsi_watchdog_stop(rt);
   for (int i = 0; i < rt->nworkers; i++) pthread_join(rt->workers[i].th, NULL);
   free(rt->workers);
   rt->workers = NULL;

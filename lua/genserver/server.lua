@@ -34,6 +34,45 @@ local function bad_return(n, ...)
   return { bad_return_value = t }
 end
 
+-- What the server was handling, for crash reports.
+local cur_kind, cur_msg, cur_from
+local module_name = "module"
+
+--- "normal", "shutdown" and { shutdown = ... } end a server quietly.
+local function quiet(reason)
+  return reason == "normal" or reason == "shutdown"
+      or (type(reason) == "table" and reason.shutdown ~= nil)
+end
+
+--- Prints a crash report to stderr (DESIGN §2.2: every crash is reported).
+local function report(mod, reason, state)
+  local gs = require "genserver"
+  local describe = gs.describe
+  local status = { state = state, reason = reason, message = cur_msg }
+  if mod.format_status then
+    local ok, st = pcall(mod.format_status, status)
+    if ok and type(st) == "table" then status = st end
+  end
+  local me = core.self()
+  local info = core.info(me) or {}
+  local lines = {
+    ("=CRASH REPORT==== server %s%s (module %s)"):format(tostring(me),
+      info.name and (" named " .. ("%q"):format(info.name)) or "", module_name),
+    "  reason: " .. describe(type(reason) == "table" and reason.error or reason),
+  }
+  if cur_kind then
+    local what = ({ [K_CALL] = "call", [K_CAST] = "cast", [K_SYSTEM] = "system" })[cur_kind] or "info"
+    local from = cur_from and (" from " .. tostring(cur_from[1])) or ""
+    lines[#lines + 1] = ("  last message: %s %s%s"):format(what, describe(status.message), from)
+  end
+  lines[#lines + 1] = "  state: " .. describe(status.state)
+  if type(reason) == "table" and type(reason.traceback) == "string" then
+    lines[#lines + 1] = "  " .. reason.traceback:gsub("\n", "\n  ")
+  end
+  local io = require "io"
+  io.stderr:write(table.concat(lines, "\n"), "\n")
+end
+
 -- The server's exit: terminate (if any), then leave with `reason`.
 local function terminate(mod, reason, state, from, reply_value)
   local f = mod.terminate
@@ -41,6 +80,7 @@ local function terminate(mod, reason, state, from, reply_value)
     local ok, err = xpcall(f, crash, reason, state)
     if not ok then reason = err end
   end
+  if not quiet(reason) then pcall(report, mod, reason, state) end
   if from then
     local ok, err = pcall(reply, from, reply_value)
     if not ok then reason = { error = err } end
@@ -84,8 +124,6 @@ local function log(fmt, ...)
   local io = require "io"
   io.stderr:write(("genserver %s: " .. fmt .. "\n"):format(tostring(core.self()), ...))
 end
-
-local module_name = "module"
 
 --- Handles a system message: { "stop", reason } from genserver.stop.
 function S.system(mod, req, from, state)
@@ -145,6 +183,7 @@ local function loop(mod, state, action, opts, parent)
     else
       kind, a, b = next_msg(timeout)
     end
+    cur_kind, cur_msg, cur_from = kind, a, b
     if kind == K_CALL then
       local f = mod.handle_call
       if not f then

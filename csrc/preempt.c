@@ -1,0 +1,139 @@
+/*
+** preempt.c - the watchdog: a Lua loop that never blocks must not starve
+** the other processes, and must still die when killed.
+**
+** A count hook left on permanently costs most of Lua's speed, so a hook is
+** set only on a state that overran its slice, and only for that turn:
+**   1. each worker publishes what it runs and since when (cur_co, since);
+**   2. the watchdog thread wakes every tick and, for a worker whose current
+**      turn is older than the slice, sends that worker's thread a signal;
+**   3. the signal handler, on the worker's own thread (as lua.c does for
+**      SIGINT: lua_sethook is meant to be callable from a signal handler),
+**      sets a count hook on the running coroutine;
+**   4. the hook yields the process back to its worker (or, if a kill or
+**      another exit signal is pending, ends it), and the worker clears the
+**      hook when the turn ends.
+** A host that already handles SIGURG keeps its handler; its processes are
+** then not preempted.
+*/
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+#include <time.h>
+
+#include "lua.h"
+
+#include "internal.h"
+
+#define PREEMPT_SIGNAL SIGURG
+#define SLICE_NS 10000000u /* 10 ms */
+#define TICK_NS 5000000u   /* 5 ms */
+#define HOOK_COUNT 1000
+
+static _Atomic int handler_installed;
+
+static void preempt_hook(lua_State *L, lua_Debug *ar) {
+  gsi_worker *w = gsi_current_worker();
+  gsi_proc *p;
+  (void)ar;
+  if (w == NULL || (p = atomic_load(&w->cur)) == NULL || p->co != L) {
+    lua_sethook(L, NULL, 0, 0); /* stale: not this worker's turn any more */
+    return;
+  }
+  if (!lua_isyieldable(L)) return; /* inside a C call: try again later */
+  lua_sethook(L, NULL, 0, 0);
+  if (atomic_load_explicit(&p->sigpend, memory_order_relaxed)) gsi_drain(p);
+  p->want = p->dying ? GSI_W_EXIT : GSI_W_YIELD;
+  lua_yield(L, 0);
+}
+
+static void on_signal(int sig) {
+  int saved = errno;
+  gsi_worker *w = gsi_current_worker();
+  (void)sig;
+  if (w != NULL) {
+    lua_State *co = atomic_load(&w->cur_co);
+    if (co != NULL) lua_sethook(co, preempt_hook, LUA_MASKCOUNT, HOOK_COUNT);
+  }
+  errno = saved;
+}
+
+/* Install the handler unless the host has its own. */
+static void install_handler(void) {
+  struct sigaction old, sa;
+  int expected = 0;
+  if (!atomic_compare_exchange_strong(&handler_installed, &expected, 1)) return;
+  if (sigaction(PREEMPT_SIGNAL, NULL, &old) != 0) return;
+  if (old.sa_handler != SIG_DFL && old.sa_handler != SIG_IGN) return;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_signal;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  sigaction(PREEMPT_SIGNAL, &sa, NULL);
+}
+
+/* Worker side: a turn of p begins / ends. */
+void gsi_turn_begin(gsi_worker *w, gsi_proc *p) {
+  atomic_store(&w->cur, p);
+  atomic_store(&w->cur_co, p->co);
+  atomic_store(&w->since, gsi_now_ns());
+}
+
+#if defined(__SANITIZE_THREAD__)
+/* ThreadSanitizer holds a signal back until its thread calls an
+** intercepted function, which a pure Lua loop never does. In such test
+** builds the watchdog sets the hook itself, under hook_mu so that the state
+** cannot be closed meanwhile (liblua is not instrumented, so TSan does not
+** see the hook fields race with the running Lua code). */
+static pthread_mutex_t hook_mu = PTHREAD_MUTEX_INITIALIZER;
+#define POKE(w) poke_directly(w)
+static void poke_directly(gsi_worker *w) {
+  pthread_mutex_lock(&hook_mu);
+  lua_State *co = atomic_load(&w->cur_co);
+  if (co != NULL) lua_sethook(co, preempt_hook, LUA_MASKCOUNT, HOOK_COUNT);
+  pthread_mutex_unlock(&hook_mu);
+}
+#define TURN_END_LOCK() pthread_mutex_lock(&hook_mu)
+#define TURN_END_UNLOCK() pthread_mutex_unlock(&hook_mu)
+#else
+#define POKE(w) pthread_kill((w)->th, PREEMPT_SIGNAL)
+#define TURN_END_LOCK() ((void)0)
+#define TURN_END_UNLOCK() ((void)0)
+#endif
+
+void gsi_turn_end(gsi_worker *w, gsi_proc *p) {
+  int poked;
+  TURN_END_LOCK();
+  poked = atomic_exchange(&w->poked, 0);
+  atomic_store(&w->since, 0);
+  atomic_store(&w->cur_co, NULL);
+  atomic_store(&w->cur, NULL);
+  TURN_END_UNLOCK();
+  /* a hook set for this turn must not fire in the next one */
+  if (poked && p->co != NULL) lua_sethook(p->co, NULL, 0, 0);
+}
+
+static void *watchdog_main(void *arg) {
+  gsi_rt *rt = arg;
+  struct timespec tick = {0, TICK_NS};
+  while (!atomic_load(&rt->stopping)) {
+    uint64_t now = gsi_now_ns();
+    for (int i = 0; i < rt->nworkers; i++) {
+      gsi_worker *w = &rt->workers[i];
+      uint64_t since = atomic_load(&w->since);
+      if (since != 0 && now > since + SLICE_NS && !atomic_load(&w->poked)) {
+        atomic_store(&w->poked, 1);
+        POKE(w);
+      }
+    }
+    nanosleep(&tick, NULL);
+  }
+  return NULL;
+}
+
+int gsi_watchdog_start(gsi_rt *rt) {
+  install_handler();
+  return pthread_create(&rt->watchdog, NULL, watchdog_main, rt) == 0 ? 0 : -1;
+}
+
+void gsi_watchdog_stop(gsi_rt *rt) { pthread_join(rt->watchdog, NULL); }
