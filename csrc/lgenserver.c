@@ -99,20 +99,29 @@ static uint64_t resolve(lua_State *L, int idx) {
   return 0;
 }
 
-/* Time-outs: nil -> def_ms; a number of ms; "infinity" or math.huge ->
-** none. Returns an absolute deadline in ns, 0 meaning none. */
-static uint64_t opt_deadline(lua_State *L, int idx, double def_ms) {
+/* A time in ms: nil -> def_ms; a number; "infinity" or math.huge -> none.
+** Returns the ms, or NO_TIMEOUT. Anything past a thousand years is none
+** too (so no conversion below can overflow). */
+#define NO_TIMEOUT UINT64_MAX
+#define MAX_MS 3.2e13
+
+static uint64_t opt_ms(lua_State *L, int idx, double def_ms) {
   double ms = def_ms;
   if (lua_type(L, idx) == LUA_TSTRING) {
     if (strcmp(lua_tostring(L, idx), "infinity") != 0)
       luaL_argerror(L, idx, "time-out must be ms or \"infinity\"");
-    return 0;
+    return NO_TIMEOUT;
   }
   if (!lua_isnoneornil(L, idx)) ms = luaL_checknumber(L, idx);
   if (ms != ms) luaL_argerror(L, idx, "time-out is NaN");
-  if (ms >= 9e15) return 0; /* math.huge and friends */
-  if (ms < 0) ms = 0;
-  return gsi_now_ns() + (uint64_t)(ms * 1e6);
+  if (ms >= MAX_MS) return NO_TIMEOUT;
+  return ms <= 0 ? 0 : (uint64_t)ms;
+}
+
+/* The same as an absolute deadline in ns, 0 meaning none. */
+static uint64_t opt_deadline(lua_State *L, int idx, double def_ms) {
+  uint64_t ms = opt_ms(L, idx, def_ms);
+  return ms == NO_TIMEOUT ? 0 : gsi_now_ns() + ms * 1000000u;
 }
 
 /* --------------------------------------------------------------- codec */
@@ -827,10 +836,11 @@ static int l_demonitor(lua_State *L) {
   uint64_t ref = check_ref(L, 1);
   int flush = lua_type(L, 2) == LUA_TSTRING &&
               strcmp(lua_tostring(L, 2), "flush") == 0;
-  gsi_demonitor(p, ref);
-  /* a DOWN still in the mailbox is dropped when drained (no monitor); one
-  ** already saved goes too when asked to flush */
+  /* as Erlang: a DOWN already delivered stays (unless flushed), none comes
+  ** later. Draining first keeps the delivered ones (the monitor is still
+  ** known); any DOWN arriving after this is dropped when drained. */
   gsi_drain(p);
+  gsi_demonitor(p, ref);
   if (flush) {
     gsi_msg *m = p->sv_head;
     while (m != NULL) {
@@ -946,8 +956,12 @@ static void raise_exit(lua_State *L, gsi_proc *p) {
 
 static int l_register(lua_State *L) {
   ENTER(L, p);
-  const char *name = luaL_checkstring(L, 1);
+  size_t len;
+  const char *name = luaL_checklstring(L, 1, &len);
   uint64_t pid = lua_isnoneornil(L, 2) ? pid_of(p) : check_pid(L, 2), holder;
+  if (len == 0 || len > GSI_NAME_MAX || strlen(name) != len)
+    return luaL_error(L, "genserver.register: a name is 1 to %d bytes, no zero bytes",
+                      GSI_NAME_MAX);
   int rc = gsi_reg_register(p->rt, name, pid, &holder);
   if (rc == -1) {
     lua_pushnil(L);
@@ -1011,17 +1025,19 @@ static int l_registered(lua_State *L) {
 
 static int l_send_after(lua_State *L) {
   ENTER(L, p);
-  lua_Number ms = luaL_checknumber(L, 1);
+  uint64_t ms = opt_ms(L, 1, 0);
   const char *name = NULL;
   uint64_t pid = 0, id;
   gsi_msg *m;
+  luaL_checknumber(L, 1);
   if (lua_type(L, 2) == LUA_TSTRING) name = lua_tostring(L, 2);
   else pid = check_pid(L, 2);
   luaL_checkany(L, 3);
   if (gsi_rt_ensure_started(p->rt) != 0)
     return luaL_error(L, "genserver: runtime stopped");
   m = encode_msg(L, 3, "message", GSI_M_USER, pid_of(p), 0);
-  id = gsi_timer_arm(p->rt, ms > 0 ? (uint64_t)ms : 0, pid, name, m);
+  /* "never" is a timer that outlives the program: it can still be cancelled */
+  id = gsi_timer_arm(p->rt, ms, pid, name, m);
   if (id == 0) {
     gsi_msg_free(m);
     return luaL_error(L, "genserver: out of memory");
@@ -1114,7 +1130,7 @@ static int l_info(lua_State *L) {
   uint64_t pid = check_pid(L, 1);
   gsi_proc *t = gsi_pin(rt, pid);
   gsi_idvec links = {0}, mons = {0};
-  char name[256] = "";
+  char name[GSI_NAME_MAX + 1] = "";
   char module[sizeof t->module];
   uint64_t in, drained;
   size_t sv, mem;
@@ -1206,7 +1222,7 @@ static int l_configure(lua_State *L) {
 static int l_stats(lua_State *L) {
   gsi_rt *rt = rt_of(L);
   uint32_t used = slots_used(rt);
-  uint64_t msgs = 0;
+  uint64_t msgs = atomic_load(&rt->msgs_dead);
   for (uint32_t i = 1; i <= used; i++) {
     gsi_proc *p = gsi_proc_at(rt, i);
     if (p != NULL) msgs += atomic_load_explicit(&p->msgs_in, memory_order_relaxed);
@@ -1317,12 +1333,12 @@ static int sentinel_gc(lua_State *L) {
 
 static int l_shutdown(lua_State *L) {
   gsi_proc *p = lua_touserdata(L, lua_upvalueindex(2));
-  lua_Number ms = luaL_optnumber(L, 1, 5000);
+  uint64_t ms = opt_ms(L, 1, 5000);
   if (p != NULL) return luaL_error(L, "genserver.runtime.shutdown: only the "
                                       "main script or host may shut down");
   if (rt_of(L) != default_rt)
     return luaL_error(L, "genserver.runtime.shutdown: runtime already stopped");
-  default_close(ms > 0 ? (uint64_t)ms : 0);
+  default_close(ms == NO_TIMEOUT ? UINT64_MAX / 2000000u : ms);
   lua_pushboolean(L, 1);
   return 1;
 }

@@ -159,6 +159,7 @@ void gsi_proc_exit(gsi_proc *p, const void *reason, size_t len, int normal) {
   p->fg = NULL;
   p->mem = 0;
   atomic_store(&p->mem_pub, 0);
+  atomic_fetch_add(&p->rt->msgs_dead, atomic_load(&p->msgs_in));
   atomic_store(&p->msgs_in, 0);
   atomic_store(&p->drained_pub, 0);
   atomic_store(&p->svlen_pub, 0);

@@ -1,0 +1,151 @@
+-- spec/support/pr_util.lua: small helpers shared by the process, codec and
+-- runtime specs (used in the main script's state).
+local process = require "genserver.process"
+
+local U = {}
+
+-- Busted runs a spec file with its own environment table (a table with a
+-- metatable, not a loaded module), so a function defined in a spec and
+-- copied into another process would carry that table without its
+-- metatable and find no globals there (metatables are not sent,
+-- DESIGN.md §1.4). portable(f) re-points the `_ENV` upvalue of f (and of
+-- the Lua functions it reaches through upvalues) at the real global table,
+-- which is package.loaded._G and so crosses by name.
+local G = _G
+local function G_cell() return G end
+
+function U.portable(x, seen)
+  seen = seen or {}
+  if type(x) ~= "function" or seen[x] then return x end
+  seen[x] = true
+  for i = 1, math.huge do
+    local name, v = debug.getupvalue(x, i)
+    if name == nil then break end
+    if name == "_ENV" then
+      if v ~= G then debug.upvaluejoin(x, i, G_cell, 1) end
+    elseif type(v) == "function" then
+      U.portable(v, seen)
+    end
+  end
+  return x
+end
+
+--- genserver.process, with spawn/spawn_link/spawn_monitor making function
+-- bodies portable first (see above).
+function U.process()
+  local P = {}
+  for k, v in pairs(process) do P[k] = v end
+  for _, k in ipairs({ "spawn", "spawn_link", "spawn_monitor" }) do
+    local f = process[k]
+    P[k] = function(body, ...) return f(U.portable(body), ...) end
+  end
+  return P
+end
+
+U.TIMEOUT = 5000 -- generous: only a failure ever waits this long
+
+--- Drops everything in the caller's mailbox.
+function U.flush()
+  local n = 0
+  while process.receive(0) ~= nil do n = n + 1 end
+  return n
+end
+
+--- Selective receive that fails the test (instead of returning nil) when
+-- nothing matching arrives in time.
+function U.await(match, timeout, what)
+  local m = process.receive(match, timeout or U.TIMEOUT)
+  if m == nil then
+    error(("timed out waiting for %s"):format(what or "a message"), 2)
+  end
+  return m
+end
+
+--- Waits for the DOWN of monitor `ref`.
+function U.await_down(ref, timeout)
+  return U.await(function(m)
+    return type(m) == "table" and m[1] == "DOWN" and m.ref == ref
+  end, timeout, "DOWN " .. tostring(ref))
+end
+
+--- Waits for a table message whose field `tag` equals `tag`.
+function U.await_tag(tag, timeout)
+  return U.await(function(m)
+    return type(m) == "table" and m.tag == tag
+  end, timeout, "reply " .. tostring(tag))
+end
+
+--- The first message tagged as a DOWN for `ref` within `timeout`, or nil.
+function U.maybe_down(ref, timeout)
+  return process.receive(function(m)
+    return type(m) == "table" and m[1] == "DOWN" and m.ref == ref
+  end, timeout)
+end
+
+--- Starts an echo process (spec/support/pr_echo.lua).
+function U.echo()
+  return process.spawn("pr_echo")
+end
+
+local tagn = 0
+--- Sends `value` through the echo process and returns what came back.
+function U.roundtrip(echo, value)
+  tagn = tagn + 1
+  local tag = "rt" .. tagn
+  process.send(echo, { op = "echo", from = process.self(), tag = tag, value = value })
+  return U.await_tag(tag).value
+end
+
+--- Asks the echo process to run `fn(...)` in its own state.
+function U.apply(echo, fn, ...)
+  tagn = tagn + 1
+  local tag = "ap" .. tagn
+  process.send(echo, { op = "apply", from = process.self(), tag = tag, fn = fn,
+                       args = { ... }, n = select("#", ...) })
+  local r = U.await_tag(tag)
+  return r.ok, r.value
+end
+
+--- Sends a request with op `op` (plus fields) to the echo, waits the reply.
+function U.ask(echo, op, fields)
+  tagn = tagn + 1
+  local msg = { op = op, from = process.self(), tag = op .. tagn }
+  for k, v in pairs(fields or {}) do msg[k] = v end
+  process.send(echo, msg)
+  return U.await_tag(msg.tag)
+end
+
+--- Kills `pid` and waits until it is gone.
+function U.kill(pid)
+  local ref = process.monitor(pid)
+  process.exit(pid, "kill")
+  return U.await_down(ref)
+end
+
+--- A body that waits (for messages it ignores) until told "stop" or 30 s
+-- pass; "ping" messages { "ping", from } are answered with { "pong", self }.
+function U.sleeper()
+  local process = require "genserver.process"
+  while true do
+    local m = process.receive(30000)
+    if m == nil or m == "stop" then return end
+    if type(m) == "table" and m[1] == "ping" then
+      process.send(m[2], { "pong", process.self() })
+    end
+  end
+end
+
+--- A body that only sleeps (so messages stay in its mailbox).
+function U.dozer(ms)
+  require("genserver.process").sleep(ms or 30000)
+end
+
+--- Sends { "ping", self } and waits for { "pong", pid }.
+function U.ping(pid, timeout)
+  process.send(pid, { "ping", process.self() })
+  return process.receive(function(m)
+    return type(m) == "table" and m[1] == "pong" and m[2] == pid
+  end, timeout or U.TIMEOUT) ~= nil
+end
+
+return U
