@@ -33,7 +33,8 @@ static const char PROC_KEY = 'p';      /* registry: this state's process */
 static const char SENTINEL_KEY = 's';  /* registry: shuts the runtime down */
 #define ERROR_MT "genserver.error"
 
-enum { K_CALL = 1, K_CAST, K_INFO, K_SYSTEM };
+enum { K_CALL = GSI_K_CALL, K_CAST = GSI_K_CAST, K_INFO = GSI_K_INFO,
+       K_SYSTEM = GSI_K_SYSTEM };
 
 /* ------------------------------------------------------------- context */
 
@@ -1441,6 +1442,7 @@ int luaopen_genserver_core(lua_State *L) {
   lua_setfield(L, -2, "K_INFO");
   lua_pushinteger(L, K_SYSTEM);
   lua_setfield(L, -2, "K_SYSTEM");
+  gsi_open_server(L, -1);
   wrap_require(L);
   return 1;
 }

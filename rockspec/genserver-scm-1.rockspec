@@ -33,6 +33,7 @@ build = {
         "csrc/codec.c",
         "csrc/ids.c",
         "csrc/lgenserver.c",
+        "csrc/lserver.c",
         "csrc/msg.c",
         "csrc/proc.c",
         "csrc/preempt.c",

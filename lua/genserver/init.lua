@@ -115,7 +115,7 @@ local function do_start(fname, mod, arg, opts, link, monitor)
   local send_opts = { name = opts.name, hibernate_after = opts.hibernate_after,
                       trap_exit = opts.trap_exit }
   local ref = core.make_ref()
-  local pid, mref = core.spawn("genserver.server",
+  local pid, mref = core.spawn(core.serve,
     { link = link, monitor = monitor, request = ref, module = module_label(mod),
       names = start_arg_names },
     mod, arg, send_opts, core.self(), ref)

@@ -1,0 +1,561 @@
+/*
+** lserver.c - the gen_server process body, in C.
+**
+** `genserver.start` spawns a process whose body is core.serve(spec, arg,
+** opts, starter, ref). It registers the name, loads the callback module,
+** runs init, acknowledges the starter, then loops: take the next message,
+** run the matching callback, check the shape of what it returned, act on
+** it. In C because it runs for every message of every server, and because
+** C code costs a server's state nothing (a Lua loop cost each state ~15 KB
+** of prototypes). Crash reports, the cold path, stay in Lua
+** (genserver.server.report), loaded only by a server that crashes.
+**
+** It uses only the Lua API and the core's own Lua functions (next, reply,
+** exit, ...), called with lua_callk/lua_pcallk so that callbacks and waits
+** may yield the body coroutine. All loop state lives at fixed stack slots,
+** and one continuation (serve_k) drives a flat state machine, so a server
+** can handle any number of messages without growing the C stack.
+*/
+#include <stdio.h>
+#include <string.h>
+
+#include "lauxlib.h"
+
+#include "lgenserver.h"
+
+/* fixed stack slots of the body coroutine */
+enum {
+  S_MOD = 1,  /* the callback module (table) */
+  S_STATE,    /* the server state */
+  S_OPTS,     /* start options */
+  S_FROM,     /* { starter, ref }: where init's outcome goes */
+  S_PARENT,   /* starter pid: its EXIT ends a trapping server */
+  S_ACTION,   /* pending action: nil, ms, "hibernate", { continue = v } */
+  S_MSGH,     /* crash handler for callbacks */
+  S_CORE,     /* the genserver.core table */
+  S_KIND,     /* kind of the message being handled (for reports) */
+  S_MSG,      /* the message being handled */
+  S_MFROM,    /* its from, for calls */
+  S_REASON,   /* exit reason once terminating */
+  S_REPLYTO,  /* a from to answer after terminate, or nil */
+  S_REPLYV,   /* that answer */
+  S_MODNAME,  /* module name for logs */
+  S_BASE = S_MODNAME
+};
+
+/* phases of serve_k */
+enum {
+  P_LOOP = 1,  /* start waiting for the next message */
+  P_GOT,       /* next() returned: kind, a, b */
+  P_GOT_HIB,   /* as P_GOT, after the hibernate_after wait */
+  P_INIT,      /* init returned */
+  P_CALL,      /* handle_call returned */
+  P_NOREPLY,   /* handle_cast / handle_info / handle_continue returned */
+  P_TERM,      /* terminate returned: reply, report, exit */
+  P_DEAD       /* exit() never returns */
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static void core_fn(lua_State *L, const char *name) {
+  lua_getfield(L, S_CORE, name);
+}
+
+/* Crash handler: the reason a callback's error becomes, with the
+** traceback taken where the error was raised. */
+static int crash_msgh(lua_State *L) {
+  const char *msg = lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : NULL;
+  lua_createtable(L, 0, 2);
+  lua_pushvalue(L, 1);
+  lua_setfield(L, -2, "error");
+  luaL_traceback(L, L, msg, 1);
+  lua_setfield(L, -2, "traceback");
+  return 1;
+}
+
+static int is_str(lua_State *L, int idx, const char *s) {
+  return lua_type(L, idx) == LUA_TSTRING && strcmp(lua_tostring(L, idx), s) == 0;
+}
+
+/* nil, a number >= 0, "hibernate", "infinity" or { continue = v } */
+static int valid_action(lua_State *L, int idx) {
+  switch (lua_type(L, idx)) {
+  case LUA_TNONE:
+  case LUA_TNIL: return 1;
+  case LUA_TNUMBER: return lua_tonumber(L, idx) >= 0;
+  case LUA_TSTRING: return is_str(L, idx, "hibernate") || is_str(L, idx, "infinity");
+  case LUA_TTABLE: {
+    int ok = lua_getfield(L, idx, "continue") != LUA_TNIL;
+    lua_pop(L, 1);
+    return ok;
+  }
+  default: return 0;
+  }
+}
+
+/* "normal", "shutdown" and { shutdown = ... } end a server quietly */
+static int quiet(lua_State *L, int idx) {
+  int q;
+  if (is_str(L, idx, "normal") || is_str(L, idx, "shutdown")) return 1;
+  if (lua_type(L, idx) != LUA_TTABLE) return 0;
+  lua_pushliteral(L, "shutdown");
+  q = lua_rawget(L, idx) != LUA_TNIL; /* no metamethods on a reason */
+  lua_pop(L, 1);
+  return q;
+}
+
+/* { bad_return_value = { v1, ..., vn } } from the n results above S_BASE */
+static void push_bad_return(lua_State *L, int n) {
+  lua_createtable(L, 0, 1);
+  lua_createtable(L, n, 0);
+  for (int i = 1; i <= n; i++) {
+    lua_pushvalue(L, S_BASE + i);
+    lua_rawseti(L, -2, i);
+  }
+  lua_setfield(L, -2, "bad_return_value");
+}
+
+/* reply(from, value) with both on top; an unsendable value returns the
+** error (the caller turns it into a crash). */
+static int do_reply(lua_State *L) {
+  int st;
+  core_fn(L, "reply");
+  lua_insert(L, -3);
+  st = lua_pcall(L, 2, 0, 0);
+  if (st != LUA_OK) {
+    lua_createtable(L, 0, 1);
+    lua_insert(L, -2);
+    lua_setfield(L, -2, "error"); /* { error = message } */
+  }
+  return st;
+}
+
+/* Prints a log line for a dropped message (no handle_info). */
+static void log_dropped(lua_State *L) {
+  const char *mod = lua_tostring(L, S_MODNAME);
+  core_fn(L, "self");
+  lua_call(L, 0, 1);
+  fprintf(stderr, "genserver %s: no handle_info in %s; dropped a message\n",
+          luaL_tolstring(L, -1, NULL), mod ? mod : "module");
+  lua_pop(L, 2);
+}
+
+/* The crash report, in Lua (genserver.server.report), cold path. */
+static void report(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "genserver.server");
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK || lua_type(L, -1) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    return;
+  }
+  lua_getfield(L, -1, "report");
+  lua_remove(L, -2);
+  lua_pushvalue(L, S_MOD);
+  lua_pushvalue(L, S_REASON);
+  lua_pushvalue(L, S_STATE);
+  lua_pushvalue(L, S_KIND);
+  lua_pushvalue(L, S_MSG);
+  lua_pushvalue(L, S_MFROM);
+  lua_pushvalue(L, S_MODNAME);
+  if (lua_pcall(L, 7, 0, 0) != LUA_OK) lua_pop(L, 1);
+}
+
+/* ------------------------------------------------------- the machine */
+
+static int serve_k(lua_State *L, int status, lua_KContext ctx);
+
+/* Start terminating with the reason on top of the stack: terminate(reason,
+** state) if defined, then (after_terminate) the delayed reply in
+** S_REPLYTO/S_REPLYV, the crash report, and exit. */
+static int begin_terminate(lua_State *L) {
+  lua_replace(L, S_REASON);
+  lua_settop(L, S_BASE);
+  lua_getfield(L, S_MOD, "terminate");
+  if (lua_type(L, -1) != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return serve_k(L, LUA_OK, P_TERM);
+  }
+  lua_pushvalue(L, S_REASON);
+  lua_pushvalue(L, S_STATE);
+  return lua_pcallk(L, 2, 0, S_MSGH, P_TERM, serve_k) == LUA_OK
+             ? serve_k(L, LUA_OK, P_TERM)
+             : serve_k(L, LUA_ERRRUN, P_TERM);
+}
+
+/* A message-handling callback: push the function and its n args above
+** S_BASE, then call it protected; the continuation checks the result. */
+static int run_callback(lua_State *L, int nargs, int phase) {
+  int st = lua_pcallk(L, nargs, LUA_MULTRET, S_MSGH, phase, serve_k);
+  return serve_k(L, st, phase);
+}
+
+/* Init failed: free the name, tell the starter `ack` (on top), exit with
+** `reason` (below it). */
+static int init_fail(lua_State *L) {
+  lua_getfield(L, S_OPTS, "name");
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    core_fn(L, "unregister");
+    lua_insert(L, -2);
+    lua_call(L, 1, 0);
+  } else {
+    lua_pop(L, 1);
+  }
+  core_fn(L, "reply");
+  lua_pushvalue(L, S_FROM);
+  lua_pushvalue(L, -3); /* ack */
+  lua_call(L, 2, 0);
+  lua_pop(L, 1);
+  core_fn(L, "exit");
+  lua_insert(L, -2); /* exit(reason) */
+  lua_callk(L, 1, 0, P_DEAD, serve_k);
+  return luaL_error(L, "genserver: exit returned");
+}
+
+static void push_ack(lua_State *L, const char *tag, int value_idx) {
+  lua_createtable(L, 2, 0);
+  lua_pushstring(L, tag);
+  lua_rawseti(L, -2, 1);
+  if (value_idx) {
+    lua_pushvalue(L, value_idx);
+    lua_rawseti(L, -2, 2);
+  }
+}
+
+/* init's results are above S_BASE */
+static int after_init(lua_State *L, int st) {
+  int n = lua_gettop(L) - S_BASE;
+  if (st != LUA_OK) { /* crashed: the reason is on top */
+    lua_pushvalue(L, -1);
+    push_ack(L, "error", lua_gettop(L));
+    lua_remove(L, -2);
+    return init_fail(L);
+  }
+  if (is_str(L, S_BASE + 1, "ok") && (n == 2 || n == 3) && valid_action(L, S_BASE + 3)) {
+    lua_pushvalue(L, S_BASE + 2);
+    lua_replace(L, S_STATE);
+    lua_pushvalue(L, S_BASE + 3);
+    lua_replace(L, S_ACTION);
+    lua_settop(L, S_BASE);
+    push_ack(L, "ok", 0);
+    core_fn(L, "reply");
+    lua_pushvalue(L, S_FROM);
+    lua_pushvalue(L, -3);
+    lua_call(L, 2, 0);
+    lua_settop(L, S_BASE);
+    if (lua_getfield(L, S_OPTS, "trap_exit") != LUA_TNIL && lua_toboolean(L, -1)) {
+      core_fn(L, "trap_exit");
+      lua_pushboolean(L, 1);
+      lua_call(L, 1, 0);
+    }
+    lua_settop(L, S_BASE);
+    return serve_k(L, LUA_OK, P_LOOP);
+  }
+  if (is_str(L, S_BASE + 1, "ignore") && n == 1) {
+    lua_pushliteral(L, "normal");
+    push_ack(L, "ignore", 0);
+    return init_fail(L);
+  }
+  if ((is_str(L, S_BASE + 1, "stop") || is_str(L, S_BASE + 1, "error")) && n == 2) {
+    int stop = is_str(L, S_BASE + 1, "stop");
+    if (stop) lua_pushvalue(L, S_BASE + 2);
+    else lua_pushliteral(L, "normal");
+    push_ack(L, "error", S_BASE + 2);
+    return init_fail(L);
+  }
+  push_bad_return(L, n);
+  lua_pushvalue(L, -1);
+  push_ack(L, "error", lua_gettop(L));
+  lua_remove(L, -2);
+  return init_fail(L);
+}
+
+/* handle_call's results above S_BASE */
+static int after_call(lua_State *L, int st) {
+  int n = lua_gettop(L) - S_BASE;
+  if (st != LUA_OK) return begin_terminate(L);
+  if (is_str(L, S_BASE + 1, "reply") && (n == 3 || n == 4) && valid_action(L, S_BASE + 4)) {
+    lua_pushvalue(L, S_MFROM);
+    lua_pushvalue(L, S_BASE + 2);
+    if (do_reply(L) != LUA_OK) {
+      lua_pushvalue(L, S_BASE + 3);
+      lua_replace(L, S_STATE);
+      return begin_terminate(L);
+    }
+    lua_pushvalue(L, S_BASE + 3);
+    lua_replace(L, S_STATE);
+    lua_pushvalue(L, S_BASE + 4);
+    lua_replace(L, S_ACTION);
+    return serve_k(L, LUA_OK, P_LOOP);
+  }
+  if (is_str(L, S_BASE + 1, "stop") && n == 4) {
+    lua_pushvalue(L, S_MFROM);
+    lua_replace(L, S_REPLYTO);
+    lua_pushvalue(L, S_BASE + 3);
+    lua_replace(L, S_REPLYV);
+    lua_pushvalue(L, S_BASE + 4);
+    lua_replace(L, S_STATE);
+    lua_pushvalue(L, S_BASE + 2);
+    return begin_terminate(L);
+  }
+  return serve_k(L, st, P_NOREPLY); /* noreply, stop/3 and bad shapes */
+}
+
+/* handle_cast/info/continue results above S_BASE (also handle_call's
+** "noreply" and 3-value "stop") */
+static int after_noreply(lua_State *L, int st) {
+  int n = lua_gettop(L) - S_BASE;
+  if (st != LUA_OK) return begin_terminate(L);
+  if (is_str(L, S_BASE + 1, "noreply") && (n == 2 || n == 3) && valid_action(L, S_BASE + 3)) {
+    lua_pushvalue(L, S_BASE + 2);
+    lua_replace(L, S_STATE);
+    lua_pushvalue(L, S_BASE + 3);
+    lua_replace(L, S_ACTION);
+    return serve_k(L, LUA_OK, P_LOOP);
+  }
+  if (is_str(L, S_BASE + 1, "stop") && n == 3) {
+    lua_pushvalue(L, S_BASE + 3);
+    lua_replace(L, S_STATE);
+    lua_pushvalue(L, S_BASE + 2);
+    return begin_terminate(L);
+  }
+  push_bad_return(L, n);
+  return begin_terminate(L);
+}
+
+/* terminate returned (st != OK: it crashed, its reason replaces ours) */
+static int after_terminate(lua_State *L, int st) {
+  if (st != LUA_OK) lua_replace(L, S_REASON);
+  lua_settop(L, S_BASE);
+  if (!lua_isnil(L, S_REPLYTO)) {
+    lua_pushvalue(L, S_REPLYTO);
+    lua_pushvalue(L, S_REPLYV);
+    if (do_reply(L) != LUA_OK) lua_replace(L, S_REASON);
+    lua_settop(L, S_BASE);
+  }
+  if (!quiet(L, S_REASON)) report(L);
+  lua_settop(L, S_BASE);
+  core_fn(L, "exit");
+  lua_pushvalue(L, S_REASON);
+  lua_callk(L, 1, 0, P_DEAD, serve_k);
+  return luaL_error(L, "genserver: exit returned");
+}
+
+/* Terminate with a fixed message as the reason. */
+static int terminate_with(lua_State *L, const char *why) {
+  lua_pushstring(L, why);
+  return begin_terminate(L);
+}
+
+/* A message arrived: kind, a, b at S_BASE+1.. (kind nil: time-out). */
+static int dispatch(lua_State *L) {
+  int kind = (int)lua_tointeger(L, S_BASE + 1);
+  lua_pushvalue(L, S_BASE + 1);
+  lua_replace(L, S_KIND);
+  lua_pushvalue(L, S_BASE + 2);
+  lua_replace(L, S_MSG);
+  lua_pushvalue(L, S_BASE + 3);
+  lua_replace(L, S_MFROM);
+  lua_settop(L, S_BASE);
+  switch (kind) {
+  case GSI_K_CALL:
+    if (lua_getfield(L, S_MOD, "handle_call") != LUA_TFUNCTION)
+      return terminate_with(L, "no handle_call callback in the module");
+    lua_pushvalue(L, S_MSG);
+    lua_pushvalue(L, S_MFROM);
+    lua_pushvalue(L, S_STATE);
+    return run_callback(L, 3, P_CALL);
+  case GSI_K_CAST:
+    if (lua_getfield(L, S_MOD, "handle_cast") != LUA_TFUNCTION)
+      return terminate_with(L, "no handle_cast callback in the module");
+    lua_pushvalue(L, S_MSG);
+    lua_pushvalue(L, S_STATE);
+    return run_callback(L, 2, P_NOREPLY);
+  case GSI_K_SYSTEM:
+    if (lua_type(L, S_MSG) == LUA_TTABLE) {
+      lua_rawgeti(L, S_MSG, 1);
+      if (is_str(L, -1, "stop")) {
+        lua_rawgeti(L, S_MSG, 2);
+        return begin_terminate(L);
+      }
+      if (is_str(L, -1, "get_state")) {
+        lua_pushvalue(L, S_MFROM);
+        lua_pushvalue(L, S_STATE);
+        if (do_reply(L) != LUA_OK) return begin_terminate(L);
+        lua_settop(L, S_BASE);
+        return serve_k(L, LUA_OK, P_LOOP);
+      }
+      lua_pop(L, 1);
+    }
+    lua_pushvalue(L, S_MFROM);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "unknown system message");
+    lua_setfield(L, -2, "error");
+    do_reply(L);
+    lua_settop(L, S_BASE);
+    return serve_k(L, LUA_OK, P_LOOP);
+  default:
+    break;
+  }
+  /* info, or a time-out (kind nil): an EXIT from the parent ends a server
+  ** that traps exits, as in OTP */
+  if (kind != 0 && lua_type(L, S_MSG) == LUA_TTABLE) {
+    lua_rawgeti(L, S_MSG, 1);
+    lua_getfield(L, S_MSG, "pid");
+    if (is_str(L, -2, "EXIT") && lua_rawequal(L, -1, S_PARENT)) {
+      lua_getfield(L, S_MSG, "reason");
+      return begin_terminate(L);
+    }
+    lua_settop(L, S_BASE);
+  }
+  if (lua_getfield(L, S_MOD, "handle_info") != LUA_TFUNCTION) {
+    lua_settop(L, S_BASE);
+    log_dropped(L);
+    return serve_k(L, LUA_OK, P_LOOP);
+  }
+  if (kind == 0) lua_pushliteral(L, "timeout");
+  else lua_pushvalue(L, S_MSG);
+  lua_pushvalue(L, S_STATE);
+  return run_callback(L, 2, P_NOREPLY);
+}
+
+/* Top of the loop: act on the pending action, then wait. */
+static int loop_top(lua_State *L) {
+  int hib_wait = 0;
+  lua_settop(L, S_BASE);
+  lua_pushnil(L);
+  lua_replace(L, S_REPLYTO);
+  if (lua_type(L, S_ACTION) == LUA_TTABLE) { /* { continue = v } */
+    lua_getfield(L, S_ACTION, "continue");
+    lua_pushnil(L);
+    lua_replace(L, S_ACTION);
+    lua_pushinteger(L, 0); /* kind 0 = continue, for reports */
+    lua_replace(L, S_KIND);
+    lua_pushvalue(L, -1);
+    lua_replace(L, S_MSG);
+    if (lua_getfield(L, S_MOD, "handle_continue") != LUA_TFUNCTION)
+      return terminate_with(L, "no handle_continue callback in the module");
+    lua_insert(L, -2);
+    lua_pushvalue(L, S_STATE);
+    return run_callback(L, 2, P_NOREPLY);
+  }
+  core_fn(L, "next");
+  if (lua_type(L, S_ACTION) == LUA_TNUMBER) {
+    lua_pushvalue(L, S_ACTION);
+  } else {
+    if (is_str(L, S_ACTION, "hibernate")) lua_gc(L, LUA_GCCOLLECT);
+    if (lua_getfield(L, S_OPTS, "hibernate_after") == LUA_TNUMBER) hib_wait = 1;
+    else lua_pop(L, 1), lua_pushnil(L);
+  }
+  lua_pushnil(L);
+  lua_replace(L, S_ACTION);
+  lua_callk(L, 1, 3, hib_wait ? P_GOT_HIB : P_GOT, serve_k);
+  return serve_k(L, LUA_OK, hib_wait ? P_GOT_HIB : P_GOT);
+}
+
+static int serve_k(lua_State *L, int status, lua_KContext ctx) {
+  int st = status == LUA_YIELD ? LUA_OK : status;
+  switch ((int)ctx) {
+  case P_LOOP: return loop_top(L);
+  case P_GOT_HIB:
+    if (lua_isnil(L, S_BASE + 1)) { /* idle for hibernate_after: collect */
+      lua_settop(L, S_BASE);
+      lua_gc(L, LUA_GCCOLLECT);
+      core_fn(L, "next");
+      lua_callk(L, 0, 3, P_GOT, serve_k);
+      return dispatch(L);
+    }
+    return dispatch(L);
+  case P_GOT: return dispatch(L);
+  case P_INIT: return after_init(L, st);
+  case P_CALL: return after_call(L, st);
+  case P_NOREPLY: return after_noreply(L, st);
+  case P_TERM: return after_terminate(L, st);
+  default: return luaL_error(L, "genserver: exit returned");
+  }
+}
+
+/* Load the callback module: a table, or a name to require. Leaves it at
+** S_MOD or returns the error (on top) for init_fail. */
+static int load_module(lua_State *L) {
+  if (lua_type(L, S_MOD) == LUA_TSTRING) {
+    lua_pushvalue(L, S_MOD);
+    lua_replace(L, S_MODNAME);
+    lua_getglobal(L, "require");
+    lua_pushvalue(L, S_MOD);
+    if (lua_pcall(L, 1, 1, S_MSGH) != LUA_OK) return -1;
+    if (lua_type(L, -1) != LUA_TTABLE) {
+      lua_pop(L, 1);
+      lua_pushfstring(L, "module %s is not a table", lua_tostring(L, S_MOD));
+      return -1;
+    }
+    lua_replace(L, S_MOD);
+    return 0;
+  }
+  if (lua_type(L, S_MOD) != LUA_TTABLE) {
+    lua_pushliteral(L, "the callback module is not a table");
+    return -1;
+  }
+  if (lua_getfield(L, S_MOD, "name") == LUA_TSTRING) lua_replace(L, S_MODNAME);
+  else lua_pop(L, 1), lua_pushliteral(L, "(table)"), lua_replace(L, S_MODNAME);
+  return 0;
+}
+
+/* serve(spec, arg, opts, starter, ref): the body of every gen_server. */
+static int l_serve(lua_State *L) {
+  lua_settop(L, 5);
+  /* from = { starter, ref }, then lay out the fixed slots */
+  lua_createtable(L, 2, 0);
+  lua_pushvalue(L, 4);
+  lua_rawseti(L, -2, 1);
+  lua_pushvalue(L, 5);
+  lua_rawseti(L, -2, 2);
+  lua_replace(L, S_FROM); /* slot 4 */
+  lua_settop(L, S_BASE);  /* slot 5 (ref) becomes S_PARENT: fix below */
+  lua_rawgeti(L, S_FROM, 1);
+  lua_replace(L, S_PARENT);
+  if (lua_type(L, S_OPTS) != LUA_TTABLE) lua_newtable(L), lua_replace(L, S_OPTS);
+  lua_pushcfunction(L, crash_msgh);
+  lua_replace(L, S_MSGH);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_replace(L, S_CORE);
+  lua_pushliteral(L, "module");
+  lua_replace(L, S_MODNAME);
+  /* the name goes in before init runs */
+  if (lua_getfield(L, S_OPTS, "name") == LUA_TSTRING) {
+    core_fn(L, "register");
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 2);
+    if (lua_isnil(L, -2)) { /* taken: tell the starter, end quietly */
+      core_fn(L, "reply");
+      lua_pushvalue(L, S_FROM);
+      push_ack(L, "error", lua_gettop(L) - 2);
+      lua_call(L, 2, 0);
+      return 0;
+    }
+  }
+  lua_settop(L, S_BASE);
+  if (load_module(L) != 0) {
+    lua_pushvalue(L, -1);
+    push_ack(L, "error", lua_gettop(L));
+    lua_remove(L, -2);
+    return init_fail(L);
+  }
+  core_fn(L, "set_module");
+  lua_pushvalue(L, S_MODNAME);
+  lua_call(L, 1, 0);
+  if (lua_getfield(L, S_MOD, "init") != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "ok");
+    lua_pushvalue(L, S_STATE); /* no init: the state is the argument */
+    return after_init(L, LUA_OK);
+  }
+  lua_pushvalue(L, S_STATE);
+  return run_callback(L, 1, P_INIT);
+}
+
+void gsi_open_server(lua_State *L, int core) {
+  core = lua_absindex(L, core);
+  lua_pushvalue(L, core);
+  lua_pushcclosure(L, l_serve, 1);
+  lua_setfield(L, core, "serve");
+}
