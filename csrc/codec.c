@@ -38,8 +38,12 @@ const gsi_codec_limits gsi_codec_default_limits = {
   200, (size_t)64 << 20, 1
 };
 
-/* registry key of the per-state reverse cache of loaded modules */
+/* registry keys of the per-state reverse caches of loaded modules: one of
+** the modules themselves (needed whenever a table is sent), and a larger
+** one that also holds every C function of every module (built only when a
+** C function is sent: it costs a state several KB). */
 static char cachekey;
+static char cfcachekey;
 
 
 /* ------------------------------------------------------------ gsi_buf */
@@ -235,11 +239,12 @@ static void addfields (lua_State *L, int cache, int mod, const char *m,
 
 
 /* Scan package.loaded into a fresh cache (weak keys: it must not keep an
-** unloaded module alive), store it in the registry and push it. */
-static void buildcache (lua_State *L) {
+** unloaded module alive), store it in the registry and push it. With
+** cfuncs, the C functions of the modules go in too. */
+static void buildcache (lua_State *L, int cfuncs) {
   int cache, loaded;
   luaL_checkstack(L, 10, "building the module cache");
-  lua_createtable(L, 0, 64);
+  lua_createtable(L, 0, cfuncs ? 64 : 8);
   cache = lua_gettop(L);
   lua_createtable(L, 0, 1);
   lua_pushliteral(L, "k");
@@ -258,7 +263,7 @@ static void buildcache (lua_State *L) {
         const char *m = lua_tolstring(L, mod - 1, &lm);
         pushname(L, GSI_T_MODULE, m, lm, NULL, 0);
         offer(L, cache, mod);
-        if (t == LUA_TTABLE)
+        if (t == LUA_TTABLE && cfuncs)
           addfields(L, cache, mod, m, lm);
       }
       lua_pop(L, 1);
@@ -266,22 +271,28 @@ static void buildcache (lua_State *L) {
   }
   lua_pop(L, 1);
   lua_pushvalue(L, cache);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &cachekey);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, cfuncs ? &cfcachekey : &cachekey);
+}
+
+
+static void dropcache (lua_State *L, const void *key) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+  }
+  else
+    lua_pop(L, 1);
 }
 
 
 void gsi_codec_invalidate (lua_State *L) {
-  /* only overwrite an existing entry: that never allocates, so this
+  /* only overwrite existing entries: that never allocates, so this
   ** cannot raise */
   if (!lua_checkstack(L, 1))
     return;
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cachekey) == LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_pushnil(L);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &cachekey);
-  }
-  else
-    lua_pop(L, 1);
+  dropcache(L, &cachekey);
+  dropcache(L, &cfcachekey);
 }
 
 
@@ -400,7 +411,9 @@ typedef struct enc {
   int maxdepth, depth;
   int cache;        /* stack slot of the module cache */
   int havecache;    /* slot filled */
-  int rebuilt;      /* cache built during this call: no second rebuild */
+  int cfcache;      /* stack slot of the cache with C functions */
+  int havecf;       /* slot filled */
+  int rebuilt;      /* cf cache built during this call: no second rebuild */
   int flags;        /* header flags */
   int dumperr;      /* set by the lua_dump writer */
   size_t nobj;
@@ -674,24 +687,35 @@ static void newobj (lua_State *L, enc *e, const void *p) {
 }
 
 
+/* Fetch (building if needed) one of the caches into its slot. */
+static void fetchcache (lua_State *L, enc *e, int cfuncs) {
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, cfuncs ? &cfcachekey : &cachekey)
+      != LUA_TTABLE) {
+    lua_pop(L, 1);
+    buildcache(L, cfuncs);
+    if (cfuncs)
+      e->rebuilt = 1;
+  }
+  lua_replace(L, cfuncs ? e->cfcache : e->cache);
+  if (cfuncs)
+    e->havecf = 1;
+  else
+    e->havecache = 1;
+}
+
+
 /* If the object at obj is a loaded module (or a C function of one), send
-** its name and return 1. The cache is fetched on first need, so messages
-** without tables or functions never touch it. */
+** its name and return 1. The caches are fetched on first need, so messages
+** without tables or functions never touch them. */
 static int byname (lua_State *L, enc *e, int obj) {
   const char *s;
   size_t len;
   unsigned char *p;
-  if (!e->havecache) {
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cachekey) != LUA_TTABLE) {
-      lua_pop(L, 1);
-      buildcache(L);
-      e->rebuilt = 1;
-    }
-    lua_replace(L, e->cache);
-    e->havecache = 1;
-  }
+  int cf = lua_iscfunction(L, obj);
+  if (cf ? !e->havecf : !e->havecache)
+    fetchcache(L, e, cf);
   lua_pushvalue(L, obj);
-  if (lua_rawget(L, e->cache) != LUA_TSTRING) {
+  if (lua_rawget(L, cf ? e->cfcache : e->cache) != LUA_TSTRING) {
     lua_pop(L, 1);
     return 0;
   }
@@ -808,8 +832,8 @@ static void encfunction (lua_State *L, enc *e, int fi, const frame *f) {
     if (byname(L, e, fi))
       return;
     if (!e->rebuilt) {  /* maybe loaded since: look once more */
-      buildcache(L);
-      lua_replace(L, e->cache);
+      buildcache(L, 1);
+      lua_replace(L, e->cfcache);
       e->rebuilt = 1;
       if (byname(L, e, fi))
         return;
@@ -892,8 +916,10 @@ static void encvalue (lua_State *L, enc *e, int idx, const frame *f) {
 /* protected part: 1 = enc, 2 = value */
 static int encmain (lua_State *L) {
   enc *e = (enc *)lua_touserdata(L, 1);
-  lua_pushnil(L);  /* slot for the module cache */
+  lua_pushnil(L);  /* slots for the module caches */
   e->cache = lua_gettop(L);
+  lua_pushnil(L);
+  e->cfcache = lua_gettop(L);
   emitbyte(L, e, GSI_WIRE_MAGIC);
   encvalue(L, e, 2, NULL);
   e->b->data[e->start] |= (unsigned char)e->flags;
@@ -914,8 +940,8 @@ int gsi_encode (lua_State *L, int idx, const char *what,
   getlimits(lim, &e.maxdepth, &e.maxsize, &allowfn);
   e.limit = e.maxsize > SIZE_MAX - e.start ? SIZE_MAX : e.start + e.maxsize;
   e.depth = 0;
-  e.cache = 0;
-  e.havecache = e.rebuilt = 0;
+  e.cache = e.cfcache = 0;
+  e.havecache = e.havecf = e.rebuilt = 0;
   e.flags = 0;
   e.dumperr = 0;
   e.nobj = 0;
