@@ -286,6 +286,42 @@ static void dropcache (lua_State *L, const void *key) {
 }
 
 
+int gsi_encode_cstring (gsi_buf *b, const char *s) {
+  size_t n = strlen(s);
+  unsigned char *p;
+  if (gsi_buf_reserve(b, n + 12) != 0)
+    return -1;
+  p = b->data + b->len;
+  *p++ = GSI_WIRE_MAGIC;
+  *p++ = GSI_T_STR;
+  p += putvarint(p, n);
+  memcpy(p, s, n);
+  b->len = (size_t)(p + n - b->data);
+  return 0;
+}
+
+
+int gsi_encode_field_int (gsi_buf *b, const char *k, lua_Integer v) {
+  size_t n = strlen(k);
+  unsigned char *p;
+  if (gsi_buf_reserve(b, n + 32) != 0)
+    return -1;
+  p = b->data + b->len;
+  *p++ = GSI_WIRE_MAGIC;
+  *p++ = GSI_T_TABLE;
+  p += putvarint(p, 0);  /* array part */
+  p += putvarint(p, 1);  /* one pair */
+  *p++ = GSI_T_STR;
+  p += putvarint(p, n);
+  memcpy(p, k, n);
+  p += n;
+  *p++ = GSI_T_INT;
+  p += putvarint(p, zigzag(v));
+  b->len = (size_t)(p - b->data);
+  return 0;
+}
+
+
 void gsi_codec_invalidate (lua_State *L) {
   /* only overwrite existing entries: that never allocates, so this
   ** cannot raise */
@@ -1192,7 +1228,7 @@ static void decfunction (lua_State *L, dec *d) {
   lua_Debug ar;
   uint64_t nup;
   int f, i, status;
-  if (!d->allowfn)
+  if (d->allowfn != GSI_FN_ALL)  /* bytecode: only from a trusted peer */
     nofunctions(L);
   r.n = getlen(L, d);
   r.p = (const char *)d->p;

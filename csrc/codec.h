@@ -28,13 +28,18 @@ typedef struct gsi_codec_limits {
                            the default; values above 1000 count as 1000
                            (the codec recurses on the C stack) */
   size_t max_size;      /* max encoded bytes; default 64 MiB; 0 = default */
-  int allow_functions;  /* decode: the peer is trusted (a state of this
-                           runtime). 1: accept Lua bytecode, C functions by
-                           name, and `require` modules not loaded yet.
-                           0 (untrusted input, fuzzing): any function in the
-                           input is refused and modules are only looked up
-                           in package.loaded. */
+  int allow_functions;  /* decode: how far the peer is trusted.
+                           GSI_FN_ALL (1): a state of this runtime: Lua
+                           bytecode, C functions by name, and `require` of
+                           modules not loaded yet.
+                           GSI_FN_NAMES (2): a sandboxed state: as 1 but no
+                           bytecode (text chunks only).
+                           GSI_FN_NONE (0): untrusted input, fuzzing: any
+                           function is refused and modules are only looked
+                           up in package.loaded. */
 } gsi_codec_limits;
+
+enum { GSI_FN_NONE = 0, GSI_FN_ALL = 1, GSI_FN_NAMES = 2 };
 
 extern const gsi_codec_limits gsi_codec_default_limits;  /* 200, 64 MiB, 1 */
 
@@ -59,6 +64,14 @@ int gsi_encode(lua_State *L, int idx, const char *what,
 ** run their own code, as `require` does. */
 int gsi_decode(lua_State *L, const unsigned char *p, size_t len,
                const gsi_codec_limits *lim);
+
+/* Encode the string s as a whole message (no Lua state needed): for
+** reasons the runtime makes up itself, e.g. "mailbox_full". Returns 0, or
+** -1 when out of memory. */
+int gsi_encode_cstring (gsi_buf *b, const char *s);
+
+/* Encode { [k] = v } the same way (e.g. { max_heap = bytes }). */
+int gsi_encode_field_int (gsi_buf *b, const char *k, lua_Integer v);
 
 /* Mark this state's loaded-module reverse cache stale (call after
 ** `require` loaded something new). Never raises. */

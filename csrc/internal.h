@@ -61,6 +61,10 @@ enum {
 #define GSI_XF_LINK 1   /* sent because a linked process died */
 #define GSI_XF_KILL 2   /* reason is "kill": cannot be trapped */
 #define GSI_XF_NORMAL 4 /* reason is "normal" */
+#define GSI_XF_UNTRAP 8 /* cannot be trapped; the reason is the payload */
+
+/* what a full bounded mailbox does with one more message */
+enum { GSI_OVF_DROP = 1, GSI_OVF_REJECT, GSI_OVF_KILL };
 
 /* A message: this header followed by len payload bytes (the codec's
 ** encoding), in one allocation. `next` is the mailbox link while queued in
@@ -137,6 +141,12 @@ struct gsi_proc {
   uint32_t index;
   gsi_rt *rt;
   gsi_mpsc mbox;
+  /* set before the process is published (alive = 1), then read-only */
+  uint32_t mbox_limit; /* 0 = unbounded */
+  int overflow;        /* GSI_OVF_* */
+  size_t max_heap;     /* bytes its state may use, 0 = no cap */
+  int sandbox;         /* no io/os/debug/loadlib, text chunks only */
+  _Atomic uint64_t overflowed; /* messages the limit refused */
   gsi_proc *rq_next; /* run queue link, guarded by the run queue lock */
   gsi_proc *free_next; /* free list link, guarded by the table lock */
 
@@ -160,6 +170,9 @@ struct gsi_proc {
   gsi_msg *spawn_msg; /* body + args, consumed by the first run */
   gsi_msg *exit_msg;  /* encoded reason when dying by signal */
   size_t mem;
+  size_t heap_cap;     /* max_heap while it is enforced (lifted to die) */
+  int heap_refused;    /* the last growth was refused */
+  int heap_exceeded;   /* refused twice in a row: the process must end */
   uint64_t parent;
   uint64_t wait_timer; /* timer armed for the current wait, or 0 */
   uint64_t deadline;   /* of the current wait (ns), 0 = none */
@@ -184,7 +197,9 @@ GSI_FUNC void gsi_unpin(gsi_proc *p);
 
 /* Deliver m to pid (takes ownership of m; frees it if the pid is dead).
 ** handoff: let the receiver run next on this worker. Returns 1 if
-** delivered. */
+** delivered (or dropped by a "drop"/"kill" bounded mailbox), 0 if the pid
+** is dead, GSI_REJECTED if a "reject" bounded mailbox refused it. */
+#define GSI_REJECTED (-1)
 GSI_FUNC int gsi_deliver(gsi_rt *rt, uint64_t pid, gsi_msg *m, int handoff);
 
 GSI_FUNC void gsi_idvec_push(gsi_idvec *v, uint64_t a);
@@ -338,6 +353,7 @@ GSI_FUNC void gsi_run(gsi_worker *w, gsi_proc *p);
 /* The thread-local foreign process of this OS thread for rt (created on
 ** first use). */
 GSI_FUNC gsi_proc *gsi_foreign_self(gsi_rt *rt);
+GSI_FUNC const gsi_codec_limits *gsi_limits_of(gsi_proc *p);
 GSI_FUNC void gsi_foreign_reset(gsi_rt *rt);
 
 #endif

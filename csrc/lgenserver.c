@@ -11,6 +11,7 @@
 ** are raised only when no lock is held and every buffer has an owner.
 */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -199,7 +200,9 @@ static int decode_payload(lua_State *L, gsi_msg *m) {
     lua_pushnil(L);
     return 0;
   }
-  return gsi_decode(L, GSI_MSG_DATA(m), m->len, &rt_of(L)->limits);
+  gsi_proc *p = lua_touserdata(L, lua_upvalueindex(2));
+  return gsi_decode(L, GSI_MSG_DATA(m), m->len,
+                    p != NULL ? gsi_limits_of(p) : &rt_of(L)->limits);
 }
 
 static void push_from(lua_State *L, gsi_msg *m) {
@@ -293,6 +296,23 @@ static void push_consume(lua_State *L, gsi_proc *p, gsi_msg *m) {
                     lua_tostring(L, -1));
     lua_error(L);
   }
+}
+
+/* Answer request ref of `caller` with a refusal (the server lives on):
+** the caller's wait returns false, reason. A DOWN-kind answer flagged
+** GSI_REFUSED, so that it takes the request's usual path. */
+#define GSI_REFUSED 1
+static void refuse_request(gsi_rt *rt, uint64_t server, uint64_t caller,
+                           uint64_t ref, const char *reason) {
+  gsi_buf b;
+  gsi_msg *d;
+  gsi_buf_init(&b);
+  if (gsi_encode_cstring(&b, reason) == 0 &&
+      (d = gsi_msg_new(GSI_M_DOWN, server, ref, b.data, b.len)) != NULL) {
+    d->flags = GSI_REFUSED;
+    gsi_deliver(rt, caller, d, 0);
+  }
+  gsi_buf_free(&b);
 }
 
 /* -------------------------------------------------------------- waiting */
@@ -447,12 +467,24 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
         lua_pushinteger(L, K_INFO);
         rc = push_msg(L, m);
       }
-      consume(p, m);
       if (rc != 0) {
-        lua_pushfstring(L, "genserver: cannot receive a message: %s",
-                        lua_tostring(L, -1));
-        lua_error(L);
+        /* one undecodable message (e.g. functions sent to a sandbox) must
+        ** not kill the server: a call is refused at its caller, anything
+        ** else is logged and dropped */
+        const char *why = lua_tostring(L, -1);
+        if (kind == GSI_M_CALL || kind == GSI_M_SYSTEM) {
+          lua_pushfstring(L, "undecodable request: %s", why);
+          refuse_request(p->rt, pid_of(p), m->from, m->ref, lua_tostring(L, -1));
+        } else {
+          fprintf(stderr, "genserver <0.%u.%u>: dropped a message it cannot "
+                  "receive: %s\n", GSI_PID_INDEX(pid_of(p)),
+                  GSI_PID_GEN(pid_of(p)), why);
+        }
+        consume(p, m);
+        lua_settop(L, 0);
+        continue;
       }
+      consume(p, m);
       return n;
     }
     if (p->timed_out) {
@@ -523,7 +555,8 @@ static uint64_t start_request(lua_State *L, gsi_proc *p, uint64_t pid,
     self_down_noproc(L, p, ref, pid);
     return ref;
   }
-  gsi_deliver(rt, pid, m, handoff);
+  if (gsi_deliver(rt, pid, m, handoff) == GSI_REJECTED)
+    refuse_request(rt, pid, pid_of(p), ref, "mailbox_full");
   return ref;
 }
 
@@ -551,6 +584,10 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
       if (m->kind == GSI_M_REPLY) {
         lua_pushboolean(L, 1);
         rc = decode_payload(L, m);
+        n = 2;
+      } else if (m->flags == GSI_REFUSED) { /* the server refused it */
+        lua_pushboolean(L, 0);
+        rc = decode_payload(L, m); /* the reason is the kind */
         n = 2;
       } else {
         lua_pushboolean(L, 0);
@@ -663,8 +700,11 @@ static int send_kind(lua_State *L, int kind) {
     return luaL_error(L, "genserver.send: no process is registered as '%s'",
                       lua_tostring(L, 1));
   m = encode_msg(L, 2, "message", kind, pid_of(p), 0);
-  if (pid != 0) gsi_deliver(p->rt, pid, m, 0);
-  else gsi_msg_free(m);
+  if (pid != 0 && gsi_deliver(p->rt, pid, m, 0) == GSI_REJECTED) {
+    lua_pushboolean(L, 0); /* a bounded mailbox refused it */
+    return 1;
+  }
+  if (pid == 0) gsi_msg_free(m);
   /* a loop that only sends gives the worker up now and then, so its
   ** receivers (and everybody else) get to run */
   if (p->fg == NULL && --p->send_budget <= 0) {
@@ -747,6 +787,53 @@ static gsi_msg *spawn_msg(lua_State *L, int body, int nargs) {
   return m;
 }
 
+typedef struct spawn_lim {
+  uint32_t limit;
+  int overflow;
+  size_t max_heap;
+  int sandbox;
+} spawn_lim;
+
+/* mailbox_limit / overflow from the spawn options at t (a table or nil);
+** raises for bad values, before any slot is taken. */
+static void spawn_limits(lua_State *L, int t, spawn_lim *p) {
+  static const char *const policies[] = {"drop", "reject", "kill", NULL};
+  p->limit = 0;
+  p->overflow = 0;
+  p->max_heap = 0;
+  p->sandbox = 0;
+  if (lua_type(L, t) != LUA_TTABLE) return;
+  if (lua_getfield(L, t, "max_heap") != LUA_TNIL) {
+    lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+    if (n < 1)
+      luaL_error(L, "genserver.spawn: opts.max_heap must be a positive integer (bytes)");
+    p->max_heap = (size_t)n;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, t, "sandbox");
+  p->sandbox = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  if (lua_getfield(L, t, "mailbox_limit") != LUA_TNIL) {
+    lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+    if (n < 1 || n > UINT32_MAX)
+      luaL_error(L, "genserver.spawn: opts.mailbox_limit must be a positive integer");
+    p->limit = (uint32_t)n;
+    p->overflow = GSI_OVF_DROP;
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, t, "overflow") != LUA_TNIL) {
+    const char *s = lua_tostring(L, -1);
+    int i;
+    for (i = 0; s != NULL && policies[i] && strcmp(s, policies[i]) != 0; i++) {}
+    if (s == NULL || lua_type(L, -1) != LUA_TSTRING || policies[i] == NULL)
+      luaL_error(L, "genserver.spawn: opts.overflow must be \"drop\", \"reject\" or \"kill\"");
+    if (p->limit == 0)
+      luaL_error(L, "genserver.spawn: opts.overflow needs opts.mailbox_limit");
+    p->overflow = GSI_OVF_DROP + i;
+  }
+  lua_pop(L, 1);
+}
+
 static int opt_flag(lua_State *L, int t, const char *k) {
   int v;
   if (lua_type(L, t) != LUA_TTABLE) return 0;
@@ -770,6 +857,7 @@ static int l_spawn(lua_State *L) {
   int mon = opt_flag(L, 2, "monitor");
   uint64_t pid, ref = 0, req = 0;
   gsi_msg *sm;
+  spawn_lim lim;
   if (lua_type(L, 2) == LUA_TTABLE) {
     lua_getfield(L, 2, "request");
     if (!lua_isnil(L, -1) && !gsi_toref(L, -1, &req))
@@ -779,6 +867,7 @@ static int l_spawn(lua_State *L) {
   if (lua_type(L, 1) != LUA_TFUNCTION && lua_type(L, 1) != LUA_TSTRING)
     luaL_typeerror(L, 1, "function or module name");
   if (nargs < 0) nargs = 0;
+  spawn_limits(L, 2, &lim);
   sm = spawn_msg(L, 1, nargs);
   if (gsi_rt_ensure_started(rt) != 0 || (p = gsi_proc_alloc(rt)) == NULL) {
     gsi_msg_free(sm);
@@ -793,6 +882,10 @@ static int l_spawn(lua_State *L) {
       snprintf(p->module, sizeof p->module, "%s", lua_tostring(L, -1));
     lua_pop(L, 1);
   }
+  p->mbox_limit = lim.limit;
+  p->overflow = lim.overflow;
+  p->max_heap = lim.max_heap;
+  p->sandbox = lim.sandbox;
   if (p->module[0] == '\0' && lua_type(L, 1) == LUA_TSTRING)
     snprintf(p->module, sizeof p->module, "%s", lua_tostring(L, 1));
   pid = gsi_proc_pid(p);
@@ -1133,8 +1226,9 @@ static int l_info(lua_State *L) {
   gsi_idvec links = {0}, mons = {0};
   char name[GSI_NAME_MAX + 1] = "";
   char module[sizeof t->module];
-  uint64_t in, drained;
-  size_t sv, mem;
+  uint64_t in, drained, overflowed;
+  uint32_t limit;
+  size_t sv, mem, max_heap;
   int st, foreign;
   if (t == NULL) {
     lua_pushnil(L);
@@ -1153,6 +1247,9 @@ static int l_info(lua_State *L) {
   drained = atomic_load_explicit(&t->drained_pub, memory_order_relaxed);
   sv = atomic_load_explicit(&t->svlen_pub, memory_order_relaxed);
   mem = atomic_load_explicit(&t->mem_pub, memory_order_relaxed);
+  overflowed = atomic_load_explicit(&t->overflowed, memory_order_relaxed);
+  limit = t->mbox_limit;
+  max_heap = t->max_heap;
   gsi_unpin(t);
   gsi_reg_name_of(rt, pid, name, sizeof name);
   lua_createtable(L, 0, 12);
@@ -1161,6 +1258,9 @@ static int l_info(lua_State *L) {
   set_int(L, "mailbox", (lua_Integer)(sv + (in > drained ? in - drained : 0)));
   set_int(L, "messages_in", (lua_Integer)in);
   set_int(L, "memory", (lua_Integer)mem);
+  set_int(L, "overflowed", (lua_Integer)overflowed);
+  if (limit) set_int(L, "mailbox_limit", (lua_Integer)limit);
+  if (max_heap) set_int(L, "max_heap", (lua_Integer)max_heap);
   if (module[0]) lua_pushstring(L, module), lua_setfield(L, -2, "module");
   if (name[0]) lua_pushstring(L, name), lua_setfield(L, -2, "name");
   lua_pushboolean(L, foreign);

@@ -102,12 +102,47 @@ void gsi_unpin(gsi_proc *p) {
   atomic_fetch_sub_explicit(&p->pins, 1, memory_order_release);
 }
 
+/* Messages a bounded mailbox may refuse: never replies, signals, DOWNs,
+** time-outs or system messages, which the runtime itself relies on. */
+static int limited(const gsi_msg *m) {
+  return m->kind == GSI_M_USER || m->kind == GSI_M_CAST || m->kind == GSI_M_CALL;
+}
+
+/* Messages in p's mailbox, as far as a sender can tell (relaxed reads of
+** counters the owner publishes): pushed - drained + saved. */
+static uint64_t queued(gsi_proc *p) {
+  uint64_t in = atomic_load_explicit(&p->msgs_in, memory_order_relaxed);
+  uint64_t out = atomic_load_explicit(&p->drained_pub, memory_order_relaxed);
+  return (in > out ? in - out : 0) +
+         atomic_load_explicit(&p->svlen_pub, memory_order_relaxed);
+}
+
+/* The limit refuses m (freed here). "kill" ends the receiver with
+** "mailbox_full", an exit signal it cannot trap. */
+static int overflow(gsi_rt *rt, gsi_proc *p, uint64_t pid, gsi_msg *m) {
+  int policy = p->overflow;
+  gsi_msg_free(m);
+  atomic_fetch_add_explicit(&p->overflowed, 1, memory_order_relaxed);
+  gsi_unpin(p);
+  if (policy == GSI_OVF_REJECT) return GSI_REJECTED;
+  if (policy == GSI_OVF_KILL) {
+    gsi_buf b;
+    gsi_buf_init(&b);
+    if (gsi_encode_cstring(&b, "mailbox_full") == 0)
+      gsi_exit_signal(rt, 0, pid, b.data, b.len, GSI_XF_UNTRAP);
+    gsi_buf_free(&b);
+  }
+  return 1;
+}
+
 int gsi_deliver(gsi_rt *rt, uint64_t pid, gsi_msg *m, int handoff) {
   gsi_proc *p = gsi_pin(rt, pid);
   if (p == NULL) {
     gsi_msg_free(m);
     return 0;
   }
+  if (p->mbox_limit != 0 && limited(m) && queued(p) >= p->mbox_limit)
+    return overflow(rt, p, pid, m);
   int is_signal = m->kind == GSI_M_EXIT;
   /* after the push m belongs to the receiver: read nothing from it */
   gsi_mpsc_push(&p->mbox, m);

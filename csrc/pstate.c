@@ -18,6 +18,24 @@
 /* Every byte of a process state is counted on its slot. Only the thread
 ** running the process allocates in its state, so `mem` is owner data; the
 ** published copy is for info() on other threads. */
+/* max_heap: growth past the cap is refused. Lua then collects in an
+** emergency and asks again; a second refusal in a row is a real overrun:
+** the process must end (dying) with { max_heap = bytes }, and the cap is
+** lifted so that it can unwind and be reported. A shrink never fails. */
+static int over_cap(gsi_proc *p, size_t osize, size_t nsize) {
+  if (p->heap_cap == 0 || nsize <= osize || p->mem + (nsize - osize) <= p->heap_cap) {
+    p->heap_refused = 0;
+    return 0;
+  }
+  if (p->heap_refused) {
+    p->heap_exceeded = 1;
+    p->dying = 1;
+    p->heap_cap = 0;
+  }
+  p->heap_refused = 1;
+  return 1;
+}
+
 static void *palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   gsi_proc *p = ud;
   void *np;
@@ -28,6 +46,7 @@ static void *palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     atomic_store_explicit(&p->mem_pub, p->mem, memory_order_relaxed);
     return NULL;
   }
+  if (over_cap(p, osize, nsize)) return NULL;
   np = realloc(ptr, nsize);
   if (np != NULL) {
     p->mem += nsize - osize;
@@ -44,10 +63,18 @@ static const luaL_Reg lazy_libs[] = {
     {LUA_IOLIBNAME, luaopen_io}, {LUA_OSLIBNAME, luaopen_os},
     {LUA_DBLIBNAME, luaopen_debug}, {NULL, NULL}};
 
-/* _G's __index: the first use of `table`, `os`, ... opens that library. */
+/* Libraries a sandboxed state never gets. */
+static int forbidden(const char *name) {
+  return strcmp(name, LUA_IOLIBNAME) == 0 || strcmp(name, LUA_OSLIBNAME) == 0 ||
+         strcmp(name, LUA_DBLIBNAME) == 0;
+}
+
+/* _G's __index: the first use of `table`, `os`, ... opens that library.
+** Upvalue 1: true in a sandboxed state. */
 static int lazy_index(lua_State *L) {
   const char *k = lua_tostring(L, 2);
-  if (k != NULL && lua_type(L, 2) == LUA_TSTRING)
+  int sandbox = lua_toboolean(L, lua_upvalueindex(1));
+  if (k != NULL && lua_type(L, 2) == LUA_TSTRING && !(sandbox && forbidden(k)))
     for (const luaL_Reg *r = lazy_libs; r->name; r++)
       if (strcmp(k, r->name) == 0) {
         luaL_requiref(L, r->name, r->func, 1);
@@ -56,7 +83,70 @@ static int lazy_index(lua_State *L) {
   return 0;
 }
 
-static void open_libs(lua_State *L) {
+/* load() in a sandbox: text chunks only, whatever mode is asked for. */
+static int load_text(lua_State *L) {
+  lua_settop(L, 4);
+  lua_pushliteral(L, "t");
+  lua_replace(L, 3);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, 4, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* package searcher for Lua files in a sandbox: text chunks only. */
+static int search_text(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  const char *file;
+  lua_getglobal(L, LUA_LOADLIBNAME);
+  lua_getfield(L, -1, "searchpath");
+  lua_pushstring(L, name);
+  lua_getfield(L, -3, "path");
+  lua_call(L, 2, 2);
+  if (lua_isnil(L, -2)) return 1; /* the "not found" message */
+  file = lua_tostring(L, -2);
+  if (luaL_loadfilex(L, file, "t") != LUA_OK)
+    return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name,
+                      file, lua_tostring(L, -1));
+  lua_pushstring(L, file);
+  return 2;
+}
+
+/* Take away what a sandboxed state must not have (DESIGN §5): io, os and
+** debug (lazy_index refuses them), package.loadlib and C modules, binary
+** chunks (load, loadfile, dofile, the Lua-file searcher). */
+static void sandbox_libs(lua_State *L) {
+  lua_pushnil(L);
+  lua_setglobal(L, "loadfile");
+  lua_pushnil(L);
+  lua_setglobal(L, "dofile");
+  lua_getglobal(L, "load");
+  lua_pushcclosure(L, load_text, 1);
+  lua_setglobal(L, "load");
+  lua_getglobal(L, LUA_LOADLIBNAME);
+  lua_pushnil(L);
+  lua_setfield(L, -2, "loadlib");
+  lua_pushliteral(L, "");
+  lua_setfield(L, -2, "cpath");
+  lua_createtable(L, 2, 0); /* searchers: preload, then text Lua files */
+  lua_getfield(L, -2, "searchers");
+  lua_rawgeti(L, -1, 1);
+  lua_rawseti(L, -3, 1);
+  lua_pop(L, 1);
+  lua_pushcfunction(L, search_text);
+  lua_rawseti(L, -2, 2);
+  lua_setfield(L, -2, "searchers");
+  lua_pop(L, 1);
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  for (const luaL_Reg *r = lazy_libs; r->name; r++)
+    if (forbidden(r->name)) {
+      lua_pushnil(L);
+      lua_setfield(L, -2, r->name);
+    }
+  lua_pop(L, 1);
+}
+
+static void open_libs(lua_State *L, int sandbox) {
   luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
   luaL_requiref(L, LUA_LOADLIBNAME, luaopen_package, 1);
   /* string stays eager: its metatable is what makes s:upper() work */
@@ -73,10 +163,12 @@ static void open_libs(lua_State *L) {
   lua_pop(L, 1);
   lua_pushglobaltable(L);
   lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, lazy_index);
+  lua_pushboolean(L, sandbox);
+  lua_pushcclosure(L, lazy_index, 1);
   lua_setfield(L, -2, "__index");
   lua_setmetatable(L, -2);
   lua_pop(L, 1);
+  if (sandbox) sandbox_libs(L);
 }
 
 /* --------------------------------------------------------- spawn boot */
@@ -137,31 +229,47 @@ static int start_state(gsi_proc *p, int *nargs) {
   gsi_msg *sm = p->spawn_msg;
   const unsigned char *s = GSI_MSG_DATA(sm), *e = s + sm->len;
   uint32_t n;
-  lua_State *L = lua_newstate(palloc, p);
+  lua_State *L;
+  p->heap_cap = p->max_heap;
+  L = lua_newstate(palloc, p);
   if (L == NULL) return -1;
   p->L = L;
+  /* everything allocated while setting up is live: collecting meanwhile
+  ** is wasted work (restarted below, before any user code runs) */
+  lua_gc(L, LUA_GCSTOP);
   gsi_bind_process_state(L, p);
-  open_libs(L);
+  open_libs(L, p->sandbox);
   if (read_u32(&s, e, &n) || (uint32_t)(e - s) < n) return -1;
   set_path(L, "path", s, n);
   s += n;
   if (read_u32(&s, e, &n) || (uint32_t)(e - s) < n) return -1;
-  set_path(L, "cpath", s, n);
+  if (!p->sandbox) set_path(L, "cpath", s, n);
   s += n;
   if (p->rt->state_hook) p->rt->state_hook(L, p->rt->state_hook_ud);
   p->co = lua_newthread(L); /* kept alive on the main stack, slot 1 */
   lua_pushcfunction(p->co, boot);
-  if (gsi_decode(p->co, s, (size_t)(e - s), &p->rt->limits) != 0) {
+  if (gsi_decode(p->co, s, (size_t)(e - s), gsi_limits_of(p)) != 0) {
     lua_pushcfunction(p->co, boot_fail); /* raises the decode error */
     lua_replace(p->co, -3);
   }
   gsi_msg_free(sm);
   p->spawn_msg = NULL;
+  lua_gc(L, LUA_GCRESTART);
   *nargs = 1;
   return 0;
 }
 
 /* ------------------------------------------------------------ exiting */
+
+/* Codec limits for decoding into p's state: a sandbox takes no bytecode,
+** but modules and their C functions by name. */
+const gsi_codec_limits *gsi_limits_of(gsi_proc *p) {
+  static _Thread_local gsi_codec_limits sandboxed;
+  if (!p->sandbox) return &p->rt->limits;
+  sandboxed = p->rt->limits;
+  sandboxed.allow_functions = GSI_FN_NAMES;
+  return &sandboxed;
+}
 
 /* Encode the exit reason at the top of L into a message buffer. A reason
 ** that cannot be sent is replaced by its tostring(). */
@@ -216,11 +324,19 @@ static void push_reason(gsi_proc *p, int st) {
 static void finish(gsi_proc *p, int st) {
   gsi_msg *rm;
   int normal;
-  if (p->dying && p->exit_msg != NULL &&
+  if (p->dying && p->exit_msg != NULL && !p->heap_exceeded &&
       !(p->exit_msg->flags & GSI_XF_KILL)) {
     rm = p->exit_msg; /* killed by a signal, or exit(reason) */
     p->exit_msg = NULL;
     normal = (rm->flags & GSI_XF_NORMAL) != 0;
+  } else if (p->heap_exceeded) {
+    lua_State *L = p->L;
+    normal = 0;
+    p->heap_cap = 0;
+    lua_createtable(L, 0, 1);
+    lua_pushinteger(L, (lua_Integer)p->max_heap);
+    lua_setfield(L, -2, "max_heap");
+    rm = encode_reason(p, L);
   } else {
     lua_State *L = p->L;
     if (p->dying) lua_pushliteral(L, "killed");
@@ -249,10 +365,16 @@ void gsi_run(gsi_worker *w, gsi_proc *p) {
   atomic_store(&p->sched, GSI_RUNNING);
   p->budget = p->rt->budget;
   if (p->L == NULL && start_state(p, &nargs) != 0) {
-    /* out of memory before any user code ran: die with an empty reason */
+    /* out of memory before any user code ran: a cap too small for the
+    ** state itself, or the machine's memory */
+    gsi_buf b;
+    gsi_buf_init(&b);
     if (p->L != NULL) lua_close(p->L);
     p->L = p->co = NULL;
-    gsi_proc_exit(p, NULL, 0, 0);
+    if (p->max_heap != 0) gsi_encode_field_int(&b, "max_heap", (lua_Integer)p->max_heap);
+    else gsi_encode_cstring(&b, "out of memory");
+    gsi_proc_exit(p, b.data, b.len, 0);
+    gsi_buf_free(&b);
     return;
   }
   for (;;) {

@@ -95,7 +95,7 @@ static int on_exit_signal(gsi_proc *p, gsi_msg *m) {
       return 0;
     }
   }
-  if (!(m->flags & GSI_XF_KILL) && p->trap_exit) {
+  if (!(m->flags & (GSI_XF_KILL | GSI_XF_UNTRAP)) && p->trap_exit) {
     gsi_sv_append(p, m);
     return 0;
   }

@@ -168,6 +168,11 @@ void gsi_proc_exit(gsi_proc *p, const void *reason, size_t len, int normal) {
   p->parent = p->wait_timer = p->deadline = 0;
   p->want = p->trap_exit = p->dying = p->timed_out = 0;
   p->module[0] = '\0';
+  p->mbox_limit = 0;
+  p->overflow = 0;
+  p->max_heap = p->heap_cap = 0;
+  p->sandbox = p->heap_refused = p->heap_exceeded = 0;
+  atomic_store(&p->overflowed, 0);
   pthread_mutex_lock(&p->lk);
   p->exiting = 0;
   pthread_mutex_unlock(&p->lk);

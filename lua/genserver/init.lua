@@ -114,10 +114,19 @@ local function do_start(fname, mod, arg, opts, link, monitor)
   opts = check_opts(opts, fname)
   local send_opts = { name = opts.name, hibernate_after = opts.hibernate_after,
                       trap_exit = opts.trap_exit }
+  local o = opts.overflow
+  if o ~= nil and o ~= "drop" and o ~= "reject" and o ~= "kill" then
+    error(("genserver.%s: opts.overflow must be \"drop\", \"reject\" or \"kill\""):format(fname), 2)
+  end
+  local ml = opts.mailbox_limit
+  if ml ~= nil and (math.type(ml) ~= "integer" or ml < 1) then
+    error(("genserver.%s: opts.mailbox_limit must be a positive integer"):format(fname), 2)
+  end
   local ref = core.make_ref()
   local pid, mref = core.spawn(core.serve,
     { link = link, monitor = monitor, request = ref, module = module_label(mod),
-      names = start_arg_names },
+      names = start_arg_names, mailbox_limit = ml, overflow = o,
+      max_heap = opts.max_heap, sandbox = opts.sandbox },
     mod, arg, send_opts, core.self(), ref)
   local ok, ack, reason = cwait(ref, opts.timeout or 5000, false)
   if ok then
@@ -141,7 +150,9 @@ end
 --- Starts a server. Returns after `init` has returned.
 -- @param mod module name (required in the new state) or callback table (copied)
 -- @param arg passed to `init`
--- @param opts `{ name =, timeout = 5000, hibernate_after = ms }`
+-- @param opts `{ name =, timeout = 5000, hibernate_after = ms,
+--   mailbox_limit = n, overflow = "drop" | "reject" | "kill", trap_exit = bool,
+--   max_heap = bytes, sandbox = bool }`
 -- @return pid, or nil and a reason
 function M.start(mod, arg, opts)
   return do_start("start", mod, arg, opts, false, false)
@@ -166,7 +177,8 @@ local function fail(op, server, kind, reason, request, timeout)
 end
 
 --- Calls a server and waits for its reply. Raises a genserver error on
--- failure: reason `"timeout"`, `"noproc"`, `"calling_self"` or the
+-- failure: reason `"timeout"`, `"noproc"`, `"calling_self"`,
+-- `"mailbox_full"` (a bounded mailbox with overflow "reject") or the
 -- server's exit reason.
 -- @param server pid or registered name
 -- @param timeout ms (default 5000) or "infinity"
@@ -176,7 +188,8 @@ function M.call(server, request, timeout)
   return fail("call", server, v, reason, request, timeout or 5000)
 end
 
---- Sends an asynchronous request. Returns true (even if the server does not exist).
+--- Sends an asynchronous request. Returns true (even if the server does
+-- not exist), or false when a bounded mailbox (overflow "reject") refused it.
 function M.cast(server, msg)
   return core.cast(server, msg)
 end
