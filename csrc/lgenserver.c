@@ -1238,8 +1238,8 @@ static int l_info(lua_State *L) {
   for (size_t i = 0; i < t->links.n; i++) gsi_idvec_push(&links, t->links.v[i]);
   for (size_t i = 0; i < t->monitors.n; i++)
     gsi_idvec_push(&mons, t->monitors.v[i]);
-  pthread_mutex_unlock(&t->lk);
   memcpy(module, t->module, sizeof module);
+  pthread_mutex_unlock(&t->lk);
   module[sizeof module - 1] = '\0';
   st = atomic_load(&t->sched);
   foreign = t->fg != NULL;
@@ -1341,9 +1341,13 @@ static int l_stats(lua_State *L) {
   return 1;
 }
 
+/* module is read by info() on other threads: written under lk */
 static int l_set_module(lua_State *L) {
   gsi_proc *p = self_of(L);
-  snprintf(p->module, sizeof p->module, "%s", luaL_checkstring(L, 1));
+  const char *name = luaL_checkstring(L, 1);
+  pthread_mutex_lock(&p->lk);
+  snprintf(p->module, sizeof p->module, "%s", name);
+  pthread_mutex_unlock(&p->lk);
   return 0;
 }
 
