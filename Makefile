@@ -82,7 +82,7 @@ BUSTED_FLAGS ?= -v
 RESULTS      := $(BUILD)/test-results
 TAP_SUMMARY  := .ci/tap-summary
 
-DEMOS        ?= examples/kv_store.lua examples/counter.lua
+DEMOS        ?= examples/kv_store.lua examples/counter.lua examples/supervision_tree.lua
 DEMO_TIMEOUT ?= 120
 
 # In-tree module search paths (both the generic and the 5.4-specific variables,

@@ -50,8 +50,10 @@ build = {
       libraries = { "pthread", "m" },
     },
     ["genserver"] = "lua/genserver/init.lua",
+    ["genserver.logger"] = "lua/genserver/logger.lua",
     ["genserver.process"] = "lua/genserver/process.lua",
     ["genserver.runtime"] = "lua/genserver/runtime.lua",
     ["genserver.server"] = "lua/genserver/server.lua",
+    ["genserver.supervisor"] = "lua/genserver/supervisor.lua",
   },
 }

@@ -12,8 +12,30 @@ local M = {}
 local kind_names = { [core.K_CALL] = "call", [core.K_CAST] = "cast",
                      [core.K_INFO] = "info", [core.K_SYSTEM] = "system", [0] = "continue" }
 
---- Prints a crash report to stderr (DESIGN §2.2: every crash is reported).
--- Called by the C loop with what it knows about the crash.
+--- Last resort when genserver.logger cannot be used: print here.
+local function print_report(r)
+  local describe = require("genserver").describe
+  local lines = {
+    ("=CRASH REPORT==== server %s%s (module %s)"):format(tostring(r.pid),
+      r.name and (" named " .. ("%q"):format(r.name)) or "", tostring(r.module)),
+    "  reason: " .. describe(r.error ~= nil and r.error or r.reason),
+  }
+  if r.message_kind then
+    local caller = r.caller and (" from " .. tostring(r.caller)) or ""
+    lines[#lines + 1] = ("  last message: %s %s%s"):format(r.message_kind,
+      describe(r.message), caller)
+  end
+  lines[#lines + 1] = "  state: " .. describe(r.state)
+  if type(r.traceback) == "string" then
+    lines[#lines + 1] = "  " .. r.traceback:gsub("\n", "\n  ")
+  end
+  io.stderr:write(table.concat(lines, "\n"), "\n")
+end
+
+--- Sends a crash report to the logger process (genserver.logger, started
+-- on demand; DESIGN §2.2: every crash is reported), or prints it here if
+-- the logger cannot be used. Called by the C loop with what it knows about
+-- the crash; runs where it cannot wait (genserver.logger.report copes).
 -- @param mod the callback module
 -- @param reason the exit reason
 -- @param state the server state (shown through mod.format_status if defined)
@@ -22,7 +44,6 @@ local kind_names = { [core.K_CALL] = "call", [core.K_CAST] = "cast",
 -- @param from the caller ({ pid, ref }) if the last message was a call
 -- @param modname the module's name
 function M.report(mod, reason, state, kind, msg, from, modname)
-  local describe = require("genserver").describe
   local status = { state = state, reason = reason, message = msg }
   if type(mod) == "table" and mod.format_status then
     local ok, st = pcall(mod.format_status, status)
@@ -30,21 +51,18 @@ function M.report(mod, reason, state, kind, msg, from, modname)
   end
   local me = core.self()
   local info = core.info(me) or {}
-  local lines = {
-    ("=CRASH REPORT==== server %s%s (module %s)"):format(tostring(me),
-      info.name and (" named " .. ("%q"):format(info.name)) or "", tostring(modname)),
-    "  reason: " .. describe(type(reason) == "table" and reason.error or reason),
-  }
+  local r = { kind = "crash", pid = me, name = info.name, module = modname,
+              reason = status.reason, state = status.state }
+  if type(reason) == "table" then
+    r.error, r.traceback = reason.error, reason.traceback
+  end
   if kind then
-    local caller = type(from) == "table" and from[1] and (" from " .. tostring(from[1])) or ""
-    lines[#lines + 1] = ("  last message: %s %s%s"):format(kind_names[kind] or "info",
-      describe(status.message), caller)
+    r.message_kind = kind_names[kind] or "info"
+    r.message = status.message
+    if type(from) == "table" and from[1] then r.caller = from[1] end
   end
-  lines[#lines + 1] = "  state: " .. describe(status.state)
-  if type(reason) == "table" and type(reason.traceback) == "string" then
-    lines[#lines + 1] = "  " .. reason.traceback:gsub("\n", "\n  ")
-  end
-  io.stderr:write(table.concat(lines, "\n"), "\n")
+  local ok, sent = pcall(function() return require("genserver.logger").report(r) end)
+  if not ok or sent == nil then print_report(r) end
 end
 
 return M
