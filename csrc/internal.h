@@ -310,6 +310,7 @@ typedef struct gsi_timers gsi_timers;
 typedef struct gsi_names gsi_names;
 
 struct gsi_rt {
+  uint64_t serial; /* unique per runtime ever created in this process */
   int nworkers;
   uint32_t max_procs;
   gsi_codec_limits limits;

@@ -1371,6 +1371,9 @@ static int l_error_mt(lua_State *L) {
 
 /* ------------------------------------------------- default runtime life */
 
+/* api.c: the runtime a host state was bound to by gs_openlibs, or NULL */
+GSI_FUNC gsi_rt *gsi_host_rt(lua_State *L);
+
 static pthread_mutex_t default_mu = PTHREAD_MUTEX_INITIALIZER;
 static gsi_rt *default_rt;
 static gsi_rt *closed_rts; /* shut down; freed when the library unloads */
@@ -1441,6 +1444,9 @@ static int l_shutdown(lua_State *L) {
   uint64_t ms = opt_ms(L, 1, 5000);
   if (p != NULL) return luaL_error(L, "genserver.runtime.shutdown: only the "
                                       "main script or host may shut down");
+  if (rt_of(L) != default_rt && rt_of(L) == gsi_host_rt(L))
+    return luaL_error(L, "genserver.runtime.shutdown: this runtime belongs to "
+                         "the C host (gs_runtime_stop / gs_runtime_close)");
   if (rt_of(L) != default_rt)
     return luaL_error(L, "genserver.runtime.shutdown: runtime already stopped");
   default_close(ms == NO_TIMEOUT ? UINT64_MAX / 2000000u : ms);
@@ -1523,7 +1529,9 @@ int luaopen_genserver_core(lua_State *L) {
   lua_rawgetp(L, LUA_REGISTRYINDEX, &PROC_KEY);
   p = lua_touserdata(L, -1);
   lua_pop(L, 1);
-  rt = p != NULL ? p->rt : NULL;
+  /* a process's state; a host's state bound to its runtime (gs_openlibs);
+  ** else the default runtime, as for a plain lua5.4 script */
+  rt = p != NULL ? p->rt : gsi_host_rt(L);
   if (rt == NULL) {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &SENTINEL_KEY);
     int have = !lua_isnil(L, -1);

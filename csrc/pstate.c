@@ -411,17 +411,41 @@ void gsi_run(gsi_worker *w, gsi_proc *p) {
 
 /* --------------------------------------------------- foreign processes */
 
-static _Thread_local gsi_proc *tls_foreign;
-static _Thread_local uint64_t tls_foreign_pid;
-static _Thread_local gsi_rt *tls_foreign_rt;
+/* A thread's foreign processes, one per runtime it uses. An entry names
+** its runtime by address AND serial: a runtime closed and freed while the
+** thread still had an entry may be followed by a new one at the same
+** address, and the stale entry must then not be touched (its slot memory
+** is gone). A thread using more runtimes at once than FG_MAX gets no more
+** foreign processes (gsi_foreign_self returns NULL). */
+#define FG_MAX 8
 
-gsi_proc *gsi_foreign_self(gsi_rt *rt) {
+typedef struct fg_entry {
+  gsi_rt *rt;
+  uint64_t serial;
   gsi_proc *p;
+  uint64_t pid;
+} fg_entry;
+
+static _Thread_local fg_entry tls_fg[FG_MAX];
+
+static fg_entry *fg_find(gsi_rt *rt) {
+  for (int i = 0; i < FG_MAX; i++)
+    if (tls_fg[i].rt == rt) {
+      if (tls_fg[i].serial == rt->serial) return &tls_fg[i];
+      tls_fg[i].rt = NULL; /* a closed runtime's: forget it, touch nothing */
+    }
+  return NULL;
+}
+
+static fg_entry *fg_free_entry(void) {
+  for (int i = 0; i < FG_MAX; i++)
+    if (tls_fg[i].rt == NULL) return &tls_fg[i];
+  return NULL;
+}
+
+static gsi_proc *new_foreign(gsi_rt *rt) {
   pthread_condattr_t ca;
-  if (tls_foreign != NULL && tls_foreign_rt == rt &&
-      gsi_proc_pid(tls_foreign) == tls_foreign_pid)
-    return tls_foreign;
-  p = gsi_proc_alloc(rt);
+  gsi_proc *p = gsi_proc_alloc(rt);
   if (p == NULL) return NULL;
   p->fg = calloc(1, sizeof *p->fg);
   if (p->fg == NULL) {
@@ -437,9 +461,19 @@ gsi_proc *gsi_foreign_self(gsi_rt *rt) {
   atomic_fetch_add(&rt->nforeign, 1);
   atomic_store(&p->sched, GSI_RUNNING);
   atomic_store(&p->alive, 1);
-  tls_foreign = p;
-  tls_foreign_rt = rt;
-  tls_foreign_pid = gsi_proc_pid(p);
+  return p;
+}
+
+gsi_proc *gsi_foreign_self(gsi_rt *rt) {
+  fg_entry *e = fg_find(rt);
+  gsi_proc *p;
+  if (e != NULL && gsi_proc_pid(e->p) == e->pid) return e->p;
+  if (e == NULL && (e = fg_free_entry()) == NULL) return NULL;
+  if ((p = new_foreign(rt)) == NULL) return NULL;
+  e->rt = rt;
+  e->serial = rt->serial;
+  e->p = p;
+  e->pid = gsi_proc_pid(p);
   return p;
 }
 
@@ -449,10 +483,8 @@ void gsi_foreign_exit(gsi_proc *p, const void *reason, size_t len, int normal);
 void gsi_foreign_exit(gsi_proc *p, const void *reason, size_t len,
                       int normal) {
   gsi_foreign *fg = p->fg;
-  if (p == tls_foreign) {
-    tls_foreign = NULL;
-    tls_foreign_pid = 0;
-  }
+  fg_entry *e = fg_find(p->rt);
+  if (e != NULL && e->p == p) e->rt = NULL;
   /* before the slot goes: live - nforeign must never dip below zero */
   atomic_fetch_sub(&p->rt->nforeign, 1);
   gsi_proc_exit(p, reason, len, normal); /* no notifier touches fg after */
@@ -461,9 +493,8 @@ void gsi_foreign_exit(gsi_proc *p, const void *reason, size_t len,
   free(fg);
 }
 
+/* Forget this thread's foreign process in rt (the runtime is going). */
 void gsi_foreign_reset(gsi_rt *rt) {
-  if (tls_foreign != NULL && tls_foreign_rt == rt) {
-    tls_foreign = NULL;
-    tls_foreign_pid = 0;
-  }
+  fg_entry *e = fg_find(rt);
+  if (e != NULL) e->rt = NULL;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "genserver.h"
 #include "internal.h"
 
 #define DEFAULT_MAX_PROCS (1u << 22)
@@ -20,16 +21,31 @@ static int default_workers(void) {
   return (int)n;
 }
 
-gsi_rt *gsi_rt_new(void);
-gsi_rt *gsi_rt_new(void) {
+/* A runtime from a public config (csrc/genserver.h; NULL or 0 fields mean
+** the defaults). The caller (api.c) has checked the ranges, and sets the
+** state hook. gsi_rt_new() is the default runtime's (all defaults). */
+gsi_rt *gsi_rt_new_config(const gs_config *cfg);
+gsi_rt *gsi_rt_new_config(const gs_config *cfg) {
+  static _Atomic uint64_t serials = 1;
   gsi_rt *rt = calloc(1, sizeof *rt);
+  uint32_t max_procs = DEFAULT_MAX_PROCS;
   if (rt == NULL) return NULL;
-  rt->nworkers = default_workers();
-  rt->max_procs = DEFAULT_MAX_PROCS;
+  rt->serial = atomic_fetch_add(&serials, 1);
+  /* slot 0 is never used: n processes need n + 1 slots */
+  if (cfg != NULL && cfg->max_processes > 0) max_procs = cfg->max_processes + 1;
+  rt->nworkers = cfg != NULL && cfg->workers > 0 ? cfg->workers : default_workers();
+  rt->max_procs = max_procs;
   rt->limits = gsi_codec_default_limits;
-  rt->limits.allow_functions = 1;
+  rt->limits.allow_functions = GSI_FN_ALL;
   rt->budget = 64;
-  rt->nchunks_max = (DEFAULT_MAX_PROCS >> GSI_CHUNK_BITS) + 1;
+  if (cfg != NULL) {
+    if (cfg->max_depth > 0) rt->limits.max_depth = cfg->max_depth;
+    if (cfg->max_message_size > 0) rt->limits.max_size = cfg->max_message_size;
+    if (cfg->budget > 0) rt->budget = cfg->budget;
+  }
+  /* room for the default at least (configure{max_processes} may raise it) */
+  rt->nchunks_max =
+      ((max_procs > DEFAULT_MAX_PROCS ? max_procs : DEFAULT_MAX_PROCS) >> GSI_CHUNK_BITS) + 1;
   rt->chunks = calloc(rt->nchunks_max, sizeof *rt->chunks);
   atomic_store(&rt->next_ref, 1);
   pthread_mutex_init(&rt->tbl_mu, NULL);
@@ -44,6 +60,9 @@ gsi_rt *gsi_rt_new(void) {
   }
   return rt;
 }
+
+gsi_rt *gsi_rt_new(void);
+gsi_rt *gsi_rt_new(void) { return gsi_rt_new_config(NULL); }
 
 uint64_t gsi_new_ref(gsi_rt *rt) {
   return atomic_fetch_add_explicit(&rt->next_ref, 1, memory_order_relaxed);
