@@ -33,14 +33,8 @@
 #include "internal.h"
 #include "lgenserver.h"
 
-/* runtime.c, pstate.c: not in internal.h, shared with lgenserver.c */
+/* runtime.c: a runtime from the public config */
 GSI_FUNC gsi_rt *gsi_rt_new_config(const gs_config *cfg);
-GSI_FUNC int gsi_rt_stop_all(gsi_rt *rt, const void *reason, size_t len,
-                             uint64_t ms);
-GSI_FUNC void gsi_rt_free(gsi_rt *rt);
-GSI_FUNC void gsi_rt_destroy(gsi_rt *rt);
-GSI_FUNC void gsi_foreign_exit(gsi_proc *p, const void *reason, size_t len,
-                               int normal);
 /* for luaopen_genserver_core: the runtime a host state is bound to */
 GSI_FUNC gsi_rt *gsi_host_rt(lua_State *L);
 
@@ -133,21 +127,11 @@ static int w_byte(gsi_buf *b, int c) {
   return w_bytes(b, &x, 1);
 }
 
-static size_t put_varint(unsigned char *p, uint64_t v) {
-  size_t n = 0;
-  while (v >= 0x80) {
-    p[n++] = (unsigned char)(v | 0x80);
-    v >>= 7;
-  }
-  p[n++] = (unsigned char)v;
-  return n;
-}
-
 static int w_tagvar(gsi_buf *b, int tag, uint64_t v) {
   unsigned char t[11];
   size_t n = 0;
   if (tag >= 0) t[n++] = (unsigned char)tag;
-  n += put_varint(t + n, v);
+  n += gsi_putvarint(t + n, v);
   return w_bytes(b, t, n);
 }
 
@@ -156,7 +140,7 @@ static int w_varint(gsi_buf *b, uint64_t v) { return w_tagvar(b, -1, v); }
 static int w_int(gsi_buf *b, int64_t i) {
   if (i >= 0 && i < 0x80) return w_byte(b, (int)i);
   if (i < 0 && i >= -32) return w_byte(b, GSI_T_NEGINT + (int)(i + 32));
-  return w_tagvar(b, GSI_T_INT, i < 0 ? ~((uint64_t)i << 1) : (uint64_t)i << 1);
+  return w_tagvar(b, GSI_T_INT, gsi_zigzag(i));
 }
 
 static int w_float(gsi_buf *b, double x) {
@@ -1050,15 +1034,12 @@ static int deadline_of(int ms, uint64_t *deadline) {
 ** pending; GS_EKILLED: p must end (the caller calls end_killed). */
 static int await(gsi_proc *p, uint64_t ref, uint64_t deadline, gsi_msg **ans) {
   int timed_out = 0;
-  *ans = NULL;
   for (;;) {
-    gsi_pending *e;
-    gsi_drain(p);
-    if (p->dying) return GS_EKILLED;
-    if ((e = gsi_pending_find(p, ref)) == NULL) return GS_EINVAL; /* cannot be */
-    if (e->answer != NULL) {
-      gsi_pending_remove(p, ref, ans);
-      return 0;
+    switch (gsi_answer(p, ref, ans)) {
+    case GSI_ANS_READY: return 0;
+    case GSI_ANS_DYING: return GS_EKILLED;
+    case GSI_ANS_UNKNOWN: return GS_EINVAL; /* cannot be */
+    default: break;
     }
     if (timed_out) return GS_ETIMEDOUT;
     if (deadline != 0 && gsi_now_ns() >= deadline) timed_out = 1;
@@ -1246,33 +1227,15 @@ static int sink_reason(gs_runtime *rt, const sink *k, gsi_msg *m, int code) {
 ** pending ref, monitoring it. */
 static int request(gsi_proc *self, gs_pid server, int kind, const gsi_buf *b,
                    uint64_t *ref) {
-  gsi_rt *core = self->rt;
-  gsi_msg *m;
-  int rc;
   if (server == 0) return fail(GS_ENOPROC, "no process (pid 0)");
   if (server == gsi_proc_pid(self))
     return fail(GS_ECALLSELF, "the calling thread's own pid");
-  *ref = gsi_new_ref(core);
-  if ((m = gsi_msg_new(kind, gsi_proc_pid(self), *ref, b->data, b->len)) == NULL)
-    return fail(GS_ENOMEM, "out of memory");
-  if (gsi_pending_add(self, *ref, server) != 0) {
-    gsi_msg_free(m);
-    return fail(GS_ENOMEM, "out of memory");
+  switch (gsi_request(self, server, kind, b->data, b->len, 0, ref)) {
+  case GSI_REQ_OK: return 0;
+  case GSI_REQ_NOPROC: return fail(GS_ENOPROC, "no such process");
+  case GSI_REQ_FULL: return fail(GS_EFULL, "the server's mailbox is full");
+  default: return fail(GS_ENOMEM, "out of memory");
   }
-  if (gsi_monitor(self, server, *ref) != 0) {
-    gsi_pending_remove(self, *ref, NULL);
-    gsi_msg_free(m);
-    return fail(GS_ENOPROC, "no such process");
-  }
-  rc = gsi_deliver(core, server, m, 0);
-#ifdef GSI_REJECTED
-  if (rc == GSI_REJECTED) {
-    gsi_pending_remove(self, *ref, NULL);
-    return fail(GS_EFULL, "the server's mailbox is full");
-  }
-#endif
-  (void)rc; /* dead meanwhile: its DOWN answers the request */
-  return 0;
 }
 
 /* Request and wait: 0 with the reply in *ans; GS_EEXIT with the DOWN's
@@ -1676,7 +1639,7 @@ static int do_start(gs_runtime *rt, const char *module, const src *arg,
       unsigned char t[12];
       t[0] = GSI_WIRE_MAGIC;
       t[1] = GSI_T_PID;
-      rc = sink_put(rt, k, t, 2 + put_varint(t + 2, *pid), 0);
+      rc = sink_put(rt, k, t, 2 + gsi_putvarint(t + 2, *pid), 0);
     } else {
       sink_none(k); /* no reason */
     }

@@ -322,6 +322,11 @@ int gsi_encode_field_int (gsi_buf *b, const char *k, lua_Integer v) {
 }
 
 
+size_t gsi_putvarint (unsigned char *p, uint64_t v) { return putvarint(p, v); }
+
+uint64_t gsi_zigzag (int64_t i) { return zigzag((lua_Integer)i); }
+
+
 void gsi_codec_invalidate (lua_State *L) {
   /* only overwrite existing entries: that never allocates, so this
   ** cannot raise */

@@ -65,6 +65,12 @@ int gsi_encode(lua_State *L, int idx, const char *what,
 int gsi_decode(lua_State *L, const unsigned char *p, size_t len,
                const gsi_codec_limits *lim);
 
+/* Wire primitives for code that writes frames without a Lua state (the C
+** API's value builder): an unsigned LEB128 varint into p (at most 10
+** bytes; returns the count), and zigzag for signed integers. */
+size_t gsi_putvarint (unsigned char *p, uint64_t v);
+uint64_t gsi_zigzag (int64_t i);
+
 /* Encode the string s as a whole message (no Lua state needed): for
 ** reasons the runtime makes up itself, e.g. "mailbox_full". Returns 0, or
 ** -1 when out of memory. */

@@ -293,6 +293,23 @@ GSI_FUNC int gsi_pending_add(gsi_proc *p, uint64_t ref, uint64_t target);
 ** *take if take != NULL, else freed. */
 GSI_FUNC void gsi_pending_remove(gsi_proc *p, uint64_t ref, gsi_msg **take);
 GSI_FUNC void gsi_sv_append(gsi_proc *p, gsi_msg *m);
+
+/* Requests (call, send_request, stop, start's acknowledgement), shared by
+** the Lua binding (which yields while it waits) and the C API (which
+** blocks). gsi_request sends `len` bytes as a message of `kind` to server
+** under a new pending ref, monitored so that the server's death answers
+** it. Returns GSI_REQ_OK, GSI_REQ_NOPROC (server already dead: the request
+** is not pending), GSI_REQ_FULL (a bounded mailbox refused it: not
+** pending) or GSI_REQ_NOMEM. */
+enum { GSI_REQ_OK = 0, GSI_REQ_NOPROC, GSI_REQ_FULL, GSI_REQ_NOMEM };
+GSI_FUNC int gsi_request(gsi_proc *self, uint64_t server, int kind,
+                         const void *data, size_t len, int handoff,
+                         uint64_t *ref);
+/* One look for the answer to ref (drains the mailbox first):
+** GSI_ANS_READY (*ans taken, the request forgotten), GSI_ANS_WAIT,
+** GSI_ANS_DYING (an exit signal ended the caller), GSI_ANS_UNKNOWN. */
+enum { GSI_ANS_READY = 0, GSI_ANS_WAIT, GSI_ANS_DYING, GSI_ANS_UNKNOWN };
+GSI_FUNC int gsi_answer(gsi_proc *p, uint64_t ref, gsi_msg **ans);
 GSI_FUNC void gsi_scratch_release(void);
 
 /* ------------------------------------------------------------ runtime */
@@ -346,6 +363,13 @@ struct gsi_rt {
 
 GSI_FUNC uint64_t gsi_new_ref(gsi_rt *rt);
 GSI_FUNC int gsi_rt_ensure_started(gsi_rt *rt);
+GSI_FUNC gsi_rt *gsi_rt_new(void); /* all defaults */
+/* Stop every process (exit signal `reason`, then kill after half of ms);
+** 0 when none is left. */
+GSI_FUNC int gsi_rt_stop_all(gsi_rt *rt, const void *reason, size_t len,
+                             uint64_t ms);
+GSI_FUNC void gsi_rt_free(gsi_rt *rt);    /* all but the struct */
+GSI_FUNC void gsi_rt_destroy(gsi_rt *rt); /* the struct */
 
 /* ------------------------------------------------------ process running */
 
@@ -356,5 +380,8 @@ GSI_FUNC void gsi_run(gsi_worker *w, gsi_proc *p);
 GSI_FUNC gsi_proc *gsi_foreign_self(gsi_rt *rt);
 GSI_FUNC const gsi_codec_limits *gsi_limits_of(gsi_proc *p);
 GSI_FUNC void gsi_foreign_reset(gsi_rt *rt);
+/* End the calling thread's foreign process p with an encoded reason. */
+GSI_FUNC void gsi_foreign_exit(gsi_proc *p, const void *reason, size_t len,
+                               int normal);
 
 #endif

@@ -22,13 +22,6 @@
 #include "internal.h"
 #include "lgenserver.h"
 
-GSI_FUNC gsi_rt *gsi_rt_new(void);
-GSI_FUNC int gsi_rt_stop_all(gsi_rt *rt, const void *reason, size_t len,
-                             uint64_t ms);
-GSI_FUNC void gsi_rt_free(gsi_rt *rt);
-GSI_FUNC void gsi_rt_destroy(gsi_rt *rt);
-GSI_FUNC void gsi_foreign_exit(gsi_proc *p, const void *reason, size_t len,
-                               int normal);
 
 static const char PROC_KEY = 'p';      /* registry: this state's process */
 static const char SENTINEL_KEY = 's';  /* registry: shuts the runtime down */
@@ -537,26 +530,31 @@ static void self_down_noproc(lua_State *L, gsi_proc *p, uint64_t ref,
   gsi_deliver(p->rt, pid_of(p), m, 0);
 }
 
-/* Monitor pid under a new pending ref and send it m (kind CALL/SYSTEM).
-** If the target is gone the request's answer is DOWN noproc. */
+/* Send the value at idx to pid as a request of `kind` (CALL/SYSTEM) under
+** a new pending ref. Its answer always comes through the mailbox: a dead
+** server's as DOWN "noproc", a full mailbox's as a refusal. */
 static uint64_t start_request(lua_State *L, gsi_proc *p, uint64_t pid,
                               int idx, int kind, int handoff) {
-  gsi_rt *rt = p->rt;
-  uint64_t ref = gsi_new_ref(rt);
-  gsi_msg *m = encode_msg(L, idx, "request", kind, pid_of(p), ref);
-  if (gsi_pending_add(p, ref, pid) != 0) {
-    gsi_msg_free(m);
-    luaL_error(L, "genserver: out of memory");
+  gsi_buf *b = &tls_buf;
+  uint64_t ref;
+  int rc;
+  idx = lua_absindex(L, idx);
+  b->len = 0;
+  if (gsi_encode(L, idx, "request", &rt_of(L)->limits, b) != 0)
+    raise_encode_error(L);
+  rc = gsi_request(p, pid, kind, b->data, b->len, handoff, &ref);
+  if (rc == GSI_REQ_NOMEM) luaL_error(L, "genserver: out of memory");
+  if (rc != GSI_REQ_OK) {
+    /* keep it pending, answered at once, so that every wait sees one path */
+    if (gsi_pending_add(p, ref, pid) != 0) luaL_error(L, "genserver: out of memory");
+    if (rc == GSI_REQ_NOPROC) {
+      gsi_idvec_push(&p->mon_out, ref); /* so the DOWN is accepted */
+      gsi_idvec_push(&p->mon_out, pid);
+      self_down_noproc(L, p, ref, pid);
+    } else {
+      refuse_request(p->rt, pid, pid_of(p), ref, "mailbox_full");
+    }
   }
-  if (pid == 0 || gsi_monitor(p, pid, ref) != 0) {
-    gsi_msg_free(m);
-    gsi_idvec_push(&p->mon_out, ref); /* so the DOWN is accepted */
-    gsi_idvec_push(&p->mon_out, pid);
-    self_down_noproc(L, p, ref, pid);
-    return ref;
-  }
-  if (gsi_deliver(rt, pid, m, handoff) == GSI_REJECTED)
-    refuse_request(rt, pid, pid_of(p), ref, "mailbox_full");
   return ref;
 }
 
@@ -568,19 +566,16 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
   int abandon = lua_toboolean(L, 1);
   (void)status;
   for (;;) {
-    gsi_pending *e;
-    gsi_drain(p);
-    if (p->dying) return die(L, p);
-    e = gsi_pending_find(p, ref);
-    if (e == NULL) {
+    gsi_msg *m;
+    int st = gsi_answer(p, ref, &m);
+    if (st == GSI_ANS_DYING) return die(L, p);
+    if (st == GSI_ANS_UNKNOWN) {
       end_wait(p);
       return luaL_error(L, "genserver: unknown request (already answered?)");
     }
-    if (e->answer != NULL) {
-      gsi_msg *m;
+    if (st == GSI_ANS_READY) {
       int rc, n;
       end_wait(p);
-      gsi_pending_remove(p, ref, &m);
       if (m->kind == GSI_M_REPLY) {
         lua_pushboolean(L, 1);
         rc = decode_payload(L, m);

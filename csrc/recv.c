@@ -159,3 +159,39 @@ size_t gsi_drain(gsi_proc *p) {
   }
   return n;
 }
+
+/* ------------------------------------------------------------ requests */
+
+int gsi_request(gsi_proc *self, uint64_t server, int kind, const void *data,
+                size_t len, int handoff, uint64_t *ref) {
+  gsi_rt *rt = self->rt;
+  gsi_msg *m;
+  *ref = gsi_new_ref(rt);
+  if ((m = gsi_msg_new(kind, gsi_proc_pid(self), *ref, data, len)) == NULL)
+    return GSI_REQ_NOMEM;
+  if (gsi_pending_add(self, *ref, server) != 0) {
+    gsi_msg_free(m);
+    return GSI_REQ_NOMEM;
+  }
+  if (server == 0 || gsi_monitor(self, server, *ref) != 0) {
+    gsi_pending_remove(self, *ref, NULL);
+    gsi_msg_free(m);
+    return GSI_REQ_NOPROC;
+  }
+  if (gsi_deliver(rt, server, m, handoff) == GSI_REJECTED) {
+    gsi_pending_remove(self, *ref, NULL);
+    return GSI_REQ_FULL;
+  }
+  return GSI_REQ_OK; /* if it died meanwhile, its DOWN answers the request */
+}
+
+int gsi_answer(gsi_proc *p, uint64_t ref, gsi_msg **ans) {
+  gsi_pending *e;
+  *ans = NULL;
+  gsi_drain(p);
+  if (p->dying) return GSI_ANS_DYING;
+  if ((e = gsi_pending_find(p, ref)) == NULL) return GSI_ANS_UNKNOWN;
+  if (e->answer == NULL) return GSI_ANS_WAIT;
+  gsi_pending_remove(p, ref, ans);
+  return GSI_ANS_READY;
+}
