@@ -32,8 +32,19 @@ enum { K_CALL = GSI_K_CALL, K_CAST = GSI_K_CAST, K_INFO = GSI_K_INFO,
 
 /* ------------------------------------------------------------- context */
 
+/* The process whose own state L is, or NULL in a host's state. In a
+** process state the functions are light C functions (no upvalues, so a
+** state pays nothing for them) and the process sits in the state's extra
+** space, which pstate.c sets; in a host state they are closures over the
+** runtime (upvalue 1). Continuations see their function's upvalues too. */
+static gsi_proc *state_proc(lua_State *L) {
+  if (lua_touserdata(L, lua_upvalueindex(1)) != NULL) return NULL;
+  return *(gsi_proc **)lua_getextraspace(L);
+}
+
 static gsi_rt *rt_of(lua_State *L) {
   gsi_rt *rt = lua_touserdata(L, lua_upvalueindex(1));
+  if (rt == NULL) rt = state_proc(L)->rt;
   if (atomic_load_explicit(&rt->closed, memory_order_relaxed))
     luaL_error(L, "genserver: the runtime has been shut down");
   return rt;
@@ -44,7 +55,7 @@ static void raise_exit(lua_State *L, gsi_proc *p);
 /* The calling process. A foreign thread gets its process on first use; an
 ** exit signal that killed it is raised here, at its next call (§1.2). */
 static gsi_proc *self_of(lua_State *L) {
-  gsi_proc *p = lua_touserdata(L, lua_upvalueindex(2));
+  gsi_proc *p = state_proc(L);
   if (p != NULL) {
     /* a pending exit signal is noticed at every primitive, so a process
     ** that only sends still dies; ENTER yields it to its worker */
@@ -193,7 +204,7 @@ static int decode_payload(lua_State *L, gsi_msg *m) {
     lua_pushnil(L);
     return 0;
   }
-  gsi_proc *p = lua_touserdata(L, lua_upvalueindex(2));
+  gsi_proc *p = state_proc(L);
   return gsi_decode(L, GSI_MSG_DATA(m), m->len,
                     p != NULL ? gsi_limits_of(p) : &rt_of(L)->limits);
 }
@@ -1435,7 +1446,7 @@ static int sentinel_gc(lua_State *L) {
 }
 
 static int l_shutdown(lua_State *L) {
-  gsi_proc *p = lua_touserdata(L, lua_upvalueindex(2));
+  gsi_proc *p = state_proc(L);
   uint64_t ms = opt_ms(L, 1, 5000);
   if (p != NULL) return luaL_error(L, "genserver.runtime.shutdown: only the "
                                       "main script or host may shut down");
@@ -1536,11 +1547,14 @@ int luaopen_genserver_core(lua_State *L) {
   }
   luaL_newmetatable(L, ERROR_MT);
   lua_pop(L, 1);
-  lua_createtable(L, 0, sizeof funcs / sizeof funcs[0]);
-  lua_pushlightuserdata(L, rt);
-  if (p != NULL) lua_pushlightuserdata(L, p);
-  else lua_pushnil(L);
-  luaL_setfuncs(L, funcs, 2);
+  lua_createtable(L, 0, sizeof funcs / sizeof funcs[0] + 5);
+  if (p != NULL) {
+    luaL_setfuncs(L, funcs, 0); /* light functions: see state_proc */
+  } else {
+    lua_pushlightuserdata(L, rt);
+    lua_pushnil(L);
+    luaL_setfuncs(L, funcs, 2);
+  }
   lua_pushinteger(L, K_CALL);
   lua_setfield(L, -2, "K_CALL");
   lua_pushinteger(L, K_CAST);

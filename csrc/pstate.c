@@ -234,6 +234,9 @@ static int start_state(gsi_proc *p, int *nargs) {
   L = lua_newstate(palloc, p);
   if (L == NULL) return -1;
   p->L = L;
+  /* the binding finds its process here (lgenserver.c, state_proc); set
+  ** before any thread is created, since threads copy it */
+  *(gsi_proc **)lua_getextraspace(L) = p;
   /* everything allocated while setting up is live: collecting meanwhile
   ** is wasted work (restarted below, before any user code runs) */
   lua_gc(L, LUA_GCSTOP);
