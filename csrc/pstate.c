@@ -57,7 +57,10 @@ static void *palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 
 /* ------------------------------------------------------ lazy libraries */
 
+static int lazy_string_index(lua_State *L);
+
 static const luaL_Reg lazy_libs[] = {
+    {LUA_STRLIBNAME, luaopen_string},
     {LUA_TABLIBNAME, luaopen_table}, {LUA_MATHLIBNAME, luaopen_math},
     {LUA_COLIBNAME, luaopen_coroutine}, {LUA_UTF8LIBNAME, luaopen_utf8},
     {LUA_IOLIBNAME, luaopen_io}, {LUA_OSLIBNAME, luaopen_os},
@@ -81,6 +84,15 @@ static int lazy_index(lua_State *L) {
         return 1;
       }
   return 0;
+}
+
+/* The stand-in string metatable's __index: open the string library (which
+** sets the real metatable) and answer the lookup. */
+static int lazy_string_index(lua_State *L) {
+  luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
+  lua_pushvalue(L, 2);
+  lua_rawget(L, -2);
+  return 1;
 }
 
 /* load() in a sandbox: text chunks only, whatever mode is asked for. */
@@ -149,9 +161,15 @@ static void sandbox_libs(lua_State *L) {
 static void open_libs(lua_State *L, int sandbox) {
   luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
   luaL_requiref(L, LUA_LOADLIBNAME, luaopen_package, 1);
-  /* string stays eager: its metatable is what makes s:upper() work */
-  luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
-  lua_pop(L, 3);
+  lua_pop(L, 2);
+  /* until the string library is opened, strings get a stand-in metatable
+  ** whose __index opens it, so that s:upper() works on first use */
+  lua_pushliteral(L, "");
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, lazy_string_index);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
+  lua_pop(L, 1);
   /* `require "table"` works through package.preload */
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (const luaL_Reg *r = lazy_libs; r->name; r++) {
