@@ -524,10 +524,8 @@ static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
 
 static int l_sleep(lua_State *L) {
   gsi_proc *p = self_of(L);
+  /* sleep("infinity") waits until an exit signal ends the process */
   begin_wait(p, opt_deadline(L, 1, 0));
-  if (p->deadline == 0) {
-    /* sleep("infinity"): wait for a signal */
-  }
   lua_settop(L, 0);
   return sleep_k(L, LUA_OK, 0);
 }

@@ -3,7 +3,8 @@ package = "genserver"
 version = "scm-1"
 
 source = {
-  -- TODO: the project's real repository URL. `luarocks make` (in-tree) ignores it.
+  -- The rock is built from a checkout (`luarocks make`, which ignores this);
+  -- the project has no public repository address yet to point `install` at.
   url = "git+https://example.invalid/genserver.git",
 }
 
