@@ -208,7 +208,8 @@ tap_run = n=$$((n+1)); f=$$(printf '%s/%03d' '$(RESULTS)' $$n); \
   rc=$$(cat "$$f.rc" 2>/dev/null); [ "$$rc" = 0 ] || echo "\# exit status $$rc" | tee -a "$$f.tap";
 
 TIMEOUT_CMD = timeout -k 10 $(TEST_TIMEOUT)
-BUSTED_RUN  = $(TIMEOUT_CMD) $(LUA) "$$(command -v $(BUSTED))" --ignore-lua -o TAP $(BUSTED_FLAGS)
+# --cpath: .busted names build/, and busted puts that before LUA_CPATH
+BUSTED_RUN  = $(TIMEOUT_CMD) $(LUA) "$$(command -v $(BUSTED))" --ignore-lua -o TAP --cpath=$(CURDIR)/$(BUILD)/?.so $(BUSTED_FLAGS)
 
 ROCKSPEC_TAP = if out=$$($(MAKE) -s --no-print-directory check-rockspec 2>&1); \
   then echo 'ok 1 - rockspec lists every csrc/*.c and lua module'; \

@@ -1069,7 +1069,7 @@ static int encode_src(gs_runtime *rt, const src *v, const char *what, gsi_buf *b
       lua_pop(v->L, 1);
       return fail(GS_ENOMEM, "Lua stack overflow");
     }
-    rc = gsi_encode(v->L, -1, what, &rt->core->limits, b);
+    rc = gsi_encode(v->L, -1, what, gsi_rt_limits(rt->core), b);
     if (rc != 0) {
       const char *e = lua_type(v->L, -1) == LUA_TSTRING ? lua_tostring(v->L, -1) : NULL;
       rc = fail(GS_EENCODE, "%s", e ? e : "cannot encode the value");
@@ -1081,7 +1081,7 @@ static int encode_src(gs_runtime *rt, const src *v, const char *what, gsi_buf *b
     return 0;
   }
   if (v->msg != NULL) {
-    int maxd = rt->core->limits.max_depth > 0 ? rt->core->limits.max_depth : 200;
+    int maxd = gsi_rt_limits(rt->core)->max_depth > 0 ? gsi_rt_limits(rt->core)->max_depth : 200;
     if (!gs_msg_complete(v->msg))
       return fail(GS_EINVAL, "%s: the message is not a whole value", what);
     if (v->msg->maxdepth > maxd)
@@ -1096,7 +1096,7 @@ static int encode_src(gs_runtime *rt, const src *v, const char *what, gsi_buf *b
   }
   /* the codec checks this for Lua values; the receiver would refuse it */
   {
-    size_t maxs = rt->core->limits.max_size > 0 ? rt->core->limits.max_size : (size_t)64 << 20;
+    size_t maxs = gsi_rt_limits(rt->core)->max_size > 0 ? gsi_rt_limits(rt->core)->max_size : (size_t)64 << 20;
     if (b->len > maxs)
       return fail(GS_EENCODE, "%s: too large (more than %zu bytes)", what, maxs);
   }
@@ -1176,7 +1176,7 @@ static int sink_put(gs_runtime *rt, const sink *k, const unsigned char *data,
       lua_pushnil(L);
       return 0;
     }
-    if (gsi_decode(L, data, len, &rt->core->limits) != 0) {
+    if (gsi_decode(L, data, len, gsi_rt_limits(rt->core)) != 0) {
       int rc = fail(GS_EDECODE, "%s", lua_type(L, -1) == LUA_TSTRING
                                           ? lua_tostring(L, -1) : "cannot decode");
       lua_pop(L, 1);
@@ -1328,7 +1328,7 @@ static int do_send(gs_runtime *rt, gs_pid pid, int kind, const src *v) {
   gsi_msg *m, *killed = NULL;
   gsi_worker *w;
   gsi_buf b;
-  uint64_t from;
+  uint64_t from = 0;
   int rc;
   if ((rc = enter(rt)) != 0) {
     if (v->L != NULL) lua_pop(v->L, 1);
@@ -1932,7 +1932,7 @@ int gs_openlibs(gs_runtime *rt, lua_State *L) {
 int gs_msg_push(gs_runtime *rt, lua_State *L, const gs_msg *m) {
   gsi_codec_limits lim = gsi_codec_default_limits;
   if (L == NULL || !gs_msg_complete(m)) return fail(GS_EINVAL, "gs_msg_push: bad argument");
-  if (rt != NULL) lim = rt->core->limits;
+  if (rt != NULL) lim = *gsi_rt_limits(rt->core);
   if (!lua_checkstack(L, 4)) return fail(GS_ENOMEM, "Lua stack overflow");
   if (gsi_decode(L, m->b.data, m->b.len, &lim) != 0) {
     int rc = fail(GS_EDECODE, "%s", lua_type(L, -1) == LUA_TSTRING
@@ -1949,7 +1949,7 @@ int gs_msg_from_lua(gs_runtime *rt, lua_State *L, int idx, gs_msg **out) {
   if (out != NULL) *out = NULL;
   if (L == NULL || out == NULL || lua_type(L, idx) == LUA_TNONE)
     return fail(GS_EINVAL, "gs_msg_from_lua: bad argument");
-  if (rt != NULL) lim = rt->core->limits;
+  if (rt != NULL) lim = *gsi_rt_limits(rt->core);
   if (!lua_checkstack(L, 4)) return fail(GS_ENOMEM, "Lua stack overflow");
   if ((m = gs_msg_new()) == NULL) return fail(GS_ENOMEM, "out of memory");
   m->b.len = 0;

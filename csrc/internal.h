@@ -330,8 +330,14 @@ struct gsi_rt {
   uint64_t serial; /* unique per runtime ever created in this process */
   int nworkers;
   uint32_t max_procs;
-  gsi_codec_limits limits;
-  int budget;
+  /* Codec limits: configure() may change them while workers encode and
+  ** decode, so readers take the current immutable struct through `lim`
+  ** (gsi_rt_limits); a replaced one is kept on `retired` until the runtime
+  ** is freed, so a reader holding it never sees it go. */
+  gsi_codec_limits limits; /* the first one, set before any thread */
+  const gsi_codec_limits *_Atomic lim;
+  struct gsi_retired *retired; /* guarded by life_mu */
+  _Atomic int budget;
   /* process table: chunks are allocated on demand and never moved, so a
   ** slot pointer stays valid for the runtime's life. */
   gsi_proc *_Atomic *chunks;
@@ -362,6 +368,9 @@ struct gsi_rt {
 #define GSI_CHUNK (1u << GSI_CHUNK_BITS)
 
 GSI_FUNC uint64_t gsi_new_ref(gsi_rt *rt);
+GSI_FUNC const gsi_codec_limits *gsi_rt_limits(gsi_rt *rt);
+/* Publish new limits (a copy of *lim); -1 when out of memory. */
+GSI_FUNC int gsi_rt_set_limits(gsi_rt *rt, const gsi_codec_limits *lim);
 GSI_FUNC int gsi_rt_ensure_started(gsi_rt *rt);
 GSI_FUNC gsi_rt *gsi_rt_new(void); /* all defaults */
 /* Stop every process (exit signal `reason`, then kill after half of ms);

@@ -179,7 +179,7 @@ static gsi_msg *encode_msg(lua_State *L, int idx, const char *what, int kind,
   gsi_msg *m;
   idx = lua_absindex(L, idx);
   b->len = 0;
-  if (gsi_encode(L, idx, what, &rt_of(L)->limits, b) != 0)
+  if (gsi_encode(L, idx, what, gsi_rt_limits(rt_of(L)), b) != 0)
     raise_encode_error(L);
   m = gsi_msg_new(kind, from, ref, b->data, b->len);
   if (b->cap > (1u << 20)) gsi_buf_free(b); /* do not keep a huge scratch */
@@ -206,7 +206,7 @@ static int decode_payload(lua_State *L, gsi_msg *m) {
   }
   gsi_proc *p = state_proc(L);
   return gsi_decode(L, GSI_MSG_DATA(m), m->len,
-                    p != NULL ? gsi_limits_of(p) : &rt_of(L)->limits);
+                    p != NULL ? gsi_limits_of(p) : gsi_rt_limits(rt_of(L)));
 }
 
 static void push_from(lua_State *L, gsi_msg *m) {
@@ -378,7 +378,7 @@ static int wait_more(lua_State *L, gsi_proc *p) {
 ** the back of the run queue when others are waiting for a worker. */
 static int over_budget(lua_State *L, gsi_proc *p) {
   if (p->fg != NULL || --p->budget > 0) return 0;
-  p->budget = p->rt->budget;
+  p->budget = atomic_load_explicit(&p->rt->budget, memory_order_relaxed);
   if (!gsi_runq_busy(p->rt) || L != p->co || !lua_isyieldable(L)) return 0;
   p->want = GSI_W_YIELD;
   return 1;
@@ -549,7 +549,7 @@ static uint64_t start_request(lua_State *L, gsi_proc *p, uint64_t pid,
   int rc;
   idx = lua_absindex(L, idx);
   b->len = 0;
-  if (gsi_encode(L, idx, "request", &rt_of(L)->limits, b) != 0)
+  if (gsi_encode(L, idx, "request", gsi_rt_limits(rt_of(L)), b) != 0)
     raise_encode_error(L);
   rc = gsi_request(p, pid, kind, b->data, b->len, handoff, &ref);
   if (rc == GSI_REQ_NOMEM) luaL_error(L, "genserver: out of memory");
@@ -670,7 +670,7 @@ static int l_is_pending(lua_State *L) {
 /* reply(from, value) -> true; from = { pid, ref } */
 static int l_reply(lua_State *L) {
   ENTER(L, p);
-  uint64_t pid, ref;
+  uint64_t pid = 0, ref = 0;
   gsi_msg *m;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_rawgeti(L, 1, 1);
@@ -781,7 +781,7 @@ static gsi_msg *spawn_msg(lua_State *L, int body, int nargs) {
     lua_pushvalue(L, body + 2 + i);
     lua_rawseti(L, -2, i + 2);
   }
-  if (gsi_encode(L, -1, "spawn", &rt_of(L)->limits, b) != 0) {
+  if (gsi_encode(L, -1, "spawn", gsi_rt_limits(rt_of(L)), b) != 0) {
     rename_spawn_path(L, body + 1);
     raise_encode_error(L);
   }
@@ -1283,6 +1283,8 @@ static int l_info(lua_State *L) {
 
 static int l_configure(lua_State *L) {
   gsi_rt *rt = rt_of(L);
+  gsi_codec_limits lim;
+  int changed = 0;
   luaL_checktype(L, 1, LUA_TTABLE);
   if (lua_getfield(L, 1, "workers") != LUA_TNIL) {
     lua_Integer n = luaL_checkinteger(L, -1);
@@ -1293,24 +1295,31 @@ static int l_configure(lua_State *L) {
       return luaL_error(L, "genserver.runtime.configure: workers must be 1..1024");
     rt->nworkers = (int)n;
   }
+  lim = *gsi_rt_limits(rt);
   if (lua_getfield(L, 1, "max_depth") != LUA_TNIL) {
     lua_Integer n = luaL_checkinteger(L, -1);
     if (n < 1 || n > GSI_CODEC_MAXDEPTH)
       return luaL_error(L, "genserver.runtime.configure: max_depth must be 1..%d",
                         GSI_CODEC_MAXDEPTH);
-    rt->limits.max_depth = (int)n;
+    lim.max_depth = (int)n;
+    changed = 1;
   }
   if (lua_getfield(L, 1, "max_message_size") != LUA_TNIL) {
     lua_Integer n = luaL_checkinteger(L, -1);
     if (n < 16) return luaL_error(L, "genserver.runtime.configure: "
                                      "max_message_size too small");
-    rt->limits.max_size = (size_t)n;
+    lim.max_size = (size_t)n;
+    changed = 1;
   }
   if (lua_getfield(L, 1, "budget") != LUA_TNIL) {
     lua_Integer n = luaL_checkinteger(L, -1);
-    if (n < 1) return luaL_error(L, "genserver.runtime.configure: budget must be >= 1");
-    rt->budget = (int)n;
+    if (n < 1 || n > INT32_MAX)
+      return luaL_error(L, "genserver.runtime.configure: budget must be >= 1");
+    atomic_store(&rt->budget, (int)n);
   }
+  /* workers may be encoding with the old limits: publish a new struct */
+  if (changed && gsi_rt_set_limits(rt, &lim) != 0)
+    return luaL_error(L, "genserver: out of memory");
   if (lua_getfield(L, 1, "max_processes") != LUA_TNIL) {
     lua_Integer n = luaL_checkinteger(L, -1);
     if (atomic_load(&rt->started))

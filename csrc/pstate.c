@@ -286,8 +286,8 @@ static int start_state(gsi_proc *p, int *nargs) {
 ** but modules and their C functions by name. */
 const gsi_codec_limits *gsi_limits_of(gsi_proc *p) {
   static _Thread_local gsi_codec_limits sandboxed;
-  if (!p->sandbox) return &p->rt->limits;
-  sandboxed = p->rt->limits;
+  if (!p->sandbox) return gsi_rt_limits(p->rt);
+  sandboxed = *gsi_rt_limits(p->rt);
   sandboxed.allow_functions = GSI_FN_NAMES;
   return &sandboxed;
 }
@@ -298,12 +298,12 @@ static gsi_msg *encode_reason(gsi_proc *p, lua_State *L) {
   gsi_buf b;
   gsi_msg *m;
   gsi_buf_init(&b);
-  if (gsi_encode(L, -1, "exit reason", &p->rt->limits, &b) != 0) {
+  if (gsi_encode(L, -1, "exit reason", gsi_rt_limits(p->rt), &b) != 0) {
     lua_pop(L, 1); /* the codec's error */
     luaL_tolstring(L, -1, NULL);
     lua_replace(L, -2);
     b.len = 0;
-    if (gsi_encode(L, -1, "exit reason", &p->rt->limits, &b) != 0) {
+    if (gsi_encode(L, -1, "exit reason", gsi_rt_limits(p->rt), &b) != 0) {
       lua_pop(L, 1);
       b.len = 0;
     }
@@ -384,7 +384,7 @@ static void cancel_wait_timer(gsi_proc *p) {
 void gsi_run(gsi_worker *w, gsi_proc *p) {
   int nargs = 0;
   atomic_store(&p->sched, GSI_RUNNING);
-  p->budget = p->rt->budget;
+  p->budget = atomic_load_explicit(&p->rt->budget, memory_order_relaxed);
   if (p->L == NULL && start_state(p, &nargs) != 0) {
     /* out of memory before any user code ran: a cap too small for the
     ** state itself, or the machine's memory */

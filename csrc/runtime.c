@@ -37,11 +37,11 @@ gsi_rt *gsi_rt_new_config(const gs_config *cfg) {
   rt->max_procs = max_procs;
   rt->limits = gsi_codec_default_limits;
   rt->limits.allow_functions = GSI_FN_ALL;
-  rt->budget = 64;
+  atomic_store(&rt->budget, 64);
   if (cfg != NULL) {
     if (cfg->max_depth > 0) rt->limits.max_depth = cfg->max_depth;
     if (cfg->max_message_size > 0) rt->limits.max_size = cfg->max_message_size;
-    if (cfg->budget > 0) rt->budget = cfg->budget;
+    if (cfg->budget > 0) atomic_store(&rt->budget, cfg->budget);
   }
   /* room for the default at least (configure{max_processes} may raise it) */
   rt->nchunks_max =
@@ -63,6 +63,28 @@ gsi_rt *gsi_rt_new_config(const gs_config *cfg) {
 
 gsi_rt *gsi_rt_new(void);
 gsi_rt *gsi_rt_new(void) { return gsi_rt_new_config(NULL); }
+
+typedef struct gsi_retired {
+  struct gsi_retired *next;
+  gsi_codec_limits lim;
+} gsi_retired;
+
+const gsi_codec_limits *gsi_rt_limits(gsi_rt *rt) {
+  const gsi_codec_limits *l = atomic_load_explicit(&rt->lim, memory_order_acquire);
+  return l != NULL ? l : &rt->limits;
+}
+
+int gsi_rt_set_limits(gsi_rt *rt, const gsi_codec_limits *lim) {
+  gsi_retired *r = malloc(sizeof *r);
+  if (r == NULL) return -1;
+  r->lim = *lim;
+  pthread_mutex_lock(&rt->life_mu);
+  r->next = rt->retired;
+  rt->retired = r;
+  atomic_store_explicit(&rt->lim, &r->lim, memory_order_release);
+  pthread_mutex_unlock(&rt->life_mu);
+  return 0;
+}
 
 uint64_t gsi_new_ref(gsi_rt *rt) {
   return atomic_fetch_add_explicit(&rt->next_ref, 1, memory_order_relaxed);
@@ -96,8 +118,15 @@ static void signal_all(gsi_rt *rt, const void *reason, size_t len, int flags) {
   pthread_mutex_unlock(&rt->tbl_mu);
   for (uint32_t i = 1; i <= used; i++) {
     gsi_proc *p = gsi_proc_at(rt, i);
-    if (p == NULL || !atomic_load(&p->alive) || p->fg != NULL) continue;
-    gsi_exit_signal(rt, 0, gsi_proc_pid(p), reason, len, flags);
+    uint64_t pid;
+    int foreign;
+    if (p == NULL) continue;
+    /* pinned, fg is stable: the exit path clears it only once unpinned */
+    pid = gsi_proc_pid(p);
+    if ((p = gsi_pin(rt, pid)) == NULL) continue;
+    foreign = p->fg != NULL;
+    gsi_unpin(p);
+    if (!foreign) gsi_exit_signal(rt, 0, pid, reason, len, flags);
   }
 }
 
@@ -176,6 +205,12 @@ void gsi_rt_free(gsi_rt *rt) {
     free(chunk);
   }
   free(rt->chunks);
+  while (rt->retired != NULL) {
+    gsi_retired *next = rt->retired->next;
+    free(rt->retired);
+    rt->retired = next;
+  }
+  atomic_store(&rt->lim, NULL);
   gsi_reg_free(rt);
   pthread_mutex_destroy(&rt->tbl_mu);
   pthread_mutex_destroy(&rt->rq.mu);
