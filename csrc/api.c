@@ -1507,11 +1507,12 @@ static int spawn_server(gs_runtime *rt, gsi_proc *self, const char *module,
   p->max_heap = o->max_heap;
   p->sandbox = o->sandbox != 0;
   *pid = gsi_proc_pid(p);
-  /* the monitor goes in before the process can run or die */
+  /* QUEUED before alive, so that nobody else queues it (see l_spawn); the
+  ** monitor goes in before the process can run or die */
+  atomic_store(&p->sched, GSI_QUEUED);
   atomic_store(&p->alive, 1);
   gsi_monitor(self, *pid, ref);
   atomic_fetch_add_explicit(&core->spawned, 1, memory_order_relaxed);
-  atomic_store(&p->sched, GSI_QUEUED);
   gsi_enqueue(core, p);
   return 0;
 }

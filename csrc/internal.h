@@ -182,6 +182,7 @@ struct gsi_proc {
   int budget;          /* messages left in this turn */
   int send_budget;     /* sends left before a voluntary yield */
   int timed_out;
+  int in_match;        /* a receive match function is running */
   char module[64];     /* for info()/crash reports */
 };
 

@@ -109,7 +109,7 @@ static uint64_t resolve(lua_State *L, int idx) {
 ** Returns the ms, or NO_TIMEOUT. Anything past a thousand years is none
 ** too (so no conversion below can overflow). */
 #define NO_TIMEOUT UINT64_MAX
-#define MAX_MS 3.2e13
+#define MAX_MS 1e13 /* ~317 years; ms * 1e6 + now stays far below 2^64 */
 
 static uint64_t opt_ms(lua_State *L, int idx, double def_ms) {
   double ms = def_ms;
@@ -330,7 +330,15 @@ static void end_wait(gsi_proc *p) {
   p->deadline = 0;
 }
 
-static void begin_wait(gsi_proc *p, uint64_t deadline) {
+/* Inside a receive match function, receiving or waiting would free the
+** saved messages the outer receive is walking (and reset its wait). */
+static void no_receive(lua_State *L, gsi_proc *p) {
+  if (p->in_match)
+    luaL_error(L, "genserver: cannot receive or wait inside a receive match function");
+}
+
+static void begin_wait(lua_State *L, gsi_proc *p, uint64_t deadline) {
+  no_receive(L, p);
   end_wait(p);
   p->deadline = deadline;
 }
@@ -390,7 +398,6 @@ static int over_budget(lua_State *L, gsi_proc *p) {
 static int receive_k(lua_State *L, int status, lua_KContext ctx) {
   gsi_proc *p = self_of(L);
   int has_match = (int)ctx;
-  gsi_msg *from = NULL; /* first saved message not yet tried by match */
   (void)status;
   for (;;) {
     gsi_drain(p);
@@ -402,18 +409,22 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
         return 1;
       }
     } else {
-      gsi_msg *m = from ? atomic_load_explicit(&from->next, memory_order_relaxed)
-                        : p->sv_head;
-      /* a match function may not wait, so the list cannot change under it */
-      for (; m != NULL; m = atomic_load_explicit(&m->next, memory_order_relaxed)) {
-        int ok;
+      /* in_match: while a match function runs, nothing may take or free
+      ** saved messages (see no_receive), so m stays valid */
+      gsi_msg *m;
+      for (m = p->sv_head; m != NULL;
+           m = atomic_load_explicit(&m->next, memory_order_relaxed)) {
+        int st, ok;
         lua_pushvalue(L, 1);
+        p->in_match++;
         if (push_msg(L, m) != 0) {
-          gsi_msg *bad = m;
-          consume(p, bad);
-          lua_error(L);
+          p->in_match--;
+          consume(p, m);
+          return lua_error(L);
         }
-        lua_call(L, 1, 1);
+        st = lua_pcall(L, 1, 1, 0);
+        p->in_match--;
+        if (st != LUA_OK) return lua_error(L);
         ok = lua_toboolean(L, -1);
         lua_pop(L, 1);
         if (ok) {
@@ -421,9 +432,7 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
           push_consume(L, p, m);
           return 1;
         }
-        from = m;
       }
-      from = NULL; /* rescan all after a wait: simple and still correct */
     }
     if (p->timed_out) {
       end_wait(p);
@@ -437,7 +446,7 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
 static int l_receive(lua_State *L) {
   gsi_proc *p = self_of(L);
   int has_match = lua_type(L, 1) == LUA_TFUNCTION;
-  begin_wait(p, opt_deadline(L, has_match ? 2 : 1, HUGE_VAL));
+  begin_wait(L, p, opt_deadline(L, has_match ? 2 : 1, HUGE_VAL));
   lua_settop(L, has_match ? 1 : 0);
   if (over_budget(L, p)) return lua_yieldk(L, 0, has_match, receive_k);
   return receive_k(L, LUA_OK, has_match);
@@ -501,7 +510,7 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
 
 static int l_next(lua_State *L) {
   gsi_proc *p = self_of(L);
-  begin_wait(p, opt_deadline(L, 1, HUGE_VAL));
+  begin_wait(L, p, opt_deadline(L, 1, HUGE_VAL));
   lua_settop(L, 0);
   if (over_budget(L, p)) return lua_yieldk(L, 0, 0, next_k);
   return next_k(L, LUA_OK, 0);
@@ -525,7 +534,7 @@ static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
 static int l_sleep(lua_State *L) {
   gsi_proc *p = self_of(L);
   /* sleep("infinity") waits until an exit signal ends the process */
-  begin_wait(p, opt_deadline(L, 1, 0));
+  begin_wait(L, p, opt_deadline(L, 1, 0));
   lua_settop(L, 0);
   return sleep_k(L, LUA_OK, 0);
 }
@@ -630,7 +639,7 @@ static int l_call(lua_State *L) {
     lua_pushliteral(L, "calling_self");
     return 2;
   }
-  begin_wait(p, opt_deadline(L, 3, 5000));
+  begin_wait(L, p, opt_deadline(L, 3, 5000));
   ref = start_request(L, p, pid, 2, GSI_M_CALL, 1);
   lua_settop(L, 0);
   lua_pushboolean(L, 1); /* abandon on time-out: the late reply is dropped */
@@ -654,7 +663,7 @@ static int l_wait(lua_State *L) {
   gsi_proc *p = self_of(L);
   uint64_t ref = check_ref(L, 1);
   int abandon = lua_toboolean(L, 3);
-  begin_wait(p, opt_deadline(L, 2, HUGE_VAL));
+  begin_wait(L, p, opt_deadline(L, 2, HUGE_VAL));
   lua_settop(L, 0);
   lua_pushboolean(L, abandon);
   return answer_k(L, LUA_OK, (lua_KContext)ref);
@@ -862,6 +871,7 @@ static int l_spawn(lua_State *L) {
   uint64_t pid, ref = 0, req = 0;
   gsi_msg *sm;
   spawn_lim lim;
+  char module[sizeof p->module];
   if (lua_type(L, 2) == LUA_TTABLE) {
     lua_getfield(L, 2, "request");
     if (!lua_isnil(L, -1) && !gsi_toref(L, -1, &req))
@@ -872,41 +882,48 @@ static int l_spawn(lua_State *L) {
     luaL_typeerror(L, 1, "function or module name");
   if (nargs < 0) nargs = 0;
   spawn_limits(L, 2, &lim);
+  module[0] = '\0';
+  if (lua_type(L, 2) == LUA_TTABLE) {
+    lua_pushliteral(L, "module");
+    if (lua_rawget(L, 2) == LUA_TSTRING)
+      snprintf(module, sizeof module, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  if (module[0] == '\0' && lua_type(L, 1) == LUA_TSTRING)
+    snprintf(module, sizeof module, "%s", lua_tostring(L, 1));
   sm = spawn_msg(L, 1, nargs);
+  /* from here on nothing may raise until the process is queued: a slot
+  ** taken and never run would never be freed */
   if (gsi_rt_ensure_started(rt) != 0 || (p = gsi_proc_alloc(rt)) == NULL) {
     gsi_msg_free(sm);
     return luaL_error(L, "genserver.spawn: cannot create a process "
                          "(process limit reached or runtime stopped)");
   }
+  pid = gsi_proc_pid(p);
+  if (req != 0 && gsi_pending_add(self, req, pid) != 0) {
+    gsi_msg_free(sm);
+    gsi_proc_release(p); /* never published */
+    return luaL_error(L, "genserver: out of memory");
+  }
   p->spawn_msg = sm;
   p->parent = pid_of(self);
-  if (lua_type(L, 2) == LUA_TTABLE) {
-    lua_getfield(L, 2, "module");
-    if (lua_type(L, -1) == LUA_TSTRING)
-      snprintf(p->module, sizeof p->module, "%s", lua_tostring(L, -1));
-    lua_pop(L, 1);
-  }
+  memcpy(p->module, module, sizeof module);
   p->mbox_limit = lim.limit;
   p->overflow = lim.overflow;
   p->max_heap = lim.max_heap;
   p->sandbox = lim.sandbox;
-  if (p->module[0] == '\0' && lua_type(L, 1) == LUA_TSTRING)
-    snprintf(p->module, sizeof p->module, "%s", lua_tostring(L, 1));
-  pid = gsi_proc_pid(p);
-  /* links and monitors go in before the process can run or die */
+  /* QUEUED before it is alive: a sender that finds it (list(), shutdown)
+  ** sees QUEUED and does not queue it a second time. Links and monitors go
+  ** in before it can run or die; then it is queued. */
+  atomic_store(&p->sched, GSI_QUEUED);
   atomic_store(&p->alive, 1);
   if (link) gsi_link(self, pid);
   if (mon) {
     ref = gsi_new_ref(rt);
     gsi_monitor(self, pid, ref);
   }
-  if (req != 0) {
-    gsi_monitor(self, pid, req);
-    if (gsi_pending_add(self, req, pid) != 0)
-      return luaL_error(L, "genserver: out of memory");
-  }
+  if (req != 0) gsi_monitor(self, pid, req);
   atomic_fetch_add_explicit(&rt->spawned, 1, memory_order_relaxed);
-  atomic_store(&p->sched, GSI_QUEUED);
   gsi_enqueue(rt, p);
   gsi_pushpid(L, pid);
   if (!mon) return 1;
@@ -934,6 +951,7 @@ static int l_demonitor(lua_State *L) {
   uint64_t ref = check_ref(L, 1);
   int flush = lua_type(L, 2) == LUA_TSTRING &&
               strcmp(lua_tostring(L, 2), "flush") == 0;
+  no_receive(L, p);
   /* as Erlang: a DOWN already delivered stays (unless flushed), none comes
   ** later. Draining first keeps the delivered ones (the monitor is still
   ** known); any DOWN arriving after this is dropped when drained. */
@@ -1024,29 +1042,37 @@ static int l_exit(lua_State *L) {
 ** pid at its next call. */
 static void raise_exit(lua_State *L, gsi_proc *p) {
   gsi_msg *m = p->exit_msg;
-  int normal = 0;
-  p->exit_msg = NULL;
-  p->dying = 0;
-  lua_createtable(L, 0, 3);
-  if (m == NULL || (m->flags & GSI_XF_KILL)) {
-    lua_pushliteral(L, "killed");
-  } else if (decode_payload(L, m) != 0) {
-    lua_pop(L, 1);
-    lua_pushliteral(L, "killed");
-  }
-  normal = m != NULL && (m->flags & GSI_XF_NORMAL);
-  lua_setfield(L, -2, "reason");
+  uint64_t pid = pid_of(p);
+  int normal = m != NULL && (m->flags & GSI_XF_NORMAL);
+  int killed = m == NULL || (m->flags & GSI_XF_KILL) || m->len == 0;
+  /* Lua allocations first, while nothing is torn down: a memory error here
+  ** leaves the process dying and m owned by it, to try again next call */
+  lua_createtable(L, 0, 3); /* the error: T */
+  luaL_setmetatable(L, ERROR_MT);
+  gsi_pushpid(L, pid);
+  lua_setfield(L, -2, "server");
   lua_pushliteral(L, "exit");
   lua_setfield(L, -2, "op");
-  gsi_pushpid(L, pid_of(p));
-  lua_setfield(L, -2, "server");
-  luaL_setmetatable(L, ERROR_MT);
-  if (m != NULL) {
-    gsi_foreign_exit(p, GSI_MSG_DATA(m), m->len, normal);
-    gsi_msg_free(m);
-  } else {
-    gsi_foreign_exit(p, NULL, 0, 0);
+  if (killed) {
+    lua_pushliteral(L, "killed"); /* T, reason */
+  } else { /* T, U: the reason's bytes, Lua-owned */
+    memcpy(lua_newuserdatauv(L, m->len, 0), GSI_MSG_DATA(m), m->len);
   }
+  /* now end the foreign process: links and monitors fire, nothing fails */
+  p->exit_msg = NULL;
+  p->dying = 0;
+  gsi_foreign_exit(p, m != NULL ? GSI_MSG_DATA(m) : NULL, m != NULL ? m->len : 0,
+                   normal);
+  gsi_msg_free(m);
+  if (!killed) { /* decode from the copy: nothing leaks if this fails */
+    if (gsi_decode(L, lua_touserdata(L, -1), lua_rawlen(L, -1),
+                   gsi_rt_limits(rt_of(L))) != 0) {
+      lua_pop(L, 1);
+      lua_pushliteral(L, "killed");
+    }
+    lua_remove(L, -2); /* T, reason */
+  }
+  lua_setfield(L, -2, "reason");
   lua_error(L);
 }
 
@@ -1394,14 +1420,14 @@ static int default_users; /* host states holding the default runtime */
 
 /* Stop every process and free the runtime; called when the last host
 ** state lets go (its __gc) and at exit. Must not run on a worker. */
-static void default_close(uint64_t ms) {
+static int default_close(uint64_t ms) {
   gsi_rt *rt;
   pthread_mutex_lock(&default_mu);
   rt = default_rt;
   default_rt = NULL;
   default_users = 0;
   pthread_mutex_unlock(&default_mu);
-  if (rt == NULL) return;
+  if (rt == NULL) return 0;
   {
     /* "shutdown", encoded in a throwaway state */
     lua_State *S = luaL_newstate();
@@ -1416,7 +1442,7 @@ static void default_close(uint64_t ms) {
       /* a process would not die (a runaway loop): leave the runtime and
       ** its threads alone rather than free memory they use */
       gsi_buf_free(&b);
-      return;
+      return -1;
     }
     gsi_buf_free(&b);
   }
@@ -1427,6 +1453,7 @@ static void default_close(uint64_t ms) {
   rt->free_head = (gsi_proc *)closed_rts; /* reuse a dead field as link */
   closed_rts = rt;
   pthread_mutex_unlock(&default_mu);
+  return 0;
 }
 
 /* Runs when the library is unloaded or the program exits, whichever comes
@@ -1462,7 +1489,12 @@ static int l_shutdown(lua_State *L) {
                          "the C host (gs_runtime_stop / gs_runtime_close)");
   if (rt_of(L) != default_rt)
     return luaL_error(L, "genserver.runtime.shutdown: runtime already stopped");
-  default_close(ms == NO_TIMEOUT ? UINT64_MAX / 2000000u : ms);
+  if (default_close(ms == NO_TIMEOUT ? UINT64_MAX / 2000000u : ms) != 0) {
+    lua_pushboolean(L, 0);
+    lua_pushliteral(L, "a process would not stop (a busy loop the watchdog "
+                       "cannot preempt?): the runtime keeps running");
+    return 2;
+  }
   lua_pushboolean(L, 1);
   return 1;
 }

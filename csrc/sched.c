@@ -136,11 +136,19 @@ static gsi_proc *take(gsi_rt *rt) {
   return p;
 }
 
+/* Every FAIR_EVERY turns the global queue goes first: a call/reply pair
+** handing each other the runnext slot would otherwise keep this worker to
+** themselves (Go's scheduler does the same every 61 ticks). */
+#define FAIR_EVERY 16
+
 static void *worker_main(void *arg) {
   gsi_worker *w = arg;
+  unsigned ticks = 0;
   tls_worker = w;
   for (;;) {
-    gsi_proc *p = atomic_exchange(&w->runnext, NULL);
+    gsi_proc *p = NULL;
+    if (++ticks % FAIR_EVERY == 0) p = try_pop(&w->rt->rq);
+    if (p == NULL) p = atomic_exchange(&w->runnext, NULL);
     if (p == NULL) p = take(w->rt);
     if (p == NULL) break;
     gsi_run(w, p);
