@@ -183,6 +183,7 @@ struct gsi_proc {
   int send_budget;     /* sends left before a voluntary yield */
   int timed_out;
   int in_match;        /* a receive match function is running */
+  int relay;           /* a nested coroutine was preempted (lcoro.c) */
   char module[64];     /* for info()/crash reports */
 };
 
@@ -232,6 +233,10 @@ GSI_FUNC int gsi_runq_busy(gsi_rt *rt);
 GSI_FUNC gsi_worker *gsi_current_worker(void);
 GSI_FUNC void gsi_turn_begin(gsi_worker *w, gsi_proc *p);
 GSI_FUNC void gsi_turn_end(gsi_worker *w, gsi_proc *p);
+/* The running Lua thread of the current turn changes (a coroutine of the
+** process is resumed, or returns): the watchdog hooks that one. */
+GSI_FUNC void gsi_turn_switch(gsi_worker *w, lua_State *running);
+GSI_FUNC int gsi_open_coroutine(lua_State *L); /* lcoro.c */
 GSI_FUNC int gsi_watchdog_start(gsi_rt *rt);
 GSI_FUNC void gsi_watchdog_stop(gsi_rt *rt);
 

@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lauxlib.h"
 #include "lua.h"
 
 #include "internal.h"
@@ -32,18 +33,29 @@
 
 static _Atomic int handler_installed;
 
+/* The hook runs on the worker's thread, in the current turn, in whatever
+** Lua thread of the process is running (see gsi_turn_switch): the body, or
+** a coroutine the process resumed through lcoro.c's wrappers. */
 static void preempt_hook(lua_State *L, lua_Debug *ar) {
   gsi_worker *w = gsi_current_worker();
   gsi_proc *p;
   (void)ar;
-  if (w == NULL || (p = atomic_load(&w->cur)) == NULL || p->co != L) {
-    lua_sethook(L, NULL, 0, 0); /* stale: not this worker's turn any more */
+  if (w == NULL || (p = atomic_load(&w->cur)) == NULL) {
+    lua_sethook(L, NULL, 0, 0); /* stale: not in a turn any more */
     return;
   }
   if (!lua_isyieldable(L)) return; /* inside a C call: try again later */
   lua_sethook(L, NULL, 0, 0);
   if (atomic_load_explicit(&p->sigpend, memory_order_relaxed)) gsi_drain(p);
-  p->want = p->dying ? GSI_W_EXIT : GSI_W_YIELD;
+  if (L == p->co) {
+    p->want = p->dying ? GSI_W_EXIT : GSI_W_YIELD;
+    lua_yield(L, 0);
+    return;
+  }
+  /* a nested coroutine: a kill unwinds it; a preemption is relayed by the
+  ** resume wrapper up to the body */
+  if (p->dying) luaL_error(L, "killed");
+  p->relay = 1;
   lua_yield(L, 0);
 }
 
@@ -100,6 +112,12 @@ static void poke_directly(gsi_worker *w) {
 #define TURN_END_LOCK() ((void)0)
 #define TURN_END_UNLOCK() ((void)0)
 #endif
+
+void gsi_turn_switch(gsi_worker *w, lua_State *running) {
+  TURN_END_LOCK();
+  atomic_store(&w->cur_co, running);
+  TURN_END_UNLOCK();
+}
 
 void gsi_turn_end(gsi_worker *w, gsi_proc *p) {
   int poked;

@@ -62,7 +62,7 @@ static int lazy_string_index(lua_State *L);
 static const luaL_Reg lazy_libs[] = {
     {LUA_STRLIBNAME, luaopen_string},
     {LUA_TABLIBNAME, luaopen_table}, {LUA_MATHLIBNAME, luaopen_math},
-    {LUA_COLIBNAME, luaopen_coroutine}, {LUA_UTF8LIBNAME, luaopen_utf8},
+    {LUA_COLIBNAME, gsi_open_coroutine}, {LUA_UTF8LIBNAME, luaopen_utf8},
     {LUA_IOLIBNAME, luaopen_io}, {LUA_OSLIBNAME, luaopen_os},
     {LUA_DBLIBNAME, luaopen_debug}, {NULL, NULL}};
 

@@ -167,6 +167,7 @@ void gsi_proc_exit(gsi_proc *p, const void *reason, size_t len, int normal) {
   atomic_store(&p->sched, GSI_IDLE);
   p->parent = p->wait_timer = p->deadline = 0;
   p->want = p->trap_exit = p->dying = p->timed_out = p->in_match = 0;
+  p->relay = 0;
   p->module[0] = '\0';
   p->mbox_limit = 0;
   p->overflow = 0;

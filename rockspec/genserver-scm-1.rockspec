@@ -34,6 +34,7 @@ build = {
         "csrc/api.c",
         "csrc/codec.c",
         "csrc/ids.c",
+        "csrc/lcoro.c",
         "csrc/lgenserver.c",
         "csrc/lserver.c",
         "csrc/msg.c",

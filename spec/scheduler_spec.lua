@@ -80,3 +80,58 @@ describe("time-outs near the bound", function()
     assert.are.equal("woke", process.receive(1.8446744e13))
   end)
 end)
+
+describe("busy loops inside nested coroutines", function()
+  local function spin_in(kind)
+    return process.spawn(U.portable(function(k)
+      if k == "wrap" then
+        coroutine.wrap(function() while true do end end)()
+      else
+        local co = coroutine.create(function() local x = 0 while true do x = x + 1 end end)
+        coroutine.resume(co)
+      end
+    end), kind)
+  end
+
+  for _, kind in ipairs({ "wrap", "resume" }) do
+    it("(" .. kind .. ") are preempted: others still run, and kill ends them", function()
+      local spinner = spin_in(kind)
+      process.sleep(30)
+      local echo = assert(gs.start("gs_echo", nil))
+      for i = 1, 5 do assert.are.equal(i, gs.call(echo, i)) end
+      gs.stop(echo)
+      local ref = process.monitor(spinner)
+      process.exit(spinner, "kill")
+      local down = process.receive(function(m)
+        return type(m) == "table" and m[1] == "DOWN" and m.ref == ref
+      end, 5000)
+      assert.is_not_nil(down)
+      assert.are.equal("killed", down.reason)
+    end)
+  end
+
+  it("coroutines keep their usual behaviour in a process", function()
+    local me = process.self()
+    process.spawn(U.portable(function(parent)
+      local P = require "genserver.process"
+      local gen = coroutine.wrap(function() for i = 1, 3 do coroutine.yield(i) end return "done" end)
+      local out = { gen(), gen(), gen(), gen() }
+      local co = coroutine.create(function(a, b) local c = coroutine.yield(a + b) return c * 2 end)
+      local r1 = { coroutine.resume(co, 1, 2) }
+      local r2 = { coroutine.resume(co, 10) }
+      local r3 = { coroutine.resume(co) }
+      local ok, e = pcall(coroutine.wrap(function() error("oops") end))
+      P.send(parent, { out = out, r1 = r1, r2 = r2, r3 = r3, ok = ok, e = e,
+                       st = coroutine.status(co), self = { coroutine.resume(coroutine.running()) } })
+    end), me)
+    local r = process.receive(function(m) return type(m) == "table" and m.out end, 5000)
+    assert.are.same({ 1, 2, 3, "done" }, r.out)
+    assert.are.same({ true, 3 }, r.r1)
+    assert.are.same({ true, 20 }, r.r2)
+    assert.are.same({ false, "cannot resume dead coroutine" }, r.r3)
+    assert.is_false(r.ok)
+    assert.matches("oops", r.e)
+    assert.are.equal("dead", r.st)
+    assert.is_false(r.self[1])
+  end)
+end)
