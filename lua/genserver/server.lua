@@ -12,24 +12,14 @@ local M = {}
 local kind_names = { [core.K_CALL] = "call", [core.K_CAST] = "cast",
                      [core.K_INFO] = "info", [core.K_SYSTEM] = "system", [0] = "continue" }
 
---- Last resort when genserver.logger cannot be used: print here.
+--- When the logger process cannot be used: print the report here with the
+-- logger's own formatter, or, if even its module cannot load, one line.
 local function print_report(r)
-  local describe = require("genserver").describe
-  local lines = {
-    ("=CRASH REPORT==== server %s%s (module %s)"):format(tostring(r.pid),
-      r.name and (" named " .. ("%q"):format(r.name)) or "", tostring(r.module)),
-    "  reason: " .. describe(r.error ~= nil and r.error or r.reason),
-  }
-  if r.message_kind then
-    local caller = r.caller and (" from " .. tostring(r.caller)) or ""
-    lines[#lines + 1] = ("  last message: %s %s%s"):format(r.message_kind,
-      describe(r.message), caller)
+  local ok = pcall(function() require("genserver.logger").print(r) end)
+  if not ok then
+    io.stderr:write(("=CRASH REPORT==== server %s (module %s): %s\n"):format(
+      tostring(r.pid), tostring(r.module), tostring(r.error ~= nil and r.error or r.reason)))
   end
-  lines[#lines + 1] = "  state: " .. describe(r.state)
-  if type(r.traceback) == "string" then
-    lines[#lines + 1] = "  " .. r.traceback:gsub("\n", "\n  ")
-  end
-  io.stderr:write(table.concat(lines, "\n"), "\n")
 end
 
 --- Sends a crash report to the logger process (genserver.logger, started
