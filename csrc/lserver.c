@@ -40,7 +40,8 @@ enum {
   S_REPLYTO,  /* a from to answer after terminate, or nil */
   S_REPLYV,   /* that answer */
   S_MODNAME,  /* module name for logs */
-  S_BASE = S_MODNAME
+  S_HIB,      /* opts.hibernate_after (ms) or nil, read once */
+  S_BASE = S_HIB
 };
 
 /* phases of serve_k */
@@ -443,8 +444,8 @@ static int loop_top(lua_State *L) {
     lua_pushvalue(L, S_ACTION);
   } else {
     if (is_str(L, S_ACTION, "hibernate")) lua_gc(L, LUA_GCCOLLECT);
-    if (lua_getfield(L, S_OPTS, "hibernate_after") == LUA_TNUMBER) hib_wait = 1;
-    else lua_pop(L, 1), lua_pushnil(L);
+    hib_wait = lua_type(L, S_HIB) == LUA_TNUMBER;
+    lua_pushvalue(L, S_HIB); /* nil: wait for ever */
   }
   lua_pushnil(L);
   lua_replace(L, S_ACTION);
@@ -520,6 +521,11 @@ static int l_serve(lua_State *L) {
   lua_replace(L, S_CORE);
   lua_pushliteral(L, "module");
   lua_replace(L, S_MODNAME);
+  if (lua_getfield(L, S_OPTS, "hibernate_after") != LUA_TNUMBER) {
+    lua_pop(L, 1);
+    lua_pushnil(L);
+  }
+  lua_replace(L, S_HIB);
   /* the name goes in before init runs */
   if (lua_getfield(L, S_OPTS, "name") == LUA_TSTRING) {
     core_fn(L, "register");
