@@ -146,6 +146,8 @@ struct gsi_proc {
   int overflow;        /* GSI_OVF_* */
   size_t max_heap;     /* bytes its state may use, 0 = no cap */
   int sandbox;         /* no io/os/debug/loadlib, text chunks only */
+  uint64_t fail_at;    /* fault injection: fail growth allocation number
+                          fail_at (and Lua's retry after it), 0 = off */
   _Atomic uint64_t overflowed; /* messages the limit refused */
   gsi_proc *rq_next; /* run queue link, guarded by the run queue lock */
   gsi_proc *free_next; /* free list link, guarded by the table lock */
@@ -173,6 +175,7 @@ struct gsi_proc {
   size_t heap_cap;     /* max_heap while it is enforced (lifted to die) */
   int heap_refused;    /* the last growth was refused */
   int heap_exceeded;   /* refused twice in a row: the process must end */
+  uint64_t nallocs;    /* growth allocations so far (for fail_at) */
   uint64_t parent;
   uint64_t wait_timer; /* timer armed for the current wait, or 0 */
   uint64_t deadline;   /* of the current wait (ns), 0 = none */

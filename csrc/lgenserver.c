@@ -485,6 +485,10 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
         ** not kill the server: a call is refused at its caller, anything
         ** else is logged and dropped */
         const char *why = lua_tostring(L, -1);
+        if (why != NULL && strcmp(why, "not enough memory") == 0) {
+          consume(p, m); /* out of memory is no bad request: crash */
+          return lua_error(L);
+        }
         if (kind == GSI_M_CALL || kind == GSI_M_SYSTEM) {
           lua_pushfstring(L, "undecodable request: %s", why);
           refuse_request(p->rt, pid_of(p), m->from, m->ref, lua_tostring(L, -1));
@@ -805,6 +809,7 @@ typedef struct spawn_lim {
   int overflow;
   size_t max_heap;
   int sandbox;
+  uint64_t fail_at;
 } spawn_lim;
 
 /* mailbox_limit / overflow from the spawn options at t (a table or nil);
@@ -815,7 +820,15 @@ static void spawn_limits(lua_State *L, int t, spawn_lim *p) {
   p->overflow = 0;
   p->max_heap = 0;
   p->sandbox = 0;
+  p->fail_at = 0;
   if (lua_type(L, t) != LUA_TTABLE) return;
+  if (lua_getfield(L, t, "fail_alloc") != LUA_TNIL) {
+    lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
+    if (n < 1)
+      luaL_error(L, "genserver.spawn: opts.fail_alloc must be a positive integer");
+    p->fail_at = (uint64_t)n;
+  }
+  lua_pop(L, 1);
   if (lua_getfield(L, t, "max_heap") != LUA_TNIL) {
     lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
     if (n < 1)
@@ -912,6 +925,7 @@ static int l_spawn(lua_State *L) {
   p->overflow = lim.overflow;
   p->max_heap = lim.max_heap;
   p->sandbox = lim.sandbox;
+  p->fail_at = lim.fail_at;
   /* QUEUED before it is alive: a sender that finds it (list(), shutdown)
   ** sees QUEUED and does not queue it a second time. Links and monitors go
   ** in before it can run or die; then it is queued. */

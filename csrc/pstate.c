@@ -47,6 +47,12 @@ static void *palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     return NULL;
   }
   if (over_cap(p, osize, nsize)) return NULL;
+  if (p->fail_at != 0 && nsize > osize) {
+    /* fault injection (opts.fail_alloc): allocation fail_at fails, and so
+    ** does the next, which is Lua's retry after its emergency collection */
+    uint64_t n = ++p->nallocs;
+    if (n == p->fail_at || n == p->fail_at + 1) return NULL;
+  }
   np = realloc(ptr, nsize);
   if (np != NULL) {
     p->mem += nsize - osize;
@@ -243,10 +249,41 @@ static int boot_fail(lua_State *L) {
   return luaL_error(L, "spawn: cannot receive the body: %s", lua_tostring(L, 1));
 }
 
-static int start_state(gsi_proc *p, int *nargs) {
+/* The protected part of start_state (1 = the process): libraries, paths,
+** the host's hook, the body coroutine with its body and arguments. Any
+** error here, a memory error included, is returned to start_state instead
+** of reaching Lua's panic handler. Returns the body coroutine. */
+static int setup_state(lua_State *L) {
+  gsi_proc *p = lua_touserdata(L, 1);
   gsi_msg *sm = p->spawn_msg;
   const unsigned char *s = GSI_MSG_DATA(sm), *e = s + sm->len;
   uint32_t n;
+  lua_State *co;
+  gsi_bind_process_state(L, p);
+  open_libs(L, p->sandbox);
+  if (read_u32(&s, e, &n) || (uint32_t)(e - s) < n)
+    return luaL_error(L, "malformed spawn message");
+  set_path(L, "path", s, n);
+  s += n;
+  if (read_u32(&s, e, &n) || (uint32_t)(e - s) < n)
+    return luaL_error(L, "malformed spawn message");
+  if (!p->sandbox) set_path(L, "cpath", s, n);
+  s += n;
+  if (p->rt->state_hook) p->rt->state_hook(L, p->rt->state_hook_ud);
+  co = lua_newthread(L); /* returned: start_state keeps it on the main stack */
+  luaL_checkstack(co, 4, "spawn");
+  lua_pushcfunction(co, boot);
+  if (gsi_decode(co, s, (size_t)(e - s), gsi_limits_of(p)) != 0) {
+    lua_pushcfunction(co, boot_fail); /* raises the decode error */
+    lua_replace(co, -3);
+  }
+  return 1;
+}
+
+/* A new state for p and its body coroutine, ready to resume with *nargs.
+** Returns 0, or -1 with p->L possibly set (closed by the caller) and, if
+** the setup failed with a string error, that error at the top of p->L. */
+static int start_state(gsi_proc *p, int *nargs) {
   lua_State *L;
   p->heap_cap = p->max_heap;
   L = lua_newstate(palloc, p);
@@ -258,22 +295,11 @@ static int start_state(gsi_proc *p, int *nargs) {
   /* everything allocated while setting up is live: collecting meanwhile
   ** is wasted work (restarted below, before any user code runs) */
   lua_gc(L, LUA_GCSTOP);
-  gsi_bind_process_state(L, p);
-  open_libs(L, p->sandbox);
-  if (read_u32(&s, e, &n) || (uint32_t)(e - s) < n) return -1;
-  set_path(L, "path", s, n);
-  s += n;
-  if (read_u32(&s, e, &n) || (uint32_t)(e - s) < n) return -1;
-  if (!p->sandbox) set_path(L, "cpath", s, n);
-  s += n;
-  if (p->rt->state_hook) p->rt->state_hook(L, p->rt->state_hook_ud);
-  p->co = lua_newthread(L); /* kept alive on the main stack, slot 1 */
-  lua_pushcfunction(p->co, boot);
-  if (gsi_decode(p->co, s, (size_t)(e - s), gsi_limits_of(p)) != 0) {
-    lua_pushcfunction(p->co, boot_fail); /* raises the decode error */
-    lua_replace(p->co, -3);
-  }
-  gsi_msg_free(sm);
+  lua_pushcfunction(L, setup_state); /* light: pushing allocates nothing */
+  lua_pushlightuserdata(L, p);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) return -1;
+  p->co = lua_tothread(L, -1); /* kept alive on the main stack */
+  gsi_msg_free(p->spawn_msg);
   p->spawn_msg = NULL;
   lua_gc(L, LUA_GCRESTART);
   *nargs = 1;
@@ -290,27 +316,6 @@ const gsi_codec_limits *gsi_limits_of(gsi_proc *p) {
   sandboxed = *gsi_rt_limits(p->rt);
   sandboxed.allow_functions = GSI_FN_NAMES;
   return &sandboxed;
-}
-
-/* Encode the exit reason at the top of L into a message buffer. A reason
-** that cannot be sent is replaced by its tostring(). */
-static gsi_msg *encode_reason(gsi_proc *p, lua_State *L) {
-  gsi_buf b;
-  gsi_msg *m;
-  gsi_buf_init(&b);
-  if (gsi_encode(L, -1, "exit reason", gsi_rt_limits(p->rt), &b) != 0) {
-    lua_pop(L, 1); /* the codec's error */
-    luaL_tolstring(L, -1, NULL);
-    lua_replace(L, -2);
-    b.len = 0;
-    if (gsi_encode(L, -1, "exit reason", gsi_rt_limits(p->rt), &b) != 0) {
-      lua_pop(L, 1);
-      b.len = 0;
-    }
-  }
-  m = gsi_msg_new(GSI_M_EXIT, 0, 0, b.data, b.len);
-  gsi_buf_free(&b);
-  return m;
 }
 
 static int is_normal(lua_State *L) {
@@ -342,6 +347,34 @@ static void push_reason(gsi_proc *p, int st) {
 
 /* The process is done: compute the reason, close the state, then run the
 ** death protocol. */
+/* Protected (1 = the reason_ctx): the reason of a body that ended with
+** status st, encoded. A reason that cannot be sent is replaced by its
+** tostring(). */
+typedef struct reason_ctx {
+  gsi_proc *p;
+  int st;
+  int normal;
+  gsi_buf b;
+} reason_ctx;
+
+static int make_reason(lua_State *L) {
+  reason_ctx *c = lua_touserdata(L, 1);
+  const gsi_codec_limits *lim = gsi_rt_limits(c->p->rt);
+  if (c->p->dying) lua_pushliteral(L, "killed");
+  else push_reason(c->p, c->st);
+  c->normal = is_normal(L);
+  if (gsi_encode(L, -1, "exit reason", lim, &c->b) != 0) {
+    lua_pop(L, 1); /* the codec's error */
+    luaL_tolstring(L, -1, NULL);
+    c->b.len = 0;
+    if (gsi_encode(L, -1, "exit reason", lim, &c->b) != 0) c->b.len = 0;
+  }
+  return 0;
+}
+
+/* The process is done: compute the reason, close the state, then run the
+** death protocol. Nothing here may raise: the reason is built under
+** lua_pcall, with fixed C-encoded reasons when even that fails. */
 static void finish(gsi_proc *p, int st) {
   gsi_msg *rm;
   int normal;
@@ -350,20 +383,26 @@ static void finish(gsi_proc *p, int st) {
     rm = p->exit_msg; /* killed by a signal, or exit(reason) */
     p->exit_msg = NULL;
     normal = (rm->flags & GSI_XF_NORMAL) != 0;
-  } else if (p->heap_exceeded) {
-    lua_State *L = p->L;
-    normal = 0;
-    p->heap_cap = 0;
-    lua_createtable(L, 0, 1);
-    lua_pushinteger(L, (lua_Integer)p->max_heap);
-    lua_setfield(L, -2, "max_heap");
-    rm = encode_reason(p, L);
   } else {
-    lua_State *L = p->L;
-    if (p->dying) lua_pushliteral(L, "killed");
-    else push_reason(p, st);
-    normal = is_normal(L);
-    rm = encode_reason(p, L);
+    reason_ctx c;
+    c.p = p;
+    c.st = st;
+    c.normal = 0;
+    gsi_buf_init(&c.b);
+    if (p->heap_exceeded) {
+      gsi_encode_field_int(&c.b, "max_heap", (lua_Integer)p->max_heap);
+    } else {
+      lua_pushcfunction(p->L, make_reason); /* light: allocates nothing */
+      lua_pushlightuserdata(p->L, &c);
+      if (lua_pcall(p->L, 1, 0, 0) != LUA_OK || c.b.len == 0) {
+        c.b.len = 0;
+        c.normal = 0;
+        gsi_encode_cstring(&c.b, "out of memory");
+      }
+    }
+    normal = c.normal;
+    rm = gsi_msg_new(GSI_M_EXIT, 0, 0, c.b.data, c.b.len);
+    gsi_buf_free(&c.b);
   }
   lua_close(p->L);
   p->L = p->co = NULL;
@@ -386,14 +425,20 @@ void gsi_run(gsi_worker *w, gsi_proc *p) {
   atomic_store(&p->sched, GSI_RUNNING);
   p->budget = atomic_load_explicit(&p->rt->budget, memory_order_relaxed);
   if (p->L == NULL && start_state(p, &nargs) != 0) {
-    /* out of memory before any user code ran: a cap too small for the
-    ** state itself, or the machine's memory */
+    /* the state could not be set up: a cap too small for the state itself,
+    ** out of memory, or the host's hook failed */
     gsi_buf b;
     gsi_buf_init(&b);
+    if (p->heap_exceeded)
+      gsi_encode_field_int(&b, "max_heap", (lua_Integer)p->max_heap);
+    else if (p->L != NULL && lua_type(p->L, -1) == LUA_TSTRING)
+      gsi_encode_cstring(&b, lua_tostring(p->L, -1));
+    else if (p->max_heap != 0 && p->L == NULL)
+      gsi_encode_field_int(&b, "max_heap", (lua_Integer)p->max_heap);
+    else
+      gsi_encode_cstring(&b, "out of memory");
     if (p->L != NULL) lua_close(p->L);
     p->L = p->co = NULL;
-    if (p->max_heap != 0) gsi_encode_field_int(&b, "max_heap", (lua_Integer)p->max_heap);
-    else gsi_encode_cstring(&b, "out of memory");
     gsi_proc_exit(p, b.data, b.len, 0);
     gsi_buf_free(&b);
     return;

@@ -172,6 +172,7 @@ void gsi_proc_exit(gsi_proc *p, const void *reason, size_t len, int normal) {
   p->mbox_limit = 0;
   p->overflow = 0;
   p->max_heap = p->heap_cap = 0;
+  p->fail_at = p->nallocs = 0;
   p->sandbox = p->heap_refused = p->heap_exceeded = 0;
   atomic_store(&p->overflowed, 0);
   pthread_mutex_lock(&p->lk);

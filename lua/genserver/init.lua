@@ -126,7 +126,7 @@ local function do_start(fname, mod, arg, opts, link, monitor)
   local pid, mref = core.spawn(core.serve,
     { link = link, monitor = monitor, request = ref, module = module_label(mod),
       names = start_arg_names, mailbox_limit = ml, overflow = o,
-      max_heap = opts.max_heap, sandbox = opts.sandbox },
+      max_heap = opts.max_heap, sandbox = opts.sandbox, fail_alloc = opts.fail_alloc },
     mod, arg, send_opts, core.self(), ref)
   local ok, ack, reason = cwait(ref, opts.timeout or 5000, false)
   if ok then
@@ -152,7 +152,9 @@ end
 -- @param arg passed to `init`
 -- @param opts `{ name =, timeout = 5000, hibernate_after = ms,
 --   mailbox_limit = n, overflow = "drop" | "reject" | "kill", trap_exit = bool,
---   max_heap = bytes, sandbox = bool }`
+--   max_heap = bytes, sandbox = bool, fail_alloc = n }` (fail_alloc is for
+--   tests: the n-th allocation in the server's state fails, see
+--   spec/oom_spec.lua)
 -- @return pid, or nil and a reason
 function M.start(mod, arg, opts)
   return do_start("start", mod, arg, opts, false, false)
