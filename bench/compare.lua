@@ -80,6 +80,9 @@ local WORKLOADS = {
     { key = "value", label = "call round trip, main→server, median", better = "lower",
       target = { kind = "abs_le", x = 5 } },
     { key = "p99", label = "call round trip, main→server, p99", better = "lower" } } },
+  { name = "flood", runs = 3, limit = 90, erlang = false, metrics = {
+    { key = "value", label = "call with 500k queued ÷ empty mailbox", better = "lower",
+      target = { kind = "abs_le", x = 10 } } } },
   { name = "clients", runs = 5, limit = 90, metrics = {
     { key = "value", label = "100 clients × 2000 calls", better = "higher",
       target = { kind = "ratio_ge", x = 0.7 } } } },

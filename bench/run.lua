@@ -162,6 +162,38 @@ workload("main_call", "call round trip, main script (foreign thread) -> server",
            max = ts[#ts] * 1e6, mean = total / n * 1e6, n = n }
 end)
 
+-- A call from a process whose own mailbox is flooded (DESIGN §1.3, issue 6):
+-- waiting for a reply must look only at the reply, not scan the mailbox.
+-- Median call time with F unrelated messages queued, divided by the median
+-- with an empty mailbox.
+workload("flood", "call from a process with F queued messages vs an empty mailbox", function(a)
+  local f, m = a[1] or 500000, a[2] or 2000
+  return drive(WORKLOAD_TIMEOUT, function(f, m)
+    local srv = assert(gs.start("bench_server", 0))
+    local call = gs.call
+    local function median_call()
+      local ts = {}
+      for i = 1, m do
+        local s = clock()
+        call(srv, "ping", T)
+        ts[i] = clock() - s
+      end
+      table.sort(ts)
+      return median_of_sorted(ts)
+    end
+    for _ = 1, 1000 do call(srv, "ping", T) end -- warm-up
+    local empty = median_call()
+    local me, send = process.self(), process.send
+    for i = 1, f do send(me, i) end
+    local flooded = median_call()
+    local queued = process.info(me).mailbox
+    assert(queued >= f, ("only %d messages queued"):format(queued))
+    gs.stop(srv, "normal", T)
+    return { value = flooded / empty, unit = "x", empty_us = empty * 1e6,
+             flooded_us = flooded * 1e6, n = m, queued = queued }
+  end, f, m)
+end)
+
 -- C client processes x M calls each to one server.
 workload("clients", "C client processes x M calls each to one server", function(a)
   local c, m = a[1] or 100, a[2] or 2000
