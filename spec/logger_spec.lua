@@ -32,15 +32,7 @@ end
 -- Runs `body` in a child lua5.4 (same module paths), killed after `secs`
 -- seconds; returns its stdout and stderr together.
 local function run_child(body, secs)
-  local script = os.tmpname()
-  local f = assert(io.open(script, "w"))
-  f:write(("package.path = %q\npackage.cpath = %q\n"):format(package.path, package.cpath))
-  f:write(body)
-  f:close()
-  local p = assert(io.popen(("timeout -k 1 %d lua5.4 %q 2>&1"):format(secs or 20, script)))
-  local out = p:read("a")
-  p:close()
-  os.remove(script)
+  local _, _, out = require("pr_util").run_child(body, { timeout = secs or 20 })
   return out
 end
 

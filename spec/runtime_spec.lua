@@ -16,32 +16,10 @@ local U = require "pr_util"
 local process = U.process()
 local runtime = require "genserver.runtime"
 
-local LUA = os.getenv("LUA") or "lua5.4"
 
-local function shquote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
---- Runs `source` as a lua5.4 script in a child process with this state's
--- package.path/cpath, under `timeout 20`. Returns ok, exit code, output
--- (stdout and stderr together).
+--- A script in a child lua5.4 under `timeout 20`: ok, exit code, output.
 local function run_child(source, env)
-  local file = os.tmpname()
-  local f = assert(io.open(file, "w"))
-  f:write(source)
-  f:close()
-  local vars = {
-    "LUA_PATH=" .. shquote(package.path), "LUA_PATH_5_4=" .. shquote(package.path),
-    "LUA_CPATH=" .. shquote(package.cpath), "LUA_CPATH_5_4=" .. shquote(package.cpath),
-  }
-  for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "=" .. shquote(v) end
-  local cmd = ("env %s timeout 20 %s %s 2>&1"):format(table.concat(vars, " "),
-                                                    shquote(LUA), shquote(file))
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
-  local ok, how, code = p:close()
-  os.remove(file)
-  return ok, (how == "exit" and code or -1), out
+  return U.run_child(source, { env = env, timeout = 20 })
 end
 
 local IDLE_SERVER = [[

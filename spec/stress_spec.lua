@@ -23,7 +23,6 @@ local process = U.process()
 local runtime = require "genserver.runtime"
 local fanin = require "st_fanin"
 
-local LUA = os.getenv("LUA") or "lua5.4"
 local WAIT = 120000 -- ms: only a failure (a lost message) waits this long
 
 --- Waits (up to 60 s, polling) until the number of live processes is
@@ -38,30 +37,9 @@ local function settle(want)
   return now
 end
 
-local function shquote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
---- Runs `source` in a child lua5.4 with this state's module paths, under
--- `timeout 30` (a hang is a failure, exit status 124). Returns ok, exit
--- code, output (stdout and stderr).
+--- A script in a child lua5.4 under `timeout 30`: ok, exit code, output.
 local function run_child(source, env)
-  local file = os.tmpname()
-  local f = assert(io.open(file, "w"))
-  f:write(source)
-  f:close()
-  local vars = {
-    "LUA_PATH=" .. shquote(package.path), "LUA_PATH_5_4=" .. shquote(package.path),
-    "LUA_CPATH=" .. shquote(package.cpath), "LUA_CPATH_5_4=" .. shquote(package.cpath),
-  }
-  for k, v in pairs(env or {}) do vars[#vars + 1] = k .. "=" .. shquote(v) end
-  local cmd = ("env %s timeout -k 5 30 %s %s 2>&1"):format(table.concat(vars, " "),
-                                                        shquote(LUA), shquote(file))
-  local p = assert(io.popen(cmd, "r"))
-  local out = p:read("a")
-  local ok, how, code = p:close()
-  os.remove(file)
-  return ok, (how == "exit" and code or -1), out
+  return U.run_child(source, { env = env, timeout = 30 })
 end
 
 local function await_race(what)

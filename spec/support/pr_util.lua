@@ -148,4 +148,33 @@ function U.ping(pid, timeout)
   end, timeout or U.TIMEOUT) ~= nil
 end
 
+local function shquote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+--- Runs `source` as a script in a child lua5.4 (or $LUA) with this state's
+-- package.path/cpath, killed after `opts.timeout` seconds (default 20; a
+-- hang is a failure, exit status 124). `opts.env` adds environment
+-- variables. Returns ok, exit code (-1 if killed by a signal), and the
+-- output (stdout and stderr together).
+function U.run_child(source, opts)
+  opts = opts or {}
+  local file = os.tmpname()
+  local f = assert(io.open(file, "w"))
+  f:write(source)
+  f:close()
+  local vars = {
+    "LUA_PATH=" .. shquote(package.path), "LUA_PATH_5_4=" .. shquote(package.path),
+    "LUA_CPATH=" .. shquote(package.cpath), "LUA_CPATH_5_4=" .. shquote(package.cpath),
+  }
+  for k, v in pairs(opts.env or {}) do vars[#vars + 1] = k .. "=" .. shquote(v) end
+  local cmd = ("env %s timeout -k 5 %d %s %s 2>&1"):format(table.concat(vars, " "),
+    opts.timeout or 20, shquote(os.getenv("LUA") or "lua5.4"), shquote(file))
+  local p = assert(io.popen(cmd, "r"))
+  local out = p:read("a")
+  local ok, how, code = p:close()
+  os.remove(file)
+  return ok, (how == "exit" and code or -1), out
+end
+
 return U
