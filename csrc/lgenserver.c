@@ -673,13 +673,6 @@ static int l_wait(lua_State *L) {
   return answer_k(L, LUA_OK, (lua_KContext)ref);
 }
 
-/* is_pending(ref) -> bool */
-static int l_is_pending(lua_State *L) {
-  gsi_proc *p = self_of(L);
-  lua_pushboolean(L, gsi_pending_find(p, check_ref(L, 1)) != NULL);
-  return 1;
-}
-
 /* reply(from, value) -> true; from = { pid, ref } */
 static int l_reply(lua_State *L) {
   ENTER(L, p);
@@ -1544,7 +1537,7 @@ static const luaL_Reg funcs[] = {
     {"receive", l_receive},     {"next", l_next},
     {"sleep", l_sleep},         {"call", l_call},
     {"request", l_request},     {"wait", l_wait},
-    {"is_pending", l_is_pending}, {"reply", l_reply},
+    {"reply", l_reply},
     {"monitor", l_monitor},     {"demonitor", l_demonitor},
     {"link", l_link},           {"unlink", l_unlink},
     {"trap_exit", l_trap_exit}, {"exit", l_exit},
