@@ -34,8 +34,10 @@ _Static_assert(sizeof(lua_Number) == 8, "codec assumes double floats");
 #define unlikely(x) (x)
 #endif
 
+const char gsi_codec_require_key = 'r';
+
 const gsi_codec_limits gsi_codec_default_limits = {
-  200, (size_t)64 << 20, 1
+  200, (size_t)64 << 20, 1, NULL
 };
 
 /* registry keys of the per-state reverse caches of loaded modules: one of
@@ -1009,6 +1011,8 @@ typedef struct dec {
   int maxdepth, depth;
   int allowfn;
   size_t maxsize;
+  lua_CFunction (*builtin)(lua_State *, const char *, size_t, const char *,
+                           size_t);
   int objs;            /* stack slot of the object table; 0 without refs */
   lua_Integer nobj;
 } dec;
@@ -1140,10 +1144,13 @@ static void pushmodule (lua_State *L, dec *d, const char *name, size_t len) {
   lua_pop(L, 1);
   if (!d->allowfn)
     failname(L, "module ", name, len, " is not loaded here");
-  lua_pushglobaltable(L);
-  lua_pushliteral(L, "require");
-  lua_rawget(L, -2);
-  lua_remove(L, -2);
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &gsi_codec_require_key) != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    lua_pushglobaltable(L);
+    lua_pushliteral(L, "require");
+    lua_rawget(L, -2);
+    lua_remove(L, -2);
+  }
   if (lua_type(L, -1) != LUA_TFUNCTION)
     failname(L, "cannot load module ", name, len, ": no 'require'");
   lua_pushlstring(L, name, len);
@@ -1185,6 +1192,13 @@ static void deccfunction (lua_State *L, dec *d) {
   lf = getlen(L, d);
   f = (const char *)d->p;
   d->p += lf;
+  if (d->builtin != NULL) {
+    lua_CFunction fn = d->builtin(L, m, lm, f, lf);
+    if (fn != NULL) {
+      lua_pushcfunction(L, fn);
+      return;
+    }
+  }
   pushmodule(L, d, m, lm);
   if (lua_type(L, -1) == LUA_TTABLE) {
     lua_pushlstring(L, f, lf);
@@ -1357,6 +1371,7 @@ int gsi_decode (lua_State *L, const unsigned char *p, size_t len,
   d.p = p;
   d.end = p + len;
   getlimits(lim, &d.maxdepth, &d.maxsize, &d.allowfn);
+  d.builtin = lim != NULL ? lim->builtin : NULL;
   d.depth = 0;
   d.objs = 0;
   d.nobj = 0;

@@ -37,6 +37,12 @@ typedef struct gsi_codec_limits {
                            GSI_FN_NONE (0): untrusted input, fuzzing: any
                            function is refused and modules are only looked
                            up in package.loaded. */
+  /* decode: C functions this state has built in, found without loading
+  ** their module (e.g. genserver.core's in a process state, whose table
+  ** would otherwise be opened in every server). Returns the function, or
+  ** NULL to look the module up as usual. Must not raise. NULL = none. */
+  lua_CFunction (*builtin)(lua_State *L, const char *module, size_t lm,
+                           const char *field, size_t lf);
 } gsi_codec_limits;
 
 enum { GSI_FN_NONE = 0, GSI_FN_ALL = 1, GSI_FN_NAMES = 2 };
@@ -78,6 +84,11 @@ int gsi_encode_cstring (gsi_buf *b, const char *s);
 
 /* Encode { [k] = v } the same way (e.g. { max_heap = bytes }). */
 int gsi_encode_field_int (gsi_buf *b, const char *k, lua_Integer v);
+
+/* A state may keep its own `require` in the registry under this key's
+** address (a process state whose package library is opened lazily); the
+** decoder then uses it instead of the global `require`. */
+extern const char gsi_codec_require_key;
 
 /* Mark this state's loaded-module reverse cache stale (call after
 ** `require` loaded something new). Never raises. */

@@ -31,6 +31,7 @@ typedef struct gsi_rt gsi_rt;
 typedef struct gsi_proc gsi_proc;
 typedef struct gsi_msg gsi_msg;
 typedef struct gsi_worker gsi_worker;
+typedef struct gsi_modcache gsi_modcache;
 
 /* ---------------------------------------------------------------- ids */
 
@@ -367,6 +368,7 @@ struct gsi_rt {
   _Atomic int closed; /* freed but for this struct: every call fails */
   gsi_timers *timers;
   gsi_names *names;
+  gsi_modcache *mods; /* compiled Lua modules (modcache.c) */
   void (*state_hook)(lua_State *L, void *ud);
   void *state_hook_ud;
   pthread_mutex_t life_mu; /* guards start/stop of threads */
@@ -388,6 +390,20 @@ GSI_FUNC int gsi_rt_stop_all(gsi_rt *rt, const void *reason, size_t len,
                              uint64_t ms);
 GSI_FUNC void gsi_rt_free(gsi_rt *rt);    /* all but the struct */
 GSI_FUNC void gsi_rt_destroy(gsi_rt *rt); /* the struct */
+
+/* ------------------------------------------------------ module cache */
+
+GSI_FUNC gsi_modcache *gsi_modcache_new(void);
+GSI_FUNC void gsi_modcache_free(gsi_modcache *c);
+/* If (name, path) is cached: push its compiled chunk and the file it came
+** from, return 1. Not cached: 0, nothing pushed. -1: the chunk could not
+** be loaded (out of memory), its error pushed. */
+GSI_FUNC int gsi_modcache_load(lua_State *L, gsi_modcache *c, const char *name,
+                               const char *path);
+/* Keep the function at the top of L, compiled from file, as (name, path).
+** Best effort; never raises. */
+GSI_FUNC void gsi_modcache_put(lua_State *L, gsi_modcache *c, const char *name,
+                               const char *path, const char *file);
 
 /* ------------------------------------------------------ process running */
 

@@ -1550,8 +1550,28 @@ static const luaL_Reg funcs[] = {
     {"configure", l_configure}, {"stats", l_stats},
     {"shutdown", l_shutdown},   {"set_module", l_set_module},
     {"parent", l_parent},       {"error_mt", l_error_mt},
-    {"clock", l_clock},
+    {"clock", l_clock},         {"serve", gsi_serve},
     {NULL, NULL}};
+
+const gsi_core_fns gsi_core = {l_next, l_reply,     l_self,       l_exit,
+                               l_trap_exit, l_register, l_unregister,
+                               l_set_module};
+
+lua_CFunction gsi_core_builtin(lua_State *L, const char *module, size_t lm,
+                               const char *field, size_t lf) {
+  static const char core[] = "genserver.core";
+  int proc;
+  if (lm != sizeof core - 1 || memcmp(module, core, lm) != 0 || !lua_checkstack(L, 1))
+    return NULL;
+  /* only a process state: a host state's functions are closures over
+  ** their runtime, made when its core table is opened */
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &PROC_KEY);
+  proc = lua_touserdata(L, -1) != NULL;
+  lua_pop(L, 1);
+  for (const luaL_Reg *r = funcs; proc && r->name != NULL; r++)
+    if (strlen(r->name) == lf && memcmp(r->name, field, lf) == 0) return r->func;
+  return NULL;
+}
 
 /* `require` that also tells the codec a module may have been loaded (so
 ** loaded modules keep crossing by name). */
@@ -1609,7 +1629,6 @@ int luaopen_genserver_core(lua_State *L) {
   lua_setfield(L, -2, "K_INFO");
   lua_pushinteger(L, K_SYSTEM);
   lua_setfield(L, -2, "K_SYSTEM");
-  gsi_open_server(L, -1);
   wrap_require(L);
   return 1;
 }

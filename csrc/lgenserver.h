@@ -11,9 +11,28 @@
 /* Kinds returned by core.next (the gen_server loop's receive). */
 enum { GSI_K_CALL = 1, GSI_K_CAST, GSI_K_INFO, GSI_K_SYSTEM };
 
-/* Add core.serve, the gen_server body (lserver.c), to the core table at
-** index core. */
-GSI_FUNC void gsi_open_server(lua_State *L, int core);
+/* core.serve(spec, arg, opts, starter, ref): the gen_server body
+** (lserver.c). It runs in process states only. */
+GSI_FUNC int gsi_serve(lua_State *L);
+
+/* The core functions the gen_server loop calls directly (lserver.c). In a
+** process state they are light C functions: pushing one allocates
+** nothing and needs no genserver.core table in the state. */
+typedef struct gsi_core_fns {
+  lua_CFunction next, reply, self, exit, trap_exit, reg, unregister,
+      set_module;
+} gsi_core_fns;
+GSI_FUNC const gsi_core_fns gsi_core;
+
+/* Codec hook (gsi_codec_limits.builtin): genserver.core's functions in a
+** process state, without opening the module there. */
+GSI_FUNC lua_CFunction gsi_core_builtin(lua_State *L, const char *module,
+                                        size_t lm, const char *field,
+                                        size_t lf);
+
+/* require(name) in a process state's boot path (pstate.c): a module the
+** runtime compiled before comes from its module cache. */
+GSI_FUNC int gsi_require(lua_State *L);
 
 /* Mark L as the state of process p (before genserver.core is opened). */
 GSI_FUNC void gsi_bind_process_state(lua_State *L, gsi_proc *p);

@@ -32,7 +32,6 @@ enum {
   S_PARENT,   /* starter pid: its EXIT ends a trapping server */
   S_ACTION,   /* pending action: nil, ms, "hibernate", { continue = v } */
   S_MSGH,     /* crash handler for callbacks */
-  S_CORE,     /* the genserver.core table */
   S_KIND,     /* kind of the message being handled (for reports) */
   S_MSG,      /* the message being handled */
   S_MFROM,    /* its from, for calls */
@@ -58,9 +57,8 @@ enum {
 
 /* ------------------------------------------------------------ helpers */
 
-static void core_fn(lua_State *L, const char *name) {
-  lua_getfield(L, S_CORE, name);
-}
+/* push one of genserver.core's functions (light: allocates nothing) */
+#define core_fn(L, f) lua_pushcfunction(L, gsi_core.f)
 
 /* Crash handler: the reason a callback's error becomes, with the
 ** traceback taken where the error was raised. */
@@ -120,7 +118,7 @@ static void push_bad_return(lua_State *L, int n) {
 ** error (the caller turns it into a crash). */
 static int do_reply(lua_State *L) {
   int st;
-  core_fn(L, "reply");
+  core_fn(L, reply);
   lua_insert(L, -3);
   st = lua_pcall(L, 2, 0, 0);
   if (st != LUA_OK) {
@@ -134,7 +132,7 @@ static int do_reply(lua_State *L) {
 /* Prints a log line for a dropped message (no handle_info). */
 static void log_dropped(lua_State *L) {
   const char *mod = lua_tostring(L, S_MODNAME);
-  core_fn(L, "self");
+  core_fn(L, self);
   lua_call(L, 0, 1);
   fprintf(stderr, "genserver %s: no handle_info in %s; dropped a message\n",
           luaL_tolstring(L, -1, NULL), mod ? mod : "module");
@@ -195,18 +193,18 @@ static int run_callback(lua_State *L, int nargs, int phase) {
 static int init_fail(lua_State *L) {
   lua_getfield(L, S_OPTS, "name");
   if (lua_type(L, -1) == LUA_TSTRING) {
-    core_fn(L, "unregister");
+    core_fn(L, unregister);
     lua_insert(L, -2);
     lua_call(L, 1, 0);
   } else {
     lua_pop(L, 1);
   }
-  core_fn(L, "reply");
+  core_fn(L, reply);
   lua_pushvalue(L, S_FROM);
   lua_pushvalue(L, -3); /* ack */
   lua_call(L, 2, 0);
   lua_pop(L, 1);
-  core_fn(L, "exit");
+  core_fn(L, exit);
   lua_insert(L, -2); /* exit(reason) */
   lua_callk(L, 1, 0, P_DEAD, serve_k);
   return luaL_error(L, "genserver: exit returned");
@@ -238,13 +236,13 @@ static int after_init(lua_State *L, int st) {
     lua_replace(L, S_ACTION);
     lua_settop(L, S_BASE);
     push_ack(L, "ok", 0);
-    core_fn(L, "reply");
+    core_fn(L, reply);
     lua_pushvalue(L, S_FROM);
     lua_pushvalue(L, -3);
     lua_call(L, 2, 0);
     lua_settop(L, S_BASE);
     if (lua_getfield(L, S_OPTS, "trap_exit") != LUA_TNIL && lua_toboolean(L, -1)) {
-      core_fn(L, "trap_exit");
+      core_fn(L, trap_exit);
       lua_pushboolean(L, 1);
       lua_call(L, 1, 0);
     }
@@ -335,7 +333,7 @@ static int after_terminate(lua_State *L, int st) {
   }
   if (!quiet(L, S_REASON)) report(L);
   lua_settop(L, S_BASE);
-  core_fn(L, "exit");
+  core_fn(L, exit);
   lua_pushvalue(L, S_REASON);
   lua_callk(L, 1, 0, P_DEAD, serve_k);
   return luaL_error(L, "genserver: exit returned");
@@ -439,7 +437,7 @@ static int loop_top(lua_State *L) {
     lua_pushvalue(L, S_STATE);
     return run_callback(L, 2, P_NOREPLY);
   }
-  core_fn(L, "next");
+  core_fn(L, next);
   if (lua_type(L, S_ACTION) == LUA_TNUMBER) {
     lua_pushvalue(L, S_ACTION);
   } else {
@@ -461,7 +459,7 @@ static int serve_k(lua_State *L, int status, lua_KContext ctx) {
     if (lua_isnil(L, S_BASE + 1)) { /* idle for hibernate_after: collect */
       lua_settop(L, S_BASE);
       lua_gc(L, LUA_GCCOLLECT);
-      core_fn(L, "next");
+      core_fn(L, next);
       lua_callk(L, 0, 3, P_GOT, serve_k);
       return dispatch(L);
     }
@@ -481,7 +479,7 @@ static int load_module(lua_State *L) {
   if (lua_type(L, S_MOD) == LUA_TSTRING) {
     lua_pushvalue(L, S_MOD);
     lua_replace(L, S_MODNAME);
-    lua_getglobal(L, "require");
+    lua_pushcfunction(L, gsi_require);
     lua_pushvalue(L, S_MOD);
     if (lua_pcall(L, 1, 1, S_MSGH) != LUA_OK) return -1;
     if (lua_type(L, -1) != LUA_TTABLE) {
@@ -502,7 +500,7 @@ static int load_module(lua_State *L) {
 }
 
 /* serve(spec, arg, opts, starter, ref): the body of every gen_server. */
-static int l_serve(lua_State *L) {
+int gsi_serve(lua_State *L) {
   lua_settop(L, 5);
   /* from = { starter, ref }, then lay out the fixed slots */
   lua_createtable(L, 2, 0);
@@ -517,8 +515,6 @@ static int l_serve(lua_State *L) {
   if (lua_type(L, S_OPTS) != LUA_TTABLE) lua_newtable(L), lua_replace(L, S_OPTS);
   lua_pushcfunction(L, crash_msgh);
   lua_replace(L, S_MSGH);
-  lua_pushvalue(L, lua_upvalueindex(1));
-  lua_replace(L, S_CORE);
   lua_pushliteral(L, "module");
   lua_replace(L, S_MODNAME);
   if (lua_getfield(L, S_OPTS, "hibernate_after") != LUA_TNUMBER) {
@@ -528,11 +524,11 @@ static int l_serve(lua_State *L) {
   lua_replace(L, S_HIB);
   /* the name goes in before init runs */
   if (lua_getfield(L, S_OPTS, "name") == LUA_TSTRING) {
-    core_fn(L, "register");
+    core_fn(L, reg);
     lua_pushvalue(L, -2);
     lua_call(L, 1, 2);
     if (lua_isnil(L, -2)) { /* taken: tell the starter, end quietly */
-      core_fn(L, "reply");
+      core_fn(L, reply);
       lua_pushvalue(L, S_FROM);
       push_ack(L, "error", lua_gettop(L) - 2);
       lua_call(L, 2, 0);
@@ -546,7 +542,7 @@ static int l_serve(lua_State *L) {
     lua_remove(L, -2);
     return init_fail(L);
   }
-  core_fn(L, "set_module");
+  core_fn(L, set_module);
   lua_pushvalue(L, S_MODNAME);
   lua_call(L, 1, 0);
   if (lua_getfield(L, S_MOD, "init") != LUA_TFUNCTION) {
@@ -557,11 +553,4 @@ static int l_serve(lua_State *L) {
   }
   lua_pushvalue(L, S_STATE);
   return run_callback(L, 1, P_INIT);
-}
-
-void gsi_open_server(lua_State *L, int core) {
-  core = lua_absindex(L, core);
-  lua_pushvalue(L, core);
-  lua_pushcclosure(L, l_serve, 1);
-  lua_setfield(L, core, "serve");
 }

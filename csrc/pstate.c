@@ -64,6 +64,7 @@ static void *palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 /* ------------------------------------------------------ lazy libraries */
 
 static int lazy_string_index(lua_State *L);
+static void open_package(lua_State *L);
 
 static const luaL_Reg lazy_libs[] = {
     {LUA_STRLIBNAME, luaopen_string},
@@ -83,7 +84,14 @@ static int forbidden(const char *name) {
 static int lazy_index(lua_State *L) {
   const char *k = lua_tostring(L, 2);
   int sandbox = lua_toboolean(L, lua_upvalueindex(1));
-  if (k != NULL && lua_type(L, 2) == LUA_TSTRING && !(sandbox && forbidden(k)))
+  if (k == NULL || lua_type(L, 2) != LUA_TSTRING) return 0;
+  if (strcmp(k, LUA_LOADLIBNAME) == 0 || strcmp(k, "require") == 0) {
+    open_package(L);
+    lua_settop(L, 2);
+    lua_rawget(L, 1);
+    return 1;
+  }
+  if (!(sandbox && forbidden(k)))
     for (const luaL_Reg *r = lazy_libs; r->name; r++)
       if (strcmp(k, r->name) == 0) {
         luaL_requiref(L, r->name, r->func, 1);
@@ -130,10 +138,10 @@ static int search_text(lua_State *L) {
   return 2;
 }
 
-/* Take away what a sandboxed state must not have (DESIGN §5): io, os and
-** debug (lazy_index refuses them), package.loadlib and C modules, binary
-** chunks (load, loadfile, dofile, the Lua-file searcher). */
-static void sandbox_libs(lua_State *L) {
+/* Take away from a sandboxed state's base library what it must not have
+** (DESIGN §5): loadfile, dofile, and binary chunks in load. (io, os and
+** debug: lazy_index refuses them; package: sandbox_package.) */
+static void sandbox_base(lua_State *L) {
   lua_pushnil(L);
   lua_setglobal(L, "loadfile");
   lua_pushnil(L);
@@ -141,7 +149,11 @@ static void sandbox_libs(lua_State *L) {
   lua_getglobal(L, "load");
   lua_pushcclosure(L, load_text, 1);
   lua_setglobal(L, "load");
-  lua_getglobal(L, LUA_LOADLIBNAME);
+}
+
+/* The package library of a sandboxed state (at -1): no loadlib, no C
+** modules, Lua files as text only, and no preloaded io/os/debug. */
+static void sandbox_package(lua_State *L) {
   lua_pushnil(L);
   lua_setfield(L, -2, "loadlib");
   lua_pushliteral(L, "");
@@ -154,7 +166,6 @@ static void sandbox_libs(lua_State *L) {
   lua_pushcfunction(L, search_text);
   lua_rawseti(L, -2, 2);
   lua_setfield(L, -2, "searchers");
-  lua_pop(L, 1);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (const luaL_Reg *r = lazy_libs; r->name; r++)
     if (forbidden(r->name)) {
@@ -164,19 +175,62 @@ static void sandbox_libs(lua_State *L) {
   lua_pop(L, 1);
 }
 
-static void open_libs(lua_State *L, int sandbox) {
-  luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
-  luaL_requiref(L, LUA_LOADLIBNAME, luaopen_package, 1);
-  lua_pop(L, 2);
-  /* until the string library is opened, strings get a stand-in metatable
-  ** whose __index opens it, so that s:upper() works on first use */
-  lua_pushliteral(L, "");
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, lazy_string_index);
-  lua_setfield(L, -2, "__index");
-  lua_setmetatable(L, -2);
-  lua_pop(L, 1);
-  /* `require "table"` works through package.preload */
+/* ------------------------------------------------------ lazy package */
+
+/* Registry keys of the package paths the spawner gave, kept until the
+** package library is opened (most servers never open it: their module
+** comes from the runtime's module cache through boot_require). */
+static const char PATH_KEY = 'P', CPATH_KEY = 'C';
+
+static gsi_proc *proc_of(lua_State *L) { return *(gsi_proc **)lua_getextraspace(L); }
+
+/* package.searchers[2] of a process state: Lua files, compiled once per
+** runtime (modcache.c). Same results and messages as Lua's own. */
+static int search_cached(lua_State *L) {
+  gsi_proc *p = proc_of(L);
+  const char *name = luaL_checkstring(L, 1);
+  const char *path, *file;
+  lua_settop(L, 1);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, 2, LUA_LOADLIBNAME); /* 3 */
+  lua_getfield(L, 3, "path");          /* 4 */
+  if ((path = lua_tostring(L, 4)) == NULL)
+    return luaL_error(L, "'package.path' must be a string");
+  switch (gsi_modcache_load(L, p->rt->mods, name, path)) {
+  case 1: return 2;
+  case -1: return lua_error(L);
+  default: break;
+  }
+  lua_getfield(L, 3, "searchpath");
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 4);
+  lua_call(L, 2, 2);
+  if (lua_isnil(L, -2)) return 1; /* the "no file" message */
+  file = lua_tostring(L, -2);
+  if (luaL_loadfilex(L, file, NULL) != LUA_OK)
+    return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name,
+                      file, lua_tostring(L, -1));
+  gsi_modcache_put(L, p->rt->mods, name, path, file);
+  lua_pushstring(L, file);
+  return 2;
+}
+
+/* Open the package library of a process state on first use: the paths
+** the spawner gave, `require "table"` (and genserver.core) through
+** package.preload, the cached searcher or the sandbox's. */
+static void open_package(lua_State *L) {
+  gsi_proc *p = proc_of(L);
+  luaL_requiref(L, LUA_LOADLIBNAME, luaopen_package, 1); /* also _G.require */
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &PATH_KEY);
+  if (lua_isstring(L, -1)) lua_setfield(L, -2, "path");
+  else lua_pop(L, 1);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CPATH_KEY);
+  if (lua_isstring(L, -1)) lua_setfield(L, -2, "cpath");
+  else lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &PATH_KEY);
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &CPATH_KEY);
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (const luaL_Reg *r = lazy_libs; r->name; r++) {
     lua_pushcfunction(L, r->func);
@@ -185,6 +239,69 @@ static void open_libs(lua_State *L, int sandbox) {
   lua_pushcfunction(L, luaopen_genserver_core);
   lua_setfield(L, -2, "genserver.core");
   lua_pop(L, 1);
+  if (p->sandbox) {
+    sandbox_package(L);
+  } else {
+    lua_getfield(L, -1, "searchers");
+    lua_pushcfunction(L, search_cached);
+    lua_rawseti(L, -2, 2);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+/* require(name) for the boot path (a spawn by module name, a server's
+** callback module): a module the runtime has compiled already is loaded
+** from the cache without opening the package library; anything else goes
+** to the real require. */
+int gsi_require(lua_State *L) {
+  gsi_proc *p = proc_of(L);
+  const char *name = luaL_checkstring(L, 1);
+  lua_settop(L, 1);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE); /* 2 */
+  if (lua_getfield(L, 2, name) != LUA_TNIL && lua_toboolean(L, -1)) return 1;
+  lua_pop(L, 1);
+  if (!p->sandbox && lua_getfield(L, 2, LUA_LOADLIBNAME) == LUA_TNIL &&
+      lua_rawgetp(L, LUA_REGISTRYINDEX, &PATH_KEY) == LUA_TSTRING) {
+    int r = gsi_modcache_load(L, p->rt->mods, name, lua_tostring(L, -1));
+    if (r == -1) return lua_error(L);
+    if (r == 1) { /* as require does: chunk(name, file), then loaded[name] */
+      lua_pushvalue(L, 1);
+      lua_insert(L, -2);
+      lua_call(L, 2, 1);
+      if (!lua_isnil(L, -1)) lua_setfield(L, 2, name);
+      else lua_pop(L, 1);
+      if (lua_getfield(L, 2, name) == LUA_TNIL) {
+        lua_pushboolean(L, 1);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, 2, name);
+      }
+      gsi_codec_invalidate(L);
+      return 1;
+    }
+  }
+  lua_settop(L, 1);
+  lua_getglobal(L, "require");
+  lua_insert(L, 1);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+static void open_libs(lua_State *L, int sandbox) {
+  luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
+  lua_pop(L, 1);
+  /* until the string library is opened, strings get a stand-in metatable
+  ** whose __index opens it, so that s:upper() works on first use */
+  lua_pushliteral(L, "");
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, lazy_string_index);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
+  lua_pop(L, 1);
+  /* the codec's require (it does not run _G's __index) */
+  lua_pushcfunction(L, gsi_require);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &gsi_codec_require_key);
+  /* the other libraries, package included, on first use (lazy_index) */
   lua_pushglobaltable(L);
   lua_createtable(L, 0, 1);
   lua_pushboolean(L, sandbox);
@@ -192,7 +309,7 @@ static void open_libs(lua_State *L, int sandbox) {
   lua_setfield(L, -2, "__index");
   lua_setmetatable(L, -2);
   lua_pop(L, 1);
-  if (sandbox) sandbox_libs(L);
+  if (sandbox) sandbox_base(L);
 }
 
 /* --------------------------------------------------------- spawn boot */
@@ -207,12 +324,11 @@ static int read_u32(const unsigned char **s, const unsigned char *e,
   return 0;
 }
 
-static void set_path(lua_State *L, const char *field, const unsigned char *s,
+/* Keep a package path the spawner gave until package is opened. */
+static void set_path(lua_State *L, const char *key, const unsigned char *s,
                      uint32_t n) {
-  lua_getglobal(L, LUA_LOADLIBNAME);
   lua_pushlstring(L, (const char *)s, n);
-  lua_setfield(L, -2, field);
-  lua_pop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
 }
 
 /* Body of the body coroutine: require the module if the body is a name,
@@ -230,7 +346,7 @@ static int boot(lua_State *L) {
   lua_settop(L, 1);
   lua_rawgeti(L, 1, 1);
   if (lua_type(L, -1) == LUA_TSTRING) {
-    lua_getglobal(L, "require");
+    lua_pushcfunction(L, gsi_require);
     lua_insert(L, -2);
     lua_call(L, 1, 1);
     if (lua_type(L, -1) == LUA_TTABLE) lua_getfield(L, -1, "main"), lua_remove(L, -2);
@@ -259,21 +375,27 @@ static int setup_state(lua_State *L) {
   const unsigned char *s = GSI_MSG_DATA(sm), *e = s + sm->len;
   uint32_t n;
   lua_State *co;
+  gsi_codec_limits lim;
   gsi_bind_process_state(L, p);
   open_libs(L, p->sandbox);
   if (read_u32(&s, e, &n) || (uint32_t)(e - s) < n)
     return luaL_error(L, "malformed spawn message");
-  set_path(L, "path", s, n);
+  set_path(L, &PATH_KEY, s, n);
   s += n;
   if (read_u32(&s, e, &n) || (uint32_t)(e - s) < n)
     return luaL_error(L, "malformed spawn message");
-  if (!p->sandbox) set_path(L, "cpath", s, n);
+  if (!p->sandbox) set_path(L, &CPATH_KEY, s, n);
   s += n;
   if (p->rt->state_hook) p->rt->state_hook(L, p->rt->state_hook_ud);
   co = lua_newthread(L); /* returned: start_state keeps it on the main stack */
   luaL_checkstack(co, 4, "spawn");
   lua_pushcfunction(co, boot);
-  if (gsi_decode(co, s, (size_t)(e - s), gsi_limits_of(p)) != 0) {
+  /* genserver.core's functions among the spawn arguments (core.serve for
+  ** every server) are pushed as they are, without opening the module's
+  ** table in this state */
+  lim = *gsi_limits_of(p);
+  lim.builtin = gsi_core_builtin;
+  if (gsi_decode(co, s, (size_t)(e - s), &lim) != 0) {
     lua_pushcfunction(co, boot_fail); /* raises the decode error */
     lua_replace(co, -3);
   }
@@ -391,6 +513,10 @@ static void finish(gsi_proc *p, int st) {
     gsi_buf_init(&c.b);
     if (p->heap_exceeded) {
       gsi_encode_field_int(&c.b, "max_heap", (lua_Integer)p->max_heap);
+    } else if (st == LUA_OK && !p->dying) {
+      /* the body returned: "normal", with nothing left to fail */
+      c.normal = gsi_encode_cstring(&c.b, "normal") == 0;
+      if (!c.normal) gsi_encode_cstring(&c.b, "out of memory");
     } else {
       lua_pushcfunction(p->L, make_reason); /* light: allocates nothing */
       lua_pushlightuserdata(p->L, &c);

@@ -53,7 +53,9 @@ gsi_rt *gsi_rt_new_config(const gs_config *cfg) {
   pthread_cond_init(&rt->rq.cv, NULL);
   pthread_mutex_init(&rt->life_mu, NULL);
   pthread_cond_init(&rt->life_cv, NULL);
-  if (rt->chunks == NULL || gsi_reg_init(rt) != 0) {
+  rt->mods = gsi_modcache_new();
+  if (rt->chunks == NULL || rt->mods == NULL || gsi_reg_init(rt) != 0) {
+    gsi_modcache_free(rt->mods);
     free(rt->chunks);
     free(rt);
     return NULL;
@@ -212,6 +214,8 @@ void gsi_rt_free(gsi_rt *rt) {
   }
   atomic_store(&rt->lim, NULL);
   gsi_reg_free(rt);
+  gsi_modcache_free(rt->mods);
+  rt->mods = NULL;
   pthread_mutex_destroy(&rt->tbl_mu);
   pthread_mutex_destroy(&rt->rq.mu);
   pthread_cond_destroy(&rt->rq.cv);

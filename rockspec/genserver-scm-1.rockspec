@@ -37,6 +37,7 @@ build = {
         "csrc/lcoro.c",
         "csrc/lgenserver.c",
         "csrc/lserver.c",
+        "csrc/modcache.c",
         "csrc/msg.c",
         "csrc/proc.c",
         "csrc/preempt.c",

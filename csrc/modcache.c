@@ -1,0 +1,196 @@
+/*
+** modcache.c - Lua modules compiled once per runtime.
+**
+** Every server started by module name `require`s its callback module in a
+** state of its own. Parsing the file again for each one (an open, a read
+** and the compiler, ~100 K instructions for a small module) was the
+** largest single cost of a start. A runtime therefore keeps, per (module
+** name, package.path), the file that was found and the chunk compiled
+** from it as lua_dump output with its debug information; later states
+** load that binary chunk, which gives them the same functions with the
+** same source names and line numbers, without touching the file system.
+**
+** As in OTP, code is loaded once per runtime: editing a module's file
+** while the runtime runs changes nothing for the servers started after;
+** a new runtime (a new program) reads it again.
+**
+** Sandboxed states never use the cache (they load text chunks only,
+** through their own searcher).
+*/
+#include <stdlib.h>
+#include <string.h>
+
+#include "lauxlib.h"
+
+#include "internal.h"
+
+/* One compiled module. Immutable once published in the table, and freed
+** only with the runtime, so a reader may keep using an entry after it
+** dropped the table's lock. */
+typedef struct gsi_modent {
+  struct gsi_modent *next;
+  uint64_t hash;
+  size_t nlen, plen; /* module name and package.path, in key[] */
+  char *file;        /* "@" + the file found, the chunk's source name */
+  unsigned char *code;
+  size_t len;
+  char key[];        /* name, then path */
+} gsi_modent;
+
+/* The table: chained buckets, guarded by mu. Entries are only added
+** (never removed nor changed) until gsi_modcache_free. */
+struct gsi_modcache {
+  pthread_mutex_t mu;
+  gsi_modent **tab;
+  size_t cap, n;
+  size_t bytes; /* code kept, for the limit */
+};
+
+/* beyond this much compiled code a runtime stops caching (the loads
+** then go to the file system as before) */
+#define MODCACHE_MAX_BYTES ((size_t)64 << 20)
+
+static uint64_t hash_key(const char *name, size_t nlen, const char *path,
+                         size_t plen) {
+  uint64_t h = 1469598103934665603u; /* FNV-1a */
+  for (size_t i = 0; i < nlen; i++) h = (h ^ (unsigned char)name[i]) * 1099511628211u;
+  h = (h ^ 0xff) * 1099511628211u;
+  for (size_t i = 0; i < plen; i++) h = (h ^ (unsigned char)path[i]) * 1099511628211u;
+  return h;
+}
+
+gsi_modcache *gsi_modcache_new(void) {
+  gsi_modcache *c = calloc(1, sizeof *c);
+  if (c != NULL) pthread_mutex_init(&c->mu, NULL);
+  return c;
+}
+
+void gsi_modcache_free(gsi_modcache *c) {
+  if (c == NULL) return;
+  for (size_t i = 0; i < c->cap; i++)
+    for (gsi_modent *e = c->tab[i], *next; e != NULL; e = next) {
+      next = e->next;
+      free(e->file);
+      free(e->code);
+      free(e);
+    }
+  free(c->tab);
+  pthread_mutex_destroy(&c->mu);
+  free(c);
+}
+
+static gsi_modent *find(gsi_modcache *c, uint64_t h, const char *name,
+                        size_t nlen, const char *path, size_t plen) {
+  if (c->cap == 0) return NULL;
+  for (gsi_modent *e = c->tab[h & (c->cap - 1)]; e != NULL; e = e->next)
+    if (e->hash == h && e->nlen == nlen && e->plen == plen &&
+        memcmp(e->key, name, nlen) == 0 && memcmp(e->key + nlen, path, plen) == 0)
+      return e;
+  return NULL;
+}
+
+/* Double the buckets (under mu). Out of memory keeps the old ones. */
+static void grow(gsi_modcache *c) {
+  size_t ncap = c->cap ? c->cap * 2 : 16;
+  gsi_modent **nt = calloc(ncap, sizeof *nt);
+  if (nt == NULL) return;
+  for (size_t i = 0; i < c->cap; i++)
+    for (gsi_modent *e = c->tab[i], *next; e != NULL; e = next) {
+      next = e->next;
+      e->next = nt[e->hash & (ncap - 1)];
+      nt[e->hash & (ncap - 1)] = e;
+    }
+  free(c->tab);
+  c->tab = nt;
+  c->cap = ncap;
+}
+
+typedef struct chunk_reader {
+  const unsigned char *p;
+  size_t n;
+} chunk_reader;
+
+static const char *read_chunk(lua_State *L, void *ud, size_t *size) {
+  chunk_reader *r = ud;
+  (void)L;
+  *size = r->n;
+  r->n = 0;
+  return *size ? (const char *)r->p : NULL;
+}
+
+/* If (name, path) is cached, push its compiled chunk and its file name
+** (without the "@") and return 1; else push nothing and return 0. A chunk
+** that fails to load (out of memory) leaves its error and returns -1. */
+int gsi_modcache_load(lua_State *L, gsi_modcache *c, const char *name,
+                      const char *path) {
+  size_t nlen = strlen(name), plen = strlen(path);
+  uint64_t h = hash_key(name, nlen, path, plen);
+  gsi_modent *e;
+  chunk_reader r;
+  if (c == NULL) return 0;
+  pthread_mutex_lock(&c->mu);
+  e = find(c, h, name, nlen, path, plen);
+  pthread_mutex_unlock(&c->mu);
+  if (e == NULL) return 0; /* e stays valid without the lock: see gsi_modent */
+  r.p = e->code;
+  r.n = e->len;
+  if (lua_load(L, read_chunk, &r, e->file, "b") != LUA_OK) return -1;
+  lua_pushstring(L, e->file + 1);
+  return 1;
+}
+
+static int write_chunk(lua_State *L, const void *p, size_t sz, void *ud) {
+  (void)L;
+  if (gsi_buf_reserve(ud, sz) != 0) return 1;
+  memcpy(((gsi_buf *)ud)->data + ((gsi_buf *)ud)->len, p, sz);
+  ((gsi_buf *)ud)->len += sz;
+  return 0;
+}
+
+/* Remember the Lua function at the top of L (just compiled from `file`)
+** as (name, path). Best effort: out of memory or over the limit, nothing
+** is kept. Never raises. */
+void gsi_modcache_put(lua_State *L, gsi_modcache *c, const char *name,
+                      const char *path, const char *file) {
+  size_t nlen = strlen(name), plen = strlen(path), flen = strlen(file);
+  uint64_t h = hash_key(name, nlen, path, plen);
+  gsi_buf b;
+  gsi_modent *e;
+  if (c == NULL || !lua_isfunction(L, -1) || lua_iscfunction(L, -1)) return;
+  gsi_buf_init(&b);
+  if (lua_dump(L, write_chunk, &b, 0) != 0 || b.len == 0) {
+    gsi_buf_free(&b);
+    return;
+  }
+  e = malloc(sizeof *e + nlen + plen);
+  if (e != NULL) e->file = malloc(flen + 2);
+  if (e == NULL || e->file == NULL) {
+    free(e);
+    gsi_buf_free(&b);
+    return;
+  }
+  e->file[0] = '@';
+  memcpy(e->file + 1, file, flen + 1);
+  e->hash = h;
+  e->nlen = nlen;
+  e->plen = plen;
+  memcpy(e->key, name, nlen);
+  memcpy(e->key + nlen, path, plen);
+  e->code = b.data;
+  e->len = b.len;
+  pthread_mutex_lock(&c->mu);
+  if (c->n >= c->cap) grow(c);
+  if (c->cap == 0 || c->bytes + e->len > MODCACHE_MAX_BYTES ||
+      find(c, h, name, nlen, path, plen) != NULL) {
+    pthread_mutex_unlock(&c->mu); /* full, or another state was first */
+    free(e->file);
+    free(e->code);
+    free(e);
+    return;
+  }
+  e->next = c->tab[h & (c->cap - 1)];
+  c->tab[h & (c->cap - 1)] = e;
+  c->n++;
+  c->bytes += e->len;
+  pthread_mutex_unlock(&c->mu);
+}
