@@ -37,10 +37,12 @@ typedef struct gsi_codec_limits {
                            GSI_FN_NONE (0): untrusted input, fuzzing: any
                            function is refused and modules are only looked
                            up in package.loaded. */
-  /* decode: C functions this state has built in, found without loading
-  ** their module (e.g. genserver.core's in a process state, whose table
-  ** would otherwise be opened in every server). Returns the function, or
-  ** NULL to look the module up as usual. Must not raise. NULL = none. */
+  /* decode: C functions a state has built in, found without loading their
+  ** module (e.g. genserver.core's in a process state, whose table would
+  ** otherwise be opened in every server). Returns the function, or NULL to
+  ** look the module up as usual (the hook may first put the field where
+  ** that lookup finds it). Runs protected, like the rest of the decoding,
+  ** with 2 free stack slots. NULL = none. */
   lua_CFunction (*builtin)(lua_State *L, const char *module, size_t lm,
                            const char *field, size_t lf);
 } gsi_codec_limits;

@@ -407,6 +407,12 @@ GSI_FUNC void gsi_modcache_put(lua_State *L, gsi_modcache *c, const char *name,
 
 /* ------------------------------------------------------ process running */
 
+/* The codec's builtin hook for the runtime's states (pstate.c): in a
+** process state, genserver.core's functions without its table, and base
+** functions not yet put in _G (they are put there on first use). */
+GSI_FUNC lua_CFunction gsi_state_builtin(lua_State *L, const char *module,
+                                         size_t lm, const char *field, size_t lf);
+
 /* Run p on the current worker until it waits, yields or ends. */
 GSI_FUNC void gsi_run(gsi_worker *w, gsi_proc *p);
 /* The thread-local foreign process of this OS thread for rt (created on

@@ -63,8 +63,11 @@ static void *palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 
 /* ------------------------------------------------------ lazy libraries */
 
+static gsi_proc *proc_of(lua_State *L) { return *(gsi_proc **)lua_getextraspace(L); }
+
 static int lazy_string_index(lua_State *L);
 static void open_package(lua_State *L);
+static int load_text(lua_State *L);
 
 static const luaL_Reg lazy_libs[] = {
     {LUA_STRLIBNAME, luaopen_string},
@@ -79,12 +82,96 @@ static int forbidden(const char *name) {
          strcmp(name, LUA_DBLIBNAME) == 0;
 }
 
-/* _G's __index: the first use of `table`, `os`, ... opens that library.
-** Upvalue 1: true in a sandboxed state. */
+/* The base library's functions, read once from a scratch state. A
+** process state gets each one on first use (lazy_index) instead of all
+** of them at setup: ~1.8 KB less per server. (lbaselib.c registers them
+** without upvalues, so the bare C function is the very same function.)
+** Written once under base_once, read-only after. */
+#define BASE_MAX 48
+typedef struct base_fn {
+  char name[16];
+  lua_CFunction f;
+} base_fn;
+static base_fn base_fns[BASE_MAX];
+static int nbase; /* 0: could not be read; states then open base whole */
+static pthread_once_t base_once = PTHREAD_ONCE_INIT;
+
+static void read_base(void) {
+  lua_State *S = luaL_newstate();
+  if (S == NULL) return;
+  luaL_requiref(S, LUA_GNAME, luaopen_base, 1);
+  lua_pushnil(S);
+  while (lua_next(S, -2)) {
+    const char *k = lua_type(S, -2) == LUA_TSTRING ? lua_tostring(S, -2) : NULL;
+    lua_CFunction f = lua_tocfunction(S, -1);
+    if (k != NULL && f != NULL && strlen(k) < sizeof base_fns[0].name &&
+        nbase < BASE_MAX) {
+      strcpy(base_fns[nbase].name, k);
+      base_fns[nbase++].f = f;
+    }
+    lua_pop(S, 1);
+  }
+  lua_close(S);
+}
+
+/* Push the base library's k for _G (at 1), or return 0. A sandbox has no
+** loadfile/dofile, and a load that takes text only. */
+static int push_base(lua_State *L, const char *k, int sandbox) {
+  if (strcmp(k, LUA_GNAME) == 0) {
+    lua_pushglobaltable(L);
+    return 1;
+  }
+  if (strcmp(k, "_VERSION") == 0) {
+    lua_pushliteral(L, LUA_VERSION);
+    return 1;
+  }
+  for (int i = 0; i < nbase; i++)
+    if (strcmp(k, base_fns[i].name) == 0) {
+      if (sandbox && (strcmp(k, "loadfile") == 0 || strcmp(k, "dofile") == 0))
+        return 0;
+      lua_pushcfunction(L, base_fns[i].f);
+      if (sandbox && strcmp(k, "load") == 0) lua_pushcclosure(L, load_text, 1);
+      return 1;
+    }
+  return 0;
+}
+
+lua_CFunction gsi_state_builtin(lua_State *L, const char *module, size_t lm,
+                                const char *field, size_t lf) {
+  int proc;
+  if (!lua_checkstack(L, 5)) return NULL;
+  proc = lua_rawgetp(L, LUA_REGISTRYINDEX, &gsi_codec_require_key) == LUA_TFUNCTION;
+  lua_pop(L, 1);
+  if (!proc) return NULL; /* a host's state: no lazy _G, no light core */
+  if (lm == sizeof LUA_GNAME - 1 && memcmp(module, LUA_GNAME, lm) == 0) {
+    lua_pushglobaltable(L);
+    lua_pushlstring(L, field, lf);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TNIL) { /* not used here yet: put it in _G */
+      lua_pop(L, 1);
+      if (push_base(L, lua_tostring(L, -1), proc_of(L)->sandbox)) lua_rawset(L, -3);
+      else lua_pop(L, 1);
+      lua_pop(L, 1);
+    } else {
+      lua_pop(L, 3);
+    }
+    return NULL; /* the usual lookup finds it now */
+  }
+  return gsi_core_builtin(L, module, lm, field, lf);
+}
+
+/* _G's __index: the first use of `print`, `table`, `os`, ... puts that
+** function or library in _G. Upvalue 1: true in a sandboxed state. */
 static int lazy_index(lua_State *L) {
   const char *k = lua_tostring(L, 2);
   int sandbox = lua_toboolean(L, lua_upvalueindex(1));
   if (k == NULL || lua_type(L, 2) != LUA_TSTRING) return 0;
+  if (push_base(L, k, sandbox)) {
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
+    return 1;
+  }
   if (strcmp(k, LUA_LOADLIBNAME) == 0 || strcmp(k, "require") == 0) {
     open_package(L);
     lua_settop(L, 2);
@@ -181,8 +268,6 @@ static void sandbox_package(lua_State *L) {
 ** package library is opened (most servers never open it: their module
 ** comes from the runtime's module cache through boot_require). */
 static const char PATH_KEY = 'P', CPATH_KEY = 'C';
-
-static gsi_proc *proc_of(lua_State *L) { return *(gsi_proc **)lua_getextraspace(L); }
 
 /* package.searchers[2] of a process state: Lua files, compiled once per
 ** runtime (modcache.c). Same results and messages as Lua's own. */
@@ -288,8 +373,17 @@ int gsi_require(lua_State *L) {
 }
 
 static void open_libs(lua_State *L, int sandbox) {
-  luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
-  lua_pop(L, 1);
+  pthread_once(&base_once, read_base);
+  if (nbase == 0) { /* could not read it: the whole library now */
+    luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
+    lua_pop(L, 1);
+    if (sandbox) sandbox_base(L);
+  } else { /* package.loaded._G; the functions come on first use */
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushglobaltable(L);
+    lua_setfield(L, -2, LUA_GNAME);
+    lua_pop(L, 1);
+  }
   /* until the string library is opened, strings get a stand-in metatable
   ** whose __index opens it, so that s:upper() works on first use */
   lua_pushliteral(L, "");
@@ -309,7 +403,6 @@ static void open_libs(lua_State *L, int sandbox) {
   lua_setfield(L, -2, "__index");
   lua_setmetatable(L, -2);
   lua_pop(L, 1);
-  if (sandbox) sandbox_base(L);
 }
 
 /* --------------------------------------------------------- spawn boot */
@@ -375,7 +468,6 @@ static int setup_state(lua_State *L) {
   const unsigned char *s = GSI_MSG_DATA(sm), *e = s + sm->len;
   uint32_t n;
   lua_State *co;
-  gsi_codec_limits lim;
   gsi_bind_process_state(L, p);
   open_libs(L, p->sandbox);
   if (read_u32(&s, e, &n) || (uint32_t)(e - s) < n)
@@ -390,12 +482,7 @@ static int setup_state(lua_State *L) {
   co = lua_newthread(L); /* returned: start_state keeps it on the main stack */
   luaL_checkstack(co, 4, "spawn");
   lua_pushcfunction(co, boot);
-  /* genserver.core's functions among the spawn arguments (core.serve for
-  ** every server) are pushed as they are, without opening the module's
-  ** table in this state */
-  lim = *gsi_limits_of(p);
-  lim.builtin = gsi_core_builtin;
-  if (gsi_decode(co, s, (size_t)(e - s), &lim) != 0) {
+  if (gsi_decode(co, s, (size_t)(e - s), gsi_limits_of(p)) != 0) {
     lua_pushcfunction(co, boot_fail); /* raises the decode error */
     lua_replace(co, -3);
   }

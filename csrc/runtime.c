@@ -37,6 +37,7 @@ gsi_rt *gsi_rt_new_config(const gs_config *cfg) {
   rt->max_procs = max_procs;
   rt->limits = gsi_codec_default_limits;
   rt->limits.allow_functions = GSI_FN_ALL;
+  rt->limits.builtin = gsi_state_builtin;
   atomic_store(&rt->budget, 64);
   if (cfg != NULL) {
     if (cfg->max_depth > 0) rt->limits.max_depth = cfg->max_depth;
@@ -80,6 +81,7 @@ int gsi_rt_set_limits(gsi_rt *rt, const gsi_codec_limits *lim) {
   gsi_retired *r = malloc(sizeof *r);
   if (r == NULL) return -1;
   r->lim = *lim;
+  r->lim.builtin = gsi_state_builtin;
   pthread_mutex_lock(&rt->life_mu);
   r->next = rt->retired;
   rt->retired = r;
