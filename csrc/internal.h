@@ -173,6 +173,12 @@ struct gsi_proc {
   gsi_msg *spawn_msg; /* body + args, consumed by the first run */
   gsi_msg *exit_msg;  /* encoded reason when dying by signal */
   size_t mem;
+  /* boot arena (pstate.c): [ar_base, ar_end) holds what the state
+  ** allocated while booting; ar_top is the bump pointer, ar_open is set
+  ** until the end of the first turn */
+  char *ar_base, *ar_top, *ar_end;
+  size_t ar_spill;     /* bytes the boot allocated outside the arena */
+  int ar_open;
   size_t heap_cap;     /* max_heap while it is enforced (lifted to die) */
   int heap_refused;    /* the last growth was refused */
   int heap_exceeded;   /* refused twice in a row: the process must end */
@@ -348,6 +354,7 @@ struct gsi_rt {
   const gsi_codec_limits *_Atomic lim;
   struct gsi_retired *retired; /* guarded by life_mu */
   _Atomic int budget;
+  _Atomic size_t boot_hint; /* bytes a process state takes to boot (pstate.c) */
   /* process table: chunks are allocated on demand and never moved, so a
   ** slot pointer stays valid for the runtime's life. */
   gsi_proc *_Atomic *chunks;
