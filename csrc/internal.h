@@ -32,6 +32,7 @@ typedef struct gsi_proc gsi_proc;
 typedef struct gsi_msg gsi_msg;
 typedef struct gsi_worker gsi_worker;
 typedef struct gsi_modcache gsi_modcache;
+typedef struct gsi_paths gsi_paths;
 
 /* ---------------------------------------------------------------- ids */
 
@@ -178,6 +179,7 @@ struct gsi_proc {
   ** until the end of the first turn */
   char *ar_base, *ar_top, *ar_end;
   size_t ar_spill;     /* bytes the boot allocated outside the arena */
+  gsi_paths *paths;    /* package.path/cpath it was started with */
   int ar_open;
   size_t heap_cap;     /* max_heap while it is enforced (lifted to die) */
   int heap_refused;    /* the last growth was refused */
@@ -411,6 +413,14 @@ GSI_FUNC int gsi_modcache_load(lua_State *L, gsi_modcache *c, const char *name,
 ** Best effort; never raises. */
 GSI_FUNC void gsi_modcache_put(lua_State *L, gsi_modcache *c, const char *name,
                                const char *path, const char *file);
+
+/* The package paths of a process, shared by every process started with
+** the same ones (a reference; NULL when out of memory). */
+GSI_FUNC gsi_paths *gsi_paths_get(gsi_modcache *c, const char *path, size_t plen,
+                                  const char *cpath, size_t clen);
+GSI_FUNC void gsi_paths_put(gsi_modcache *c, gsi_paths *e);
+GSI_FUNC const char *gsi_paths_path(const gsi_paths *e);
+GSI_FUNC const char *gsi_paths_cpath(const gsi_paths *e);
 
 /* ------------------------------------------------------ process running */
 

@@ -192,6 +192,8 @@ static void close_state(gsi_proc *p) {
   if (p->L != NULL) lua_close(p->L);
   p->L = p->co = NULL;
   arena_free_all(p);
+  gsi_paths_put(p->rt->mods, p->paths);
+  p->paths = NULL;
 }
 
 /* ------------------------------------------------------ lazy libraries */
@@ -397,11 +399,6 @@ static void sandbox_package(lua_State *L) {
 
 /* ------------------------------------------------------ lazy package */
 
-/* Registry keys of the package paths the spawner gave, kept until the
-** package library is opened (most servers never open it: their module
-** comes from the runtime's module cache through boot_require). */
-static const char PATH_KEY = 'P', CPATH_KEY = 'C';
-
 /* package.searchers[2] of a process state: Lua files, compiled once per
 ** runtime (modcache.c). Same results and messages as Lua's own. */
 static int search_cached(lua_State *L) {
@@ -439,16 +436,12 @@ static int search_cached(lua_State *L) {
 static void open_package(lua_State *L) {
   gsi_proc *p = proc_of(L);
   luaL_requiref(L, LUA_LOADLIBNAME, luaopen_package, 1); /* also _G.require */
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &PATH_KEY);
-  if (lua_isstring(L, -1)) lua_setfield(L, -2, "path");
-  else lua_pop(L, 1);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &CPATH_KEY);
-  if (lua_isstring(L, -1)) lua_setfield(L, -2, "cpath");
-  else lua_pop(L, 1);
-  lua_pushnil(L);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &PATH_KEY);
-  lua_pushnil(L);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &CPATH_KEY);
+  if (p->paths != NULL) {
+    lua_pushstring(L, gsi_paths_path(p->paths));
+    lua_setfield(L, -2, "path");
+    lua_pushstring(L, gsi_paths_cpath(p->paths));
+    lua_setfield(L, -2, "cpath");
+  }
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
   for (const luaL_Reg *r = lazy_libs; r->name; r++) {
     lua_pushcfunction(L, r->func);
@@ -479,9 +472,8 @@ int gsi_require(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE); /* 2 */
   if (lua_getfield(L, 2, name) != LUA_TNIL && lua_toboolean(L, -1)) return 1;
   lua_pop(L, 1);
-  if (!p->sandbox && lua_getfield(L, 2, LUA_LOADLIBNAME) == LUA_TNIL &&
-      lua_rawgetp(L, LUA_REGISTRYINDEX, &PATH_KEY) == LUA_TSTRING) {
-    int r = gsi_modcache_load(L, p->rt->mods, name, lua_tostring(L, -1));
+  if (!p->sandbox && p->paths != NULL && lua_getfield(L, 2, LUA_LOADLIBNAME) == LUA_TNIL) {
+    int r = gsi_modcache_load(L, p->rt->mods, name, gsi_paths_path(p->paths));
     if (r == -1) return lua_error(L);
     if (r == 1) { /* as require does: chunk(name, file), then loaded[name] */
       lua_pushvalue(L, 1);
@@ -550,13 +542,6 @@ static int read_u32(const unsigned char **s, const unsigned char *e,
   return 0;
 }
 
-/* Keep a package path the spawner gave until package is opened. */
-static void set_path(lua_State *L, const char *key, const unsigned char *s,
-                     uint32_t n) {
-  lua_pushlstring(L, (const char *)s, n);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
-}
-
 /* Body of the body coroutine: require the module if the body is a name,
 ** then call it with the arguments. */
 static int boot_k(lua_State *L, int status, lua_KContext ctx) {
@@ -598,18 +583,22 @@ static int boot_fail(lua_State *L) {
 static int setup_state(lua_State *L) {
   gsi_proc *p = lua_touserdata(L, 1);
   gsi_msg *sm = p->spawn_msg;
-  const unsigned char *s = GSI_MSG_DATA(sm), *e = s + sm->len;
-  uint32_t n;
+  const unsigned char *s = GSI_MSG_DATA(sm), *e = s + sm->len, *path;
+  uint32_t n, plen;
   lua_State *co;
   gsi_bind_process_state(L, p);
   open_libs(L, p->sandbox);
   if (read_u32(&s, e, &n) || (uint32_t)(e - s) < n)
     return luaL_error(L, "malformed spawn message");
-  set_path(L, &PATH_KEY, s, n);
+  path = s;
+  plen = n;
   s += n;
   if (read_u32(&s, e, &n) || (uint32_t)(e - s) < n)
     return luaL_error(L, "malformed spawn message");
-  if (!p->sandbox) set_path(L, &CPATH_KEY, s, n);
+  /* kept outside the state, shared with the processes that have the same
+  ** paths, until the package library is opened (if ever) */
+  p->paths = gsi_paths_get(p->rt->mods, (const char *)path, plen, (const char *)s, n);
+  if (p->paths == NULL) return luaL_error(L, "not enough memory");
   s += n;
   if (p->rt->state_hook) p->rt->state_hook(L, p->rt->state_hook_ud);
   co = lua_newthread(L); /* returned: start_state keeps it on the main stack */
