@@ -545,6 +545,10 @@ int gsi_serve(lua_State *L) {
   core_fn(L, set_module);
   lua_pushvalue(L, S_MODNAME);
   lua_call(L, 1, 0);
+  /* the spawn arguments and the module's main chunk are garbage now:
+  ** collected while the state boots, their memory serves init (pstate.c's
+  ** boot arena does not reuse a block freed after the boot) */
+  lua_gc(L, LUA_GCCOLLECT);
   if (lua_getfield(L, S_MOD, "init") != LUA_TFUNCTION) {
     lua_pop(L, 1);
     lua_pushliteral(L, "ok");

@@ -63,12 +63,27 @@ static int over_cap(gsi_proc *p, size_t osize, size_t nsize) {
 #define AR_MIN 1024
 #define AR_MAX ((size_t)256 << 10)
 
-static _Thread_local void *ar_free[AR_CLASSES + 1];
+/* Free blocks of the open arena: ar_free[c] lists blocks of c * AR_ALIGN
+** bytes; ar_big lists larger ones, each with its size in its second
+** word. Per thread: only one process boots on a thread at a time. */
+typedef struct ar_block {
+  struct ar_block *next;
+  size_t size; /* ar_big only */
+} ar_block;
+static _Thread_local ar_block *ar_free[AR_CLASSES + 1];
+static _Thread_local uint64_t ar_mask; /* bit c-1: ar_free[c] not empty */
+static _Thread_local ar_block *ar_big;
 
 static size_t ar_round(size_t n) { return (n + AR_ALIGN - 1) & ~(size_t)(AR_ALIGN - 1); }
 
 static int in_arena(gsi_proc *p, void *ptr) {
   return (char *)ptr >= p->ar_base && (char *)ptr < p->ar_end;
+}
+
+static void ar_lists_clear(void) {
+  memset(ar_free, 0, sizeof ar_free);
+  ar_mask = 0;
+  ar_big = NULL;
 }
 
 static void arena_open(gsi_proc *p) {
@@ -90,7 +105,7 @@ static void arena_close(gsi_proc *p) {
   size_t need, hint;
   if (!p->ar_open) return;
   p->ar_open = 0;
-  memset(ar_free, 0, sizeof ar_free);
+  ar_lists_clear();
   need = (size_t)(p->ar_top - p->ar_base) + p->ar_spill;
   need = (need + 255) & ~(size_t)255;
   /* a moving average, so that one odd boot does not size all the next */
@@ -103,42 +118,85 @@ static void arena_close(gsi_proc *p) {
 static void arena_free_all(gsi_proc *p) {
   if (p->ar_open) {
     p->ar_open = 0;
-    memset(ar_free, 0, sizeof ar_free);
+    ar_lists_clear();
   }
   free(p->ar_base);
   p->ar_base = p->ar_top = p->ar_end = NULL;
 }
 
+/* Put n bytes at b (n a multiple of AR_ALIGN) on a free list. */
+static void ar_push(void *b, size_t n) {
+  ar_block *k = b;
+  if (n < sizeof(ar_block)) return; /* a sliver: lost until the state closes */
+  if (n / AR_ALIGN <= AR_CLASSES) {
+    k->next = ar_free[n / AR_ALIGN];
+    ar_free[n / AR_ALIGN] = k;
+    ar_mask |= (uint64_t)1 << (n / AR_ALIGN - 1);
+  } else {
+    k->size = n;
+    k->next = ar_big;
+    ar_big = k;
+  }
+}
+
 static void arena_release(gsi_proc *p, void *ptr, size_t osize) {
-  size_t n = ar_round(osize), c = n / AR_ALIGN;
+  size_t n = ar_round(osize);
   if (!p->ar_open) return;
   if ((char *)ptr + n == p->ar_top) p->ar_top = ptr;
-  else if (c <= AR_CLASSES) {
-    *(void **)ptr = ar_free[c];
-    ar_free[c] = ptr;
+  else ar_push(ptr, n);
+}
+
+static ar_block *ar_take(size_t c) {
+  ar_block *b = ar_free[c];
+  if ((ar_free[c] = b->next) == NULL) ar_mask &= ~((uint64_t)1 << (c - 1));
+  return b;
+}
+
+/* A free block of n bytes (split from a bigger one if need be), or NULL. */
+static void *ar_reuse(size_t n) {
+  size_t c = n / AR_ALIGN;
+  ar_block *b, **pp;
+  if (c <= AR_CLASSES) {
+    uint64_t bigger;
+    if (ar_free[c] != NULL) return ar_take(c);
+    /* the smallest class with room for n and a remainder of 2 words */
+    bigger = c + 1 < AR_CLASSES ? ar_mask & ~(((uint64_t)1 << (c + 1)) - 1) : 0;
+    if (bigger != 0) {
+      size_t d = (size_t)__builtin_ctzll(bigger) + 1;
+      b = ar_take(d);
+      ar_push((char *)b + n, d * AR_ALIGN - n);
+      return b;
+    }
   }
+  for (pp = &ar_big; (b = *pp) != NULL; pp = &b->next) /* first fit */
+    if (b->size >= n) {
+      size_t left = b->size - n;
+      *pp = b->next;
+      ar_push((char *)b + n, left);
+      return b;
+    }
+  return NULL;
 }
 
 /* nsize bytes from the open arena (moving ptr's osize bytes there if ptr
 ** is not NULL), or NULL when it has no room. */
 static void *arena_alloc(gsi_proc *p, void *ptr, size_t osize, size_t nsize) {
-  size_t n = ar_round(nsize), c = n / AR_ALIGN;
+  size_t n = ar_round(nsize);
   void *np;
   if (ptr != NULL && in_arena(p, ptr)) {
     if ((char *)ptr + ar_round(osize) == p->ar_top && (char *)ptr + n <= p->ar_end) {
       p->ar_top = (char *)ptr + n; /* the last block: grow or shrink in place */
       return ptr;
     }
-    if (n <= ar_round(osize)) return ptr; /* shrink: keep the block */
+    if (n <= ar_round(osize)) { /* shrink: keep the block, free its tail */
+      ar_push((char *)ptr + n, ar_round(osize) - n);
+      return ptr;
+    }
   }
-  if (c <= AR_CLASSES && ar_free[c] != NULL) {
-    np = ar_free[c];
-    ar_free[c] = *(void **)np;
-  } else if ((size_t)(p->ar_end - p->ar_top) >= n) {
+  if ((np = ar_reuse(n)) == NULL) {
+    if ((size_t)(p->ar_end - p->ar_top) < n) return NULL;
     np = p->ar_top;
     p->ar_top += n;
-  } else {
-    return NULL;
   }
   if (ptr != NULL) {
     memcpy(np, ptr, osize < nsize ? osize : nsize);
