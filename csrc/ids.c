@@ -160,16 +160,33 @@ static const luaL_Reg id_meta[] = {
 
 /* ------------------------------------------------------------ interning */
 
+static char weakmt;  /* registry: { __mode = "v" }, shared by both caches */
+
 /* Create the kind's metatable and interning table in this state; leaves
-** the interning table on the stack. */
+** the interning table on the stack. Tables are made at their final size
+** (no rehash), and the weak-values metatable is shared by both kinds:
+** every server makes both kinds when it starts. */
 static void newkind (lua_State *L, const idkind *k) {
-  luaL_newmetatable(L, k->mtname);  /* also sets __name */
+  int n = 0;
+  while (id_meta[n].name != NULL)
+    n++;
+  lua_createtable(L, 0, n + 1);  /* as luaL_newmetatable, presized */
+  lua_pushstring(L, k->mtname);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__name");
+  lua_pushvalue(L, -2);
+  lua_rawset(L, LUA_REGISTRYINDEX);  /* registry[mtname] = mt */
   luaL_setfuncs(L, id_meta, 0);
   lua_rawsetp(L, LUA_REGISTRYINDEX, k->mtkey);
   lua_createtable(L, 0, 0);
-  lua_createtable(L, 0, 1);
-  lua_pushliteral(L, "v");
-  lua_setfield(L, -2, "__mode");
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &weakmt) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &weakmt);
+  }
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, k->cachekey);
