@@ -132,10 +132,6 @@ static uint64_t opt_deadline(lua_State *L, int idx, double def_ms) {
 
 /* --------------------------------------------------------------- codec */
 
-static _Thread_local gsi_buf tls_buf;
-
-void gsi_scratch_release(void) { gsi_buf_free(&tls_buf); }
-
 /* genserver's own Lua files: an error about the caller's value names the
 ** caller's line, not one of these. */
 static int own_source(const char *src) {
@@ -175,7 +171,7 @@ static int raise_encode_error(lua_State *L) {
 ** (nothing is sent). */
 static gsi_msg *encode_msg(lua_State *L, int idx, const char *what, int kind,
                            uint64_t from, uint64_t ref) {
-  gsi_buf *b = &tls_buf;
+  gsi_buf *b = &gsi_scratch_get()->buf;
   gsi_msg *m;
   idx = lua_absindex(L, idx);
   b->len = 0;
@@ -557,7 +553,7 @@ static void self_down_noproc(lua_State *L, gsi_proc *p, uint64_t ref,
 ** server's as DOWN "noproc", a full mailbox's as a refusal. */
 static uint64_t start_request(lua_State *L, gsi_proc *p, uint64_t pid,
                               int idx, int kind, int handoff) {
-  gsi_buf *b = &tls_buf;
+  gsi_buf *b = &gsi_scratch_get()->buf;
   uint64_t ref;
   int rc;
   idx = lua_absindex(L, idx);
@@ -763,7 +759,7 @@ static void rename_spawn_path(lua_State *L, int opts) {
 
 /* The spawn message: paths of the spawner, then { n, body, args... }. */
 static gsi_msg *spawn_msg(lua_State *L, int body, int nargs) {
-  gsi_buf *b = &tls_buf;
+  gsi_buf *b = &gsi_scratch_get()->buf;
   size_t n;
   const char *s;
   int top = lua_gettop(L);
