@@ -984,9 +984,28 @@ int gs_thread_detach(gs_runtime *rt) {
   return ok();
 }
 
-/* Entry of every call that needs the runtime running. */
-static int enter(gs_runtime *rt) {
-  if (rt == NULL) return fail(GS_EINVAL, "no runtime");
+/* Entry of every call that needs the runtime running.
+**
+** Protocol: a foreign thread counts itself in `inflight` before it looks
+** at `stopped`, and out when it leaves; gs_runtime_stop sets `stopped`
+** first, then waits for `inflight` to reach 0, so once it has seen 0 no
+** foreign thread is inside or can get in, and close may free.
+**
+** A worker thread of rt skips the counting (the shared atomic is the
+** dominant cost of a cast from a server, which goes through here): it
+** cannot see rt freed under it, because gs_runtime_stop refuses to run on
+** a worker (GS_ECONTEXT) and only returns once no Lua process is left (a
+** worker inside a call is running one), and gs_runtime_close joins the
+** workers before it frees anything. It still reads `stopped`, so calls
+** are turned away the same on every thread. A thread is a worker of rt for
+** its whole life, so enter and leave agree on whether it counted.
+** enter_on/leave_on take own_worker(rt), for a caller that has it. */
+static int enter_on(gs_runtime *rt, gsi_worker *w) {
+  if (w != NULL) {
+    if (atomic_load_explicit(&rt->stopped, memory_order_relaxed))
+      return fail(GS_ECLOSED, "the runtime is stopped");
+    return 0;
+  }
   atomic_fetch_add(&rt->inflight, 1);
   if (atomic_load(&rt->stopped)) {
     atomic_fetch_sub(&rt->inflight, 1);
@@ -995,10 +1014,17 @@ static int enter(gs_runtime *rt) {
   return 0;
 }
 
-static int leave(gs_runtime *rt, int rc) {
-  atomic_fetch_sub(&rt->inflight, 1);
+static int leave_on(gs_runtime *rt, gsi_worker *w, int rc) {
+  if (w == NULL) atomic_fetch_sub(&rt->inflight, 1);
   return rc;
 }
+
+static int enter(gs_runtime *rt) {
+  if (rt == NULL) return fail(GS_EINVAL, "no runtime");
+  return enter_on(rt, own_worker(rt));
+}
+
+static int leave(gs_runtime *rt, int rc) { return leave_on(rt, own_worker(rt), rc); }
 
 /* A foreign process ended by an exit signal inside a function that has no
 ** place for its reason: keep the reason for gs_killed_reason. */
@@ -1108,17 +1134,18 @@ typedef struct src {
 static int encode_src(gs_runtime *rt, const src *v, const char *what, gsi_buf *b) {
   b->len = 0;
   if (v->L != NULL) {
-    int rc;
-    if (!lua_checkstack(v->L, 4)) {
-      lua_pop(v->L, 1);
-      return fail(GS_ENOMEM, "Lua stack overflow");
-    }
+    int rc, top = lua_gettop(v->L);
+    /* gsi_encode makes its own room on the stack; it pushes an error
+    ** message unless even that room was missing */
     rc = gsi_encode(v->L, -1, what, gsi_rt_limits(rt->core), b);
     if (rc != 0) {
-      const char *e = lua_type(v->L, -1) == LUA_TSTRING ? lua_tostring(v->L, -1) : NULL;
-      rc = fail(GS_EENCODE, "%s", e ? e : "cannot encode the value");
-      if (e) lua_pop(v->L, 1);
-      lua_pop(v->L, 1);
+      if (lua_gettop(v->L) == top) {
+        lua_pop(v->L, 1);
+        return fail(GS_ENOMEM, "Lua stack overflow");
+      }
+      rc = fail(GS_EENCODE, "%s", lua_type(v->L, -1) == LUA_TSTRING
+                                      ? lua_tostring(v->L, -1) : "cannot encode the value");
+      lua_pop(v->L, 2); /* the message, the value */
       return rc;
     }
     lua_pop(v->L, 1);
@@ -1367,20 +1394,23 @@ int gs_call_str(gs_runtime *rt, gs_pid server, const char *req, size_t len,
 
 /* ----------------------------------------------------------- cast, send */
 
+/* The hot path of a cast from a server (the Lua binding's cast and send
+** come here): the value is encoded into the thread's scratch buffer, so
+** the message node is the only allocation. */
 static int do_send(gs_runtime *rt, gs_pid pid, int kind, const src *v) {
   gsi_proc *self;
   gsi_msg *m, *killed = NULL;
-  gsi_worker *w;
-  gsi_buf b;
+  gsi_worker *w = rt != NULL ? own_worker(rt) : NULL;
+  gsi_buf *b;
   uint64_t from = 0;
-  int rc;
-  if ((rc = enter(rt)) != 0) {
+  int rc = rt != NULL ? enter_on(rt, w) : fail(GS_EINVAL, "no runtime");
+  if (rc != 0) {
     if (v->L != NULL) lua_pop(v->L, 1);
     return rc;
   }
-  gsi_buf_init(&b);
-  rc = encode_src(rt, v, "message", &b);
-  if (rc == 0 && (w = own_worker(rt)) != NULL) {
+  b = &gsi_scratch_get()->buf;
+  rc = encode_src(rt, v, "message", b);
+  if (rc == 0 && w != NULL) {
     /* from a C function of a server: the sender is that process */
     gsi_proc *cur = atomic_load(&w->cur);
     from = cur != NULL ? gsi_proc_pid(cur) : 0;
@@ -1390,7 +1420,7 @@ static int do_send(gs_runtime *rt, gs_pid pid, int kind, const src *v) {
   if (killed != NULL) keep_killed(killed);
   if (rc == 0 && pid == 0) rc = fail(GS_ENOPROC, "no process (pid 0)");
   if (rc == 0) {
-    if ((m = gsi_msg_new(kind, from, 0, b.data, b.len)) == NULL) {
+    if ((m = gsi_msg_new(kind, from, 0, b->data, b->len)) == NULL) {
       rc = fail(GS_ENOMEM, "out of memory");
     } else {
       int d = gsi_deliver(rt->core, pid, m, 0);
@@ -1398,11 +1428,12 @@ static int do_send(gs_runtime *rt, gs_pid pid, int kind, const src *v) {
 #ifdef GSI_REJECTED
       else if (d == GSI_REJECTED) rc = fail(GS_EFULL, "the mailbox is full");
 #endif
-      else rc = ok();
+      else rc = GS_OK; /* gs_errmsg keeps the last failure's text: one
+                          thread-local write less on the hot path */
     }
   }
-  gsi_buf_free(&b);
-  return leave(rt, rc);
+  if (b->cap > (1u << 20)) gsi_buf_free(b); /* do not keep a huge scratch */
+  return leave_on(rt, w, rc);
 }
 
 int gs_cast(gs_runtime *rt, gs_pid server, lua_State *L) {
