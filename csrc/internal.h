@@ -397,15 +397,12 @@ struct gsi_rt {
 
 GSI_FUNC uint64_t gsi_new_ref(gsi_rt *rt);
 GSI_FUNC const gsi_codec_limits *gsi_rt_limits(gsi_rt *rt);
-/* Publish new limits (a copy of *lim); -1 when out of memory. */
-GSI_FUNC int gsi_rt_set_limits(gsi_rt *rt, const gsi_codec_limits *lim);
 /* Change workers, max_procs (both only before the threads start; 0: as
 ** is), the codec limits (NULL: as is) and budget (0: as is): 0, -1 out of
 ** memory, -2 the threads run already (nothing changed). */
 GSI_FUNC int gsi_rt_configure(gsi_rt *rt, int workers, uint32_t max_procs,
                               const gsi_codec_limits *lim, int budget);
 GSI_FUNC int gsi_rt_ensure_started(gsi_rt *rt);
-GSI_FUNC gsi_rt *gsi_rt_new(void); /* all defaults */
 /* Stop every process (exit signal `reason`, then kill after half of ms);
 ** 0 when none is left. */
 GSI_FUNC int gsi_rt_stop_all(gsi_rt *rt, const void *reason, size_t len,

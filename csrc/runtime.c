@@ -23,7 +23,7 @@ static int default_workers(void) {
 
 /* A runtime from a public config (csrc/genserver.h; NULL or 0 fields mean
 ** the defaults). The caller (api.c) has checked the ranges, and sets the
-** state hook. gsi_rt_new() is the default runtime's (all defaults). */
+** state hook. (The Lua default runtime is a gs_runtime too.) */
 gsi_rt *gsi_rt_new_config(const gs_config *cfg);
 gsi_rt *gsi_rt_new_config(const gs_config *cfg) {
   static _Atomic uint64_t serials = 1;
@@ -61,8 +61,6 @@ gsi_rt *gsi_rt_new_config(const gs_config *cfg) {
   return rt;
 }
 
-gsi_rt *gsi_rt_new(void);
-gsi_rt *gsi_rt_new(void) { return gsi_rt_new_config(NULL); }
 
 typedef struct gsi_retired {
   struct gsi_retired *next;
@@ -72,18 +70,6 @@ typedef struct gsi_retired {
 const gsi_codec_limits *gsi_rt_limits(gsi_rt *rt) {
   const gsi_codec_limits *l = atomic_load_explicit(&rt->lim, memory_order_acquire);
   return l != NULL ? l : &rt->limits;
-}
-
-int gsi_rt_set_limits(gsi_rt *rt, const gsi_codec_limits *lim) {
-  gsi_retired *r = malloc(sizeof *r);
-  if (r == NULL) return -1;
-  r->lim = *lim;
-  pthread_mutex_lock(&rt->life_mu);
-  r->next = rt->retired;
-  rt->retired = r;
-  atomic_store_explicit(&rt->lim, &r->lim, memory_order_release);
-  pthread_mutex_unlock(&rt->life_mu);
-  return 0;
 }
 
 /* Change settings of a running runtime (gs_runtime_configure has checked
