@@ -794,6 +794,18 @@ static void t_cast_send_stop(gs_runtime *rt) {
 
 /* --------------------------------------------- 6. hook, signals, context */
 
+/* Ask server to send victim an exit signal with reason (api_srv's
+** cast { "kill", victim, reason }). */
+static void ask_kill(gs_runtime *rt, gs_pid server, gs_pid victim, const char *reason) {
+  gs_msg *k = gs_msg_new();
+  gs_msg_table(k, 3, 0);
+  gs_msg_string(k, "kill", 4);
+  gs_msg_pid(k, victim);
+  gs_msg_string(k, reason, strlen(reason));
+  gs_cast_msg(rt, server, k);
+  gs_msg_free(k);
+}
+
 static void t_hook_context(gs_runtime *rt, hook_ctx *c) {
   lua_State *L = host_state();
   gs_pid pid = start_srv(rt, NULL), other = start_srv(rt, NULL), me = 0, me2 = 0;
@@ -829,15 +841,7 @@ static void t_hook_context(gs_runtime *rt, hook_ctx *c) {
 
   /* an exit signal kills this thread's foreign process */
   gs_self(rt, &me);
-  {
-    gs_msg *k = gs_msg_new();
-    gs_msg_table(k, 3, 0);
-    gs_msg_string(k, "kill", 4);
-    gs_msg_pid(k, me);
-    gs_msg_string(k, "boom", 4);
-    gs_cast_msg(rt, pid, k);
-    gs_msg_free(k);
-  }
+  ask_kill(rt, pid, me, "boom");
   sleep_ms(100); /* let the signal arrive: it is noticed at the next call */
   lua_pushliteral(L, "ping");
   rc = gs_call(rt, pid, L, 1000);
@@ -849,13 +853,7 @@ static void t_hook_context(gs_runtime *rt, hook_ctx *c) {
   check(me2 != 0 && me2 != me, "the thread goes on with a new pid");
   check(reply_is(rt, pid, "ping", "pong"), "... and calls as before");
   {
-    gs_msg *k = gs_msg_new();
-    gs_msg_table(k, 3, 0);
-    gs_msg_string(k, "kill", 4);
-    gs_msg_pid(k, me2);
-    gs_msg_string(k, "kill", 4);
-    gs_cast_msg(rt, pid, k);
-    gs_msg_free(k);
+    ask_kill(rt, pid, me2, "kill");
     sleep_ms(100);
     d = call_s(rt, pid, "ping", &rc, 1000);
     CHECK_RC(rc, GS_EKILLED, "killed with \"kill\"");
@@ -863,16 +861,11 @@ static void t_hook_context(gs_runtime *rt, hook_ctx *c) {
     gs_free(d);
   }
   { /* a cast has no place for the reason: gs_killed_reason keeps it */
-    gs_msg *k = gs_msg_new(), *why;
+    gs_msg *why;
     gs_item it;
     gs_reader r;
     gs_self(rt, &me);
-    gs_msg_table(k, 3, 0);
-    gs_msg_string(k, "kill", 4);
-    gs_msg_pid(k, me);
-    gs_msg_string(k, "late", 4);
-    gs_cast_msg(rt, pid, k);
-    gs_msg_free(k);
+    ask_kill(rt, pid, me, "late");
     sleep_ms(100);
     CHECK_RC(gs_cast_str(rt, pid, "x", 1), GS_EKILLED, "a killed host thread's next cast");
     why = gs_killed_reason();
