@@ -1408,7 +1408,7 @@ static int do_send(gs_runtime *rt, gs_pid pid, int kind, const src *v) {
     if (v->L != NULL) lua_pop(v->L, 1);
     return rc;
   }
-  b = &gsi_scratch_get()->buf;
+  b = w != NULL ? &w->scratch->buf : &gsi_scratch_get()->buf; /* the same */
   rc = encode_src(rt, v, "message", b);
   if (rc == 0 && w != NULL) {
     /* from a C function of a server: the sender is that process */

@@ -218,6 +218,10 @@ GSI_FUNC void gsi_idvec_free(gsi_idvec *v);
 struct gsi_worker {
   gsi_rt *rt;
   int id;
+  /* the worker thread's own scratch (gsi_scratch_get on that thread), set
+  ** when it starts: the hot path reaches it without a thread-local lookup.
+  ** Touched only by that thread. */
+  struct gsi_scratch *scratch;
   pthread_t th;
   gsi_proc *_Atomic runnext; /* hand-off slot, only the owner pops it */
   /* published for the watchdog (preempt.c) */
