@@ -35,8 +35,10 @@
 
 /* runtime.c: a runtime from the public config */
 GSI_FUNC gsi_rt *gsi_rt_new_config(const gs_config *cfg);
-/* for luaopen_genserver_core: the runtime a host state is bound to */
+/* for luaopen_genserver_core: the runtime a host state is bound to, and
+** the core of a runtime (the Lua default runtime is a gs_runtime) */
 GSI_FUNC gsi_rt *gsi_host_rt(lua_State *L);
+GSI_FUNC gsi_rt *gsi_api_core(gs_runtime *rt);
 
 /* The body of every gen_server process and its arguments, as
 ** lua/genserver/init.lua's do_start spawns it: body(module, arg, opts,
@@ -65,7 +67,10 @@ struct gs_runtime {
 
 /* ------------------------------------------------------------- errors */
 
+/* gs_errmsg's text: tls_err, or the thread's scratch `err` buffer when it
+** does not fit (a codec error names a path, which has no bound). */
 static _Thread_local char tls_err[256];
+static _Thread_local int tls_err_long;
 
 int gs_version(void) { return GS_VERSION_NUM; }
 
@@ -88,23 +93,41 @@ const char *gs_strerror(int code) {
   case GS_ECONTEXT: return "not allowed on a worker thread of the runtime";
   case GS_ETYPE: return "the value has a type this function cannot return";
   case GS_EFULL: return "the server's mailbox is full";
+  case GS_EBUSY: return "too late: the runtime's threads are running";
   default: return "unknown error code";
   }
 }
 
-const char *gs_errmsg(void) { return tls_err; }
+const char *gs_errmsg(void) {
+  return tls_err_long ? (const char *)gsi_scratch_get()->err.data : tls_err;
+}
 
-/* Record details for gs_errmsg and return code. */
+/* Record details for gs_errmsg and return code. A text too long for
+** tls_err goes whole into the scratch buffer (cut short only when out of
+** memory). */
 static int fail(int code, const char *fmt, ...) {
   va_list ap;
+  int n;
   va_start(ap, fmt);
-  vsnprintf(tls_err, sizeof tls_err, fmt, ap);
+  n = vsnprintf(tls_err, sizeof tls_err, fmt, ap);
   va_end(ap);
+  tls_err_long = 0;
+  if (n >= (int)sizeof tls_err) {
+    gsi_buf *e = &gsi_scratch_get()->err;
+    e->len = 0;
+    if (gsi_buf_reserve(e, (size_t)n + 1) == 0) {
+      va_start(ap, fmt);
+      vsnprintf((char *)e->data, (size_t)n + 1, fmt, ap);
+      va_end(ap);
+      tls_err_long = 1;
+    }
+  }
   return code;
 }
 
 static int ok(void) {
   tls_err[0] = '\0';
+  tls_err_long = 0;
   return GS_OK;
 }
 
@@ -961,9 +984,28 @@ int gs_thread_detach(gs_runtime *rt) {
   return ok();
 }
 
-/* Entry of every call that needs the runtime running. */
-static int enter(gs_runtime *rt) {
-  if (rt == NULL) return fail(GS_EINVAL, "no runtime");
+/* Entry of every call that needs the runtime running.
+**
+** Protocol: a foreign thread counts itself in `inflight` before it looks
+** at `stopped`, and out when it leaves; gs_runtime_stop sets `stopped`
+** first, then waits for `inflight` to reach 0, so once it has seen 0 no
+** foreign thread is inside or can get in, and close may free.
+**
+** A worker thread of rt skips the counting (the shared atomic is the
+** dominant cost of a cast from a server, which goes through here): it
+** cannot see rt freed under it, because gs_runtime_stop refuses to run on
+** a worker (GS_ECONTEXT) and only returns once no Lua process is left (a
+** worker inside a call is running one), and gs_runtime_close joins the
+** workers before it frees anything. It still reads `stopped`, so calls
+** are turned away the same on every thread. A thread is a worker of rt for
+** its whole life, so enter and leave agree on whether it counted.
+** enter_on/leave_on take own_worker(rt), for a caller that has it. */
+static int enter_on(gs_runtime *rt, gsi_worker *w) {
+  if (w != NULL) {
+    if (atomic_load_explicit(&rt->stopped, memory_order_relaxed))
+      return fail(GS_ECLOSED, "the runtime is stopped");
+    return 0;
+  }
   atomic_fetch_add(&rt->inflight, 1);
   if (atomic_load(&rt->stopped)) {
     atomic_fetch_sub(&rt->inflight, 1);
@@ -972,10 +1014,38 @@ static int enter(gs_runtime *rt) {
   return 0;
 }
 
-static int leave(gs_runtime *rt, int rc) {
-  atomic_fetch_sub(&rt->inflight, 1);
+static int leave_on(gs_runtime *rt, gsi_worker *w, int rc) {
+  if (w == NULL) atomic_fetch_sub(&rt->inflight, 1);
   return rc;
 }
+
+static int enter(gs_runtime *rt) {
+  if (rt == NULL) return fail(GS_EINVAL, "no runtime");
+  return enter_on(rt, own_worker(rt));
+}
+
+static int leave(gs_runtime *rt, int rc) { return leave_on(rt, own_worker(rt), rc); }
+
+/* A foreign process ended by an exit signal inside a function that has no
+** place for its reason: keep the reason for gs_killed_reason. */
+static void keep_killed(gsi_msg *killed) {
+  gsi_scratch *sc = gsi_scratch_get();
+  gsi_msg_free(sc->killed);
+  sc->killed = killed;
+}
+
+gs_msg *gs_killed_reason(void) {
+  gsi_scratch *sc = gsi_scratch_get();
+  gsi_msg *m = sc->killed;
+  gs_msg *r;
+  if (m == NULL) return NULL;
+  sc->killed = NULL;
+  r = msg_from_bytes(GSI_MSG_DATA(m), m->len);
+  gsi_msg_free(m);
+  return r;
+}
+
+gsi_proc *gsi_api_foreign(gs_runtime *rt) { return fg_self(rt); }
 
 /* The calling thread's process, checked for an exit signal that killed
 ** it. GS_EKILLED: it was ended here; its reason is in *killed (a message
@@ -1064,17 +1134,18 @@ typedef struct src {
 static int encode_src(gs_runtime *rt, const src *v, const char *what, gsi_buf *b) {
   b->len = 0;
   if (v->L != NULL) {
-    int rc;
-    if (!lua_checkstack(v->L, 4)) {
-      lua_pop(v->L, 1);
-      return fail(GS_ENOMEM, "Lua stack overflow");
-    }
+    int rc, top = lua_gettop(v->L);
+    /* gsi_encode makes its own room on the stack; it pushes an error
+    ** message unless even that room was missing */
     rc = gsi_encode(v->L, -1, what, gsi_rt_limits(rt->core), b);
     if (rc != 0) {
-      const char *e = lua_type(v->L, -1) == LUA_TSTRING ? lua_tostring(v->L, -1) : NULL;
-      rc = fail(GS_EENCODE, "%s", e ? e : "cannot encode the value");
-      if (e) lua_pop(v->L, 1);
-      lua_pop(v->L, 1);
+      if (lua_gettop(v->L) == top) {
+        lua_pop(v->L, 1);
+        return fail(GS_ENOMEM, "Lua stack overflow");
+      }
+      rc = fail(GS_EENCODE, "%s", lua_type(v->L, -1) == LUA_TSTRING
+                                      ? lua_tostring(v->L, -1) : "cannot encode the value");
+      lua_pop(v->L, 2); /* the message, the value */
       return rc;
     }
     lua_pop(v->L, 1);
@@ -1323,30 +1394,33 @@ int gs_call_str(gs_runtime *rt, gs_pid server, const char *req, size_t len,
 
 /* ----------------------------------------------------------- cast, send */
 
+/* The hot path of a cast from a server (the Lua binding's cast and send
+** come here): the value is encoded into the thread's scratch buffer, so
+** the message node is the only allocation. */
 static int do_send(gs_runtime *rt, gs_pid pid, int kind, const src *v) {
   gsi_proc *self;
   gsi_msg *m, *killed = NULL;
-  gsi_worker *w;
-  gsi_buf b;
+  gsi_worker *w = rt != NULL ? own_worker(rt) : NULL;
+  gsi_buf *b;
   uint64_t from = 0;
-  int rc;
-  if ((rc = enter(rt)) != 0) {
+  int rc = rt != NULL ? enter_on(rt, w) : fail(GS_EINVAL, "no runtime");
+  if (rc != 0) {
     if (v->L != NULL) lua_pop(v->L, 1);
     return rc;
   }
-  gsi_buf_init(&b);
-  rc = encode_src(rt, v, "message", &b);
-  if (rc == 0 && (w = own_worker(rt)) != NULL) {
+  b = w != NULL ? &w->scratch->buf : &gsi_scratch_get()->buf; /* the same */
+  rc = encode_src(rt, v, "message", b);
+  if (rc == 0 && w != NULL) {
     /* from a C function of a server: the sender is that process */
     gsi_proc *cur = atomic_load(&w->cur);
     from = cur != NULL ? gsi_proc_pid(cur) : 0;
   } else if (rc == 0 && (rc = self_of(rt, &self, &killed)) == 0) {
     from = gsi_proc_pid(self);
   }
-  gsi_msg_free(killed);
+  if (killed != NULL) keep_killed(killed);
   if (rc == 0 && pid == 0) rc = fail(GS_ENOPROC, "no process (pid 0)");
   if (rc == 0) {
-    if ((m = gsi_msg_new(kind, from, 0, b.data, b.len)) == NULL) {
+    if ((m = gsi_msg_new(kind, from, 0, b->data, b->len)) == NULL) {
       rc = fail(GS_ENOMEM, "out of memory");
     } else {
       int d = gsi_deliver(rt->core, pid, m, 0);
@@ -1354,11 +1428,12 @@ static int do_send(gs_runtime *rt, gs_pid pid, int kind, const src *v) {
 #ifdef GSI_REJECTED
       else if (d == GSI_REJECTED) rc = fail(GS_EFULL, "the mailbox is full");
 #endif
-      else rc = ok();
+      else rc = GS_OK; /* gs_errmsg keeps the last failure's text: one
+                          thread-local write less on the hot path */
     }
   }
-  gsi_buf_free(&b);
-  return leave(rt, rc);
+  if (b->cap > (1u << 20)) gsi_buf_free(b); /* do not keep a huge scratch */
+  return leave_on(rt, w, rc);
 }
 
 int gs_cast(gs_runtime *rt, gs_pid server, lua_State *L) {
@@ -1702,14 +1777,31 @@ int gs_self(gs_runtime *rt, gs_pid *pid) {
     return leave(rt, cur ? ok() : fail(GS_ECONTEXT, "no process runs here"));
   }
   rc = self_of(rt, &self, &killed);
-  gsi_msg_free(killed);
+  if (killed != NULL) keep_killed(killed);
   if (rc == 0) *pid = gsi_proc_pid(self);
   return leave(rt, rc ? rc : ok());
+}
+
+/* Messages pushed so far: the dead processes' total plus every slot's
+** counter (a slot keeps counting for its next process; gsi_proc_exit adds
+** the count of the one that died to msgs_dead and resets it). */
+static uint64_t messages_total(gsi_rt *c) {
+  uint32_t used;
+  uint64_t msgs = atomic_load(&c->msgs_dead);
+  pthread_mutex_lock(&c->tbl_mu); /* guards `used` */
+  used = c->used;
+  pthread_mutex_unlock(&c->tbl_mu);
+  for (uint32_t i = 1; i <= used; i++) {
+    gsi_proc *p = gsi_proc_at(c, i);
+    if (p != NULL) msgs += atomic_load_explicit(&p->msgs_in, memory_order_relaxed);
+  }
+  return msgs;
 }
 
 int gs_runtime_stats(gs_runtime *rt, gs_stats *st) {
   gsi_rt *c;
   size_t live, nf;
+  /* no enter(): stats stay readable after gs_runtime_stop */
   if (rt == NULL || st == NULL) return fail(GS_EINVAL, "gs_runtime_stats: NULL argument");
   c = rt->core;
   memset(st, 0, sizeof *st);
@@ -1721,6 +1813,7 @@ int gs_runtime_stats(gs_runtime *rt, gs_stats *st) {
   st->foreign = nf;
   st->run_queue = atomic_load(&c->rq.len);
   st->spawned = atomic_load(&c->spawned);
+  st->messages = messages_total(c);
   return ok();
 }
 
@@ -1752,6 +1845,7 @@ int gs_runtime_open(gs_runtime **out, const gs_config *cfg) {
     free(rt);
     return fail(GS_ELIMIT, "no thread-specific key left (too many runtimes open)");
   }
+  rt->core->api = rt; /* before any thread sees the core */
   rt->hook = cfg->state_hook;
   rt->hook_ud = cfg->state_hook_ud;
   if (rt->hook != NULL) {
@@ -1762,6 +1856,35 @@ int gs_runtime_open(gs_runtime **out, const gs_config *cfg) {
   pthread_mutex_init(&rt->life_mu, NULL);
   *out = rt;
   return ok();
+}
+
+int gs_runtime_configure(gs_runtime *rt, const gs_config *cfg) {
+  gsi_codec_limits lim;
+  int rc, changed = 0;
+  if (cfg == NULL) return fail(GS_EINVAL, "gs_runtime_configure: NULL config");
+  if (cfg->path != NULL || cfg->cpath != NULL || cfg->state_hook != NULL ||
+      cfg->state_hook_ud != NULL)
+    return fail(GS_EINVAL, "config: path, cpath and the state hook are fixed at open");
+  if ((rc = check_config(cfg)) != 0) return rc;
+  if ((rc = enter(rt)) != 0) return rc;
+  /* slot 0 is never used: n processes need n + 1 slots, and the process
+  ** table cannot grow past what the runtime was opened for */
+  if (cfg->max_processes > 0 &&
+      (uint64_t)cfg->max_processes + 1 > (uint64_t)rt->core->nchunks_max * GSI_CHUNK - 1)
+    return leave(rt, fail(GS_EINVAL, "config: max_processes must be at most %llu for this runtime",
+                          (unsigned long long)rt->core->nchunks_max * GSI_CHUNK - 2));
+  lim = *gsi_rt_limits(rt->core);
+  if (cfg->max_depth > 0) lim.max_depth = cfg->max_depth, changed = 1;
+  if (cfg->max_message_size > 0) lim.max_size = cfg->max_message_size, changed = 1;
+  switch (gsi_rt_configure(rt->core, cfg->workers,
+                           cfg->max_processes > 0 ? cfg->max_processes + 1 : 0,
+                           changed ? &lim : NULL, cfg->budget)) {
+  case 0: rc = ok(); break;
+  case -2: rc = fail(GS_EBUSY, "config: workers and max_processes must be set "
+                               "before the first process starts"); break;
+  default: rc = fail(GS_ENOMEM, "out of memory");
+  }
+  return leave(rt, rc);
 }
 
 static size_t lua_procs(gsi_rt *c) {
@@ -1838,6 +1961,8 @@ int gs_runtime_close(gs_runtime *rt, int timeout_ms) {
 }
 
 /* ------------------------------------------------------ Lua host states */
+
+gsi_rt *gsi_api_core(gs_runtime *rt) { return rt->core; }
 
 gsi_rt *gsi_host_rt(lua_State *L) {
   gs_runtime *rt;

@@ -26,7 +26,8 @@
 **     lua_State objects are not: use one per thread (or lock).
 **   - Inside a server (a C function the state hook exposed, running on a
 **     worker thread of the runtime) only the functions that never wait may
-**     be used (gs_cast*, gs_send*, gs_whereis, gs_self, gs_runtime_stats);
+**     be used (gs_cast*, gs_send*, gs_whereis, gs_self, gs_runtime_stats,
+**     gs_runtime_configure);
 **     the waiting ones return GS_ECONTEXT (they would block the scheduler).
 **
 ** Build:  cc app.c $(pkg-config --cflags --libs genserver)
@@ -84,6 +85,8 @@ GS_API int gs_version(void); /* GS_VERSION_NUM of the library */
 #define GS_ETYPE (-15)     /* the value has a type this function cannot
                               return (e.g. a table to gs_call_str) */
 #define GS_EFULL (-16)     /* the server's bounded mailbox refused it */
+#define GS_EBUSY (-17)     /* gs_runtime_configure: workers or max_processes
+                              once the runtime's threads run */
 
 /* A static English sentence for a GS_E* code ("unknown error code" else). */
 GS_API const char *gs_strerror(int code);
@@ -92,6 +95,15 @@ GS_API const char *gs_strerror(int code);
 ** "request.cb: cannot send a userdata"; "" after most successes). Valid
 ** until the thread's next gs_ call. */
 GS_API const char *gs_errmsg(void);
+
+typedef struct gs_msg gs_msg;
+
+/* After GS_EKILLED from a function that has no place for the reason
+** (gs_cast*, gs_send*, gs_self): the exit reason that ended the calling
+** thread's foreign process, as a new message (free it with gs_msg_free).
+** Taken: a second call returns NULL, as does a call when there is none (or
+** no memory). Only the last such reason of the thread is kept. */
+GS_API gs_msg *gs_killed_reason(void);
 
 /* Frees memory the API returned (gs_call_str replies, gs_msg_describe). */
 GS_API void gs_free(void *p);
@@ -136,6 +148,18 @@ GS_API void gs_config_init(gs_config *cfg);
 ** first process. GS_EINVAL for a config out of range. */
 GS_API int gs_runtime_open(gs_runtime **rt, const gs_config *cfg);
 
+/* Change settings of an open runtime. Every field of cfg that is not 0
+** (NULL) is applied; 0 leaves the setting as it is -- so start from a
+** zeroed gs_config, not from gs_config_init. workers and max_processes may
+** only change before the runtime's threads start (its first process):
+** GS_EBUSY afterwards. max_depth, max_message_size and budget may change
+** at any time (a message being encoded or decoded keeps the limits it
+** started with). path, cpath and the state hook are fixed at open:
+** GS_EINVAL if set. GS_EINVAL too for a value out of range (as for
+** gs_runtime_open; max_processes also at most what the runtime was opened
+** for, at least 4194303). On any error nothing has changed. */
+GS_API int gs_runtime_configure(gs_runtime *rt, const gs_config *cfg);
+
 /* Stop every process: an exit signal "shutdown", then "kill" for what is
 ** left after half of timeout_ms. From then on every call on rt returns
 ** GS_ECLOSED (and genserver functions in bound Lua states raise), but rt
@@ -170,6 +194,8 @@ typedef struct gs_stats {
   size_t foreign;    /* foreign processes (host threads) alive */
   size_t run_queue;  /* processes waiting for a worker */
   uint64_t spawned;  /* processes started so far */
+  uint64_t messages; /* messages pushed to mailboxes so far (all kinds,
+                        processes now dead included) */
 } gs_stats;
 
 GS_API int gs_runtime_stats(gs_runtime *rt, gs_stats *st);
@@ -199,7 +225,6 @@ GS_API int gs_openlibs(gs_runtime *rt, lua_State *L);
 **
 ** Appenders return 0, GS_EINVAL (the value is complete already; a nil or
 ** NaN table key) or GS_ENOMEM (then the message stays unusable). */
-typedef struct gs_msg gs_msg;
 
 GS_API gs_msg *gs_msg_new(void); /* NULL when out of memory */
 GS_API void gs_msg_free(gs_msg *m); /* NULL is fine */

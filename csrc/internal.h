@@ -227,6 +227,10 @@ GSI_FUNC void gsi_idvec_free(gsi_idvec *v);
 struct gsi_worker {
   gsi_rt *rt;
   int id;
+  /* the worker thread's own scratch (gsi_scratch_get on that thread), set
+  ** when it starts: the hot path reaches it without a thread-local lookup.
+  ** Touched only by that thread. */
+  struct gsi_scratch *scratch;
   pthread_t th;
   gsi_proc *_Atomic runnext; /* hand-off slot, only the owner pops it */
   /* published for the watchdog (preempt.c) */
@@ -328,6 +332,19 @@ GSI_FUNC int gsi_request(gsi_proc *self, uint64_t server, int kind,
 ** GSI_ANS_DYING (an exit signal ended the caller), GSI_ANS_UNKNOWN. */
 enum { GSI_ANS_READY = 0, GSI_ANS_WAIT, GSI_ANS_DYING, GSI_ANS_UNKNOWN };
 GSI_FUNC int gsi_answer(gsi_proc *p, uint64_t ref, gsi_msg **ans);
+
+/* Per-thread scratch memory (msg.c), shared by the binding and the C API:
+** `buf` for encoding a message before it is copied into its node, so a
+** send costs no extra allocation; `err` for gs_errmsg texts too long for
+** api.c's fixed buffer; `killed` for gs_killed_reason. Only the owning
+** thread touches them; gsi_scratch_release frees them (a worker or a host
+** thread that leaves, a runtime closed). */
+typedef struct gsi_scratch {
+  gsi_buf buf;
+  gsi_buf err;
+  gsi_msg *killed;
+} gsi_scratch;
+GSI_FUNC gsi_scratch *gsi_scratch_get(void);
 GSI_FUNC void gsi_scratch_release(void);
 
 /* ------------------------------------------------------------ runtime */
@@ -344,8 +361,14 @@ typedef struct gsi_runq {
 typedef struct gsi_timers gsi_timers;
 typedef struct gsi_names gsi_names;
 
+struct gs_runtime;
+
 struct gsi_rt {
   uint64_t serial; /* unique per runtime ever created in this process */
+  /* The public face (api.c's gs_runtime) this core belongs to: set by
+  ** gs_runtime_open before anything else sees the core, then read-only.
+  ** The binding reaches the public API through it (lgenserver.c). */
+  struct gs_runtime *api;
   int nworkers;
   uint32_t max_procs;
   /* Codec limits: configure() may change them while workers encode and
@@ -389,10 +412,12 @@ struct gsi_rt {
 
 GSI_FUNC uint64_t gsi_new_ref(gsi_rt *rt);
 GSI_FUNC const gsi_codec_limits *gsi_rt_limits(gsi_rt *rt);
-/* Publish new limits (a copy of *lim); -1 when out of memory. */
-GSI_FUNC int gsi_rt_set_limits(gsi_rt *rt, const gsi_codec_limits *lim);
+/* Change workers, max_procs (both only before the threads start; 0: as
+** is), the codec limits (NULL: as is) and budget (0: as is): 0, -1 out of
+** memory, -2 the threads run already (nothing changed). */
+GSI_FUNC int gsi_rt_configure(gsi_rt *rt, int workers, uint32_t max_procs,
+                              const gsi_codec_limits *lim, int budget);
 GSI_FUNC int gsi_rt_ensure_started(gsi_rt *rt);
-GSI_FUNC gsi_rt *gsi_rt_new(void); /* all defaults */
 /* Stop every process (exit signal `reason`, then kill after half of ms);
 ** 0 when none is left. */
 GSI_FUNC int gsi_rt_stop_all(gsi_rt *rt, const void *reason, size_t len,
@@ -440,5 +465,11 @@ GSI_FUNC void gsi_foreign_reset(gsi_rt *rt);
 /* End the calling thread's foreign process p with an encoded reason. */
 GSI_FUNC void gsi_foreign_exit(gsi_proc *p, const void *reason, size_t len,
                                int normal);
+
+/* api.c: the calling thread's foreign process in rt, as the public API
+** knows it (a runtime closed and another opened at the same address is
+** told apart; the process ends when the thread exits), or NULL at the
+** process limit. Not on a worker thread of rt. */
+GSI_FUNC gsi_proc *gsi_api_foreign(struct gs_runtime *rt);
 
 #endif

@@ -1,9 +1,19 @@
 /*
 ** lgenserver.c - genserver.core: the process primitives as Lua functions.
 **
-** Every function has two upvalues: the runtime and, in a process's own
-** state, that process (a light userdata; nil in a host's or the main
-** script's state, where the caller is a foreign process of its OS thread).
+** The binding is a client of the public C API (genserver.h, api.c) -- one
+** core, two faces (DESIGN.md §1): the Lua default runtime is a gs_runtime
+** (opened, configured and closed with gs_runtime_*), and whatever has a
+** public counterpart goes through it: cast and send (gs_cast, gs_send),
+** whereis and name lookups (gs_whereis), self on a foreign thread
+** (gs_self), stats (gs_runtime_stats). Every state reaches its gs_runtime
+** through the core's back-pointer (gsi_rt.api).
+**
+** What waits stays on the internal request/answer layer (recv.c) that the
+** C API's own waits are built on: in a process a wait must yield the
+** coroutine to its worker, never block the thread, which the blocking
+** gs_call/gs_stop/gs_start do by design. See l_call for why a foreign
+** thread's waits stay here too.
 **
 ** Blocking primitives (receive, call, wait, sleep) yield the body coroutine
 ** back to its worker with p->want = GSI_W_WAIT and a continuation that
@@ -18,13 +28,14 @@
 #include "lauxlib.h"
 #include "lualib.h"
 
+#include "genserver.h"
 #include "ids.h"
 #include "internal.h"
 #include "lgenserver.h"
 
 
 static const char PROC_KEY = 'p';      /* registry: this state's process */
-static const char SENTINEL_KEY = 's';  /* registry: shuts the runtime down */
+static const char SENTINEL_KEY = 's';  /* registry: lets go of the default runtime */
 #define ERROR_MT "genserver.error"
 
 enum { K_CALL = GSI_K_CALL, K_CAST = GSI_K_CAST, K_INFO = GSI_K_INFO,
@@ -32,25 +43,60 @@ enum { K_CALL = GSI_K_CALL, K_CAST = GSI_K_CAST, K_INFO = GSI_K_INFO,
 
 /* ------------------------------------------------------------- context */
 
+/* What a host state's functions know of their runtime (their upvalue 1).
+** A C host's runtime (gs_openlibs) gets a record that is a userdata of the
+** state, so it lives as long as the functions: the host promises not to
+** run genserver code in the state after gs_runtime_close. The default
+** runtime's record outlives the runtime, since the script may call again
+** after runtime.shutdown() and must get an error, not freed memory: those
+** records stay on a list until the library unloads. */
+typedef struct rtrec {
+  gsi_rt *core;           /* valid while `closed` is 0 */
+  gs_runtime *api;        /* the same runtime's public face */
+  _Atomic int closed;     /* default runtime: set before it is closed */
+  int dflt;               /* the default runtime (else a C host's) */
+  /* default records only, guarded by default_mu */
+  int users;              /* host states holding it (their sentinels) */
+  int closing;            /* a thread is closing it */
+  struct rtrec *next;     /* every default record ever made */
+} rtrec;
+
 /* The process whose own state L is, or NULL in a host's state. In a
 ** process state the functions are light C functions (no upvalues, so a
 ** state pays nothing for them) and the process sits in the state's extra
 ** space, which pstate.c sets; in a host state they are closures over the
-** runtime (upvalue 1). Continuations see their function's upvalues too. */
+** runtime's record (upvalue 1). Continuations see their function's
+** upvalues too. */
 static gsi_proc *state_proc(lua_State *L) {
   if (lua_touserdata(L, lua_upvalueindex(1)) != NULL) return NULL;
   return *(gsi_proc **)lua_getextraspace(L);
 }
 
+static int raise_closed(lua_State *L) {
+  return luaL_error(L, "genserver: the runtime has been shut down");
+}
+
+/* The core of L's runtime; raises once it is shut down. A record's
+** `closed` is read before its core: the core may be freed once it is set
+** (acquire pairs with default_close's release store). */
 static gsi_rt *rt_of(lua_State *L) {
-  gsi_rt *rt = lua_touserdata(L, lua_upvalueindex(1));
-  if (rt == NULL) rt = state_proc(L)->rt;
-  if (atomic_load_explicit(&rt->closed, memory_order_relaxed))
-    luaL_error(L, "genserver: the runtime has been shut down");
+  rtrec *r = lua_touserdata(L, lua_upvalueindex(1));
+  gsi_rt *rt;
+  if (r == NULL) {
+    rt = (*(gsi_proc **)lua_getextraspace(L))->rt;
+  } else {
+    if (atomic_load_explicit(&r->closed, memory_order_acquire)) raise_closed(L);
+    rt = r->core;
+  }
+  if (atomic_load_explicit(&rt->closed, memory_order_relaxed)) raise_closed(L);
   return rt;
 }
 
+/* The public face of L's runtime (raises once it is shut down). */
+static gs_runtime *api_of(lua_State *L) { return rt_of(L)->api; }
+
 static void raise_exit(lua_State *L, gsi_proc *p);
+static int raise_killed(lua_State *L, uint64_t pid);
 
 /* The calling process. A foreign thread gets its process on first use; an
 ** exit signal that killed it is raised here, at its next call (§1.2). */
@@ -62,7 +108,9 @@ static gsi_proc *self_of(lua_State *L) {
     if (atomic_load_explicit(&p->sigpend, memory_order_relaxed)) gsi_drain(p);
     return p;
   }
-  p = gsi_foreign_self(rt_of(L));
+  /* the thread's process as the public API knows it: one pid per thread
+  ** for gs_* calls and Lua calls alike, ended when the thread exits */
+  p = gsi_api_foreign(api_of(L));
   if (p == NULL) luaL_error(L, "genserver: too many processes");
   if (atomic_load_explicit(&p->sigpend, memory_order_relaxed)) {
     gsi_drain(p);
@@ -94,13 +142,20 @@ static uint64_t check_ref(lua_State *L, int idx) {
   return ref;
 }
 
+/* The pid registered as name, or 0 (no such name, or not a valid one). */
+static uint64_t lookup(lua_State *L, const char *name) {
+  gs_pid pid;
+  int rc = gs_whereis(api_of(L), name, &pid);
+  if (rc == GS_ECLOSED) raise_closed(L); /* stopped between the two looks */
+  return rc == GS_OK ? pid : 0;
+}
+
 /* A server argument: a pid or a registered name. Returns 0 for a name
 ** nobody holds. */
 static uint64_t resolve(lua_State *L, int idx) {
   uint64_t pid;
   if (gsi_topid(L, idx, &pid)) return pid;
-  if (lua_type(L, idx) == LUA_TSTRING)
-    return gsi_reg_whereis(rt_of(L), lua_tostring(L, idx));
+  if (lua_type(L, idx) == LUA_TSTRING) return lookup(L, lua_tostring(L, idx));
   luaL_typeerror(L, idx, "pid or registered name");
   return 0;
 }
@@ -131,10 +186,6 @@ static uint64_t opt_deadline(lua_State *L, int idx, double def_ms) {
 }
 
 /* --------------------------------------------------------------- codec */
-
-static _Thread_local gsi_buf tls_buf;
-
-void gsi_scratch_release(void) { gsi_buf_free(&tls_buf); }
 
 /* genserver's own Lua files: an error about the caller's value names the
 ** caller's line, not one of these. */
@@ -175,7 +226,7 @@ static int raise_encode_error(lua_State *L) {
 ** (nothing is sent). */
 static gsi_msg *encode_msg(lua_State *L, int idx, const char *what, int kind,
                            uint64_t from, uint64_t ref) {
-  gsi_buf *b = &tls_buf;
+  gsi_buf *b = &gsi_scratch_get()->buf;
   gsi_msg *m;
   idx = lua_absindex(L, idx);
   b->len = 0;
@@ -557,7 +608,7 @@ static void self_down_noproc(lua_State *L, gsi_proc *p, uint64_t ref,
 ** server's as DOWN "noproc", a full mailbox's as a refusal. */
 static uint64_t start_request(lua_State *L, gsi_proc *p, uint64_t pid,
                               int idx, int kind, int handoff) {
-  gsi_buf *b = &tls_buf;
+  gsi_buf *b = &gsi_scratch_get()->buf;
   uint64_t ref;
   int rc;
   idx = lua_absindex(L, idx);
@@ -628,7 +679,18 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* call(server, request [, timeout]) -> true, reply | false, kind, reason
-** kind: "noproc" | "calling_self" | "timeout" | "down" */
+** kind: "noproc" | "calling_self" | "timeout" | "down"
+**
+** Not gs_call, not even on a foreign thread, where blocking is what
+** happens anyway: its results do not carry what the Lua API returns -- a
+** request the server refused (undecodable, mailbox_full) comes back as
+** false, reason, where gs_call gives GS_EEXIT with that reason as if the
+** server had died; a reply that cannot be decoded raises the codec's
+** error here; time-outs go past INT_MAX ms. stop (request + wait) and
+** start (spawn + wait on a request id) are the same: wait() waits on ids
+** that gs_* never expose. So the waits stay on the request/answer layer
+** (recv.c) that gs_call/gs_stop/gs_start are themselves built on: late
+** replies are dropped and exit signals noticed the same way in both. */
 static int l_call(lua_State *L) {
   ENTER(L, p);
   uint64_t pid = resolve(L, 1), ref;
@@ -701,20 +763,38 @@ static int sent_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
+/* cast and send: gs_cast / gs_send, from a process as from a foreign
+** thread (the value is at the top; they consume it). The sender is the
+** calling process either way: gs_* take the process running on a worker,
+** or the thread's foreign process, which self_of has just checked. */
 static int send_kind(lua_State *L, int kind) {
   ENTER(L, p);
-  uint64_t pid = resolve(L, 1);
-  gsi_msg *m;
+  uint64_t pid = resolve(L, 1), me = pid_of(p);
+  gs_runtime *api = p->rt->api;
   luaL_checkany(L, 2);
   if (pid == 0 && kind == GSI_M_USER)
     return luaL_error(L, "genserver.send: no process is registered as '%s'",
                       lua_tostring(L, 1));
-  m = encode_msg(L, 2, "message", kind, pid_of(p), 0);
-  if (pid != 0 && gsi_deliver(p->rt, pid, m, 0) == GSI_REJECTED) {
+  if (lua_gettop(L) != 2) lua_settop(L, 2); /* the value on top */
+  /* pid 0 (a cast to a name nobody holds) still encodes the value, so a
+  ** value that cannot be sent is refused the same either way */
+  switch (kind == GSI_M_CAST ? gs_cast(api, pid, L) : gs_send(api, pid, L)) {
+  case GS_OK:
+  case GS_ENOPROC: /* OTP: a message to a dead process is silently dropped */
+    break;
+  case GS_EFULL:
     lua_pushboolean(L, 0); /* a bounded mailbox refused it */
     return 1;
+  case GS_EENCODE: /* nothing was sent; the codec's message names the path */
+    lua_pushstring(L, gs_errmsg());
+    return raise_encode_error(L);
+  case GS_EKILLED: /* a signal came just now: gs_* ended the process */
+    return raise_killed(L, me);
+  case GS_ECLOSED:
+    return raise_closed(L);
+  default:
+    return luaL_error(L, "genserver: out of memory");
   }
-  if (pid == 0) gsi_msg_free(m);
   /* a loop that only sends gives the worker up now and then, so its
   ** receivers (and everybody else) get to run */
   if (p->fg == NULL && --p->send_budget <= 0) {
@@ -763,7 +843,7 @@ static void rename_spawn_path(lua_State *L, int opts) {
 
 /* The spawn message: paths of the spawner, then { n, body, args... }. */
 static gsi_msg *spawn_msg(lua_State *L, int body, int nargs) {
-  gsi_buf *b = &tls_buf;
+  gsi_buf *b = &gsi_scratch_get()->buf;
   size_t n;
   const char *s;
   int top = lua_gettop(L);
@@ -1044,6 +1124,34 @@ static int l_exit(lua_State *L) {
   return die(L, p);
 }
 
+/* Push the error a killed foreign process raises: { server = pid, op =
+** "exit" } with the genserver.error metatable; its reason comes next. */
+static void push_exit_error(lua_State *L, uint64_t pid) {
+  lua_createtable(L, 0, 3);
+  luaL_setmetatable(L, ERROR_MT);
+  gsi_pushpid(L, pid);
+  lua_setfield(L, -2, "server");
+  lua_pushliteral(L, "exit");
+  lua_setfield(L, -2, "op");
+}
+
+/* A gs_* call found the thread's foreign process (pid) killed and ended it
+** (links and monitors have fired): raise its reason, kept by the C API
+** (gs_killed_reason), as raise_exit does. The reason stays in the thread's
+** scratch until taken, so an error while the table is made leaks nothing. */
+static int raise_killed(lua_State *L, uint64_t pid) {
+  gs_runtime *api = api_of(L);
+  gs_msg *m;
+  int rc;
+  push_exit_error(L, pid);
+  m = gs_killed_reason();
+  rc = m != NULL ? gs_msg_push(api, L, m) : GS_EINVAL; /* protected */
+  gs_msg_free(m);
+  if (rc != GS_OK) lua_pushliteral(L, "killed");
+  lua_setfield(L, -2, "reason");
+  return lua_error(L);
+}
+
 /* A foreign process was killed: end it (links and monitors fire), then
 ** raise its reason as a genserver error. The thread carries on with a new
 ** pid at its next call. */
@@ -1054,12 +1162,7 @@ static void raise_exit(lua_State *L, gsi_proc *p) {
   int killed = m == NULL || (m->flags & GSI_XF_KILL) || m->len == 0;
   /* Lua allocations first, while nothing is torn down: a memory error here
   ** leaves the process dying and m owned by it, to try again next call */
-  lua_createtable(L, 0, 3); /* the error: T */
-  luaL_setmetatable(L, ERROR_MT);
-  gsi_pushpid(L, pid);
-  lua_setfield(L, -2, "server");
-  lua_pushliteral(L, "exit");
-  lua_setfield(L, -2, "op");
+  push_exit_error(L, pid); /* the error: T */
   if (killed) {
     lua_pushliteral(L, "killed"); /* T, reason */
   } else { /* T, U: the reason's bytes, Lua-owned */
@@ -1114,7 +1217,7 @@ static int l_unregister(lua_State *L) {
 }
 
 static int l_whereis(lua_State *L) {
-  uint64_t pid = gsi_reg_whereis(rt_of(L), luaL_checkstring(L, 1));
+  uint64_t pid = lookup(L, luaL_checkstring(L, 1));
   if (pid == 0) lua_pushnil(L);
   else gsi_pushpid(L, pid);
   return 1;
@@ -1186,8 +1289,29 @@ static int l_cancel_timer(lua_State *L) {
 
 /* ---------------------------------------------------------- inspection */
 
+/* In a process: its pid. On a foreign thread: gs_self, which also ends a
+** process an exit signal killed (raised here with its reason). */
 static int l_self(lua_State *L) {
-  gsi_pushpid(L, pid_of(self_of(L)));
+  gs_runtime *api;
+  gsi_proc *fp;
+  gs_pid pid;
+  uint64_t me;
+  if (state_proc(L) != NULL) {
+    gsi_pushpid(L, pid_of(self_of(L)));
+    return 1;
+  }
+  api = api_of(L);
+  /* the pid as it is now, for the error if a signal killed it */
+  if ((fp = gsi_api_foreign(api)) == NULL)
+    return luaL_error(L, "genserver: too many processes");
+  me = pid_of(fp);
+  switch (gs_self(api, &pid)) {
+  case GS_OK: break;
+  case GS_EKILLED: return raise_killed(L, me);
+  case GS_ECLOSED: return raise_closed(L);
+  default: return luaL_error(L, "genserver: too many processes");
+  }
+  gsi_pushpid(L, pid);
   return 1;
 }
 
@@ -1314,75 +1438,74 @@ static int l_info(lua_State *L) {
 
 /* ------------------------------------------------------------ runtime */
 
+/* configure{...}: the fields are checked here (the messages name the Lua
+** function), then applied at once with gs_runtime_configure on a zeroed
+** gs_config, whose 0 fields leave a setting as it is. */
 static int l_configure(lua_State *L) {
-  gsi_rt *rt = rt_of(L);
-  gsi_codec_limits lim;
-  int changed = 0;
+  gs_runtime *api = api_of(L);
+  gs_config cfg;
+  memset(&cfg, 0, sizeof cfg);
   luaL_checktype(L, 1, LUA_TTABLE);
   if (lua_getfield(L, 1, "workers") != LUA_TNIL) {
     lua_Integer n = luaL_checkinteger(L, -1);
-    if (atomic_load(&rt->started))
-      return luaL_error(L, "genserver.runtime.configure: workers must be set "
-                           "before the first process starts");
     if (n < 1 || n > 1024)
       return luaL_error(L, "genserver.runtime.configure: workers must be 1..1024");
-    rt->nworkers = (int)n;
+    cfg.workers = (int)n;
   }
-  lim = *gsi_rt_limits(rt);
   if (lua_getfield(L, 1, "max_depth") != LUA_TNIL) {
     lua_Integer n = luaL_checkinteger(L, -1);
     if (n < 1 || n > GSI_CODEC_MAXDEPTH)
       return luaL_error(L, "genserver.runtime.configure: max_depth must be 1..%d",
                         GSI_CODEC_MAXDEPTH);
-    lim.max_depth = (int)n;
-    changed = 1;
+    cfg.max_depth = (int)n;
   }
   if (lua_getfield(L, 1, "max_message_size") != LUA_TNIL) {
     lua_Integer n = luaL_checkinteger(L, -1);
     if (n < 16) return luaL_error(L, "genserver.runtime.configure: "
                                      "max_message_size too small");
-    lim.max_size = (size_t)n;
-    changed = 1;
+    cfg.max_message_size = (size_t)n;
   }
   if (lua_getfield(L, 1, "budget") != LUA_TNIL) {
     lua_Integer n = luaL_checkinteger(L, -1);
     if (n < 1 || n > INT32_MAX)
       return luaL_error(L, "genserver.runtime.configure: budget must be >= 1");
-    atomic_store(&rt->budget, (int)n);
+    cfg.budget = (int)n;
   }
-  /* workers may be encoding with the old limits: publish a new struct */
-  if (changed && gsi_rt_set_limits(rt, &lim) != 0)
-    return luaL_error(L, "genserver: out of memory");
   if (lua_getfield(L, 1, "max_processes") != LUA_TNIL) {
     lua_Integer n = luaL_checkinteger(L, -1);
-    if (atomic_load(&rt->started))
-      return luaL_error(L, "genserver.runtime.configure: max_processes must be "
-                           "set before the first process starts");
-    if (n < 2 || (uint64_t)n > (uint64_t)rt->nchunks_max * GSI_CHUNK - 1)
+    if (n < 2 || n > (1 << 30))
       return luaL_error(L, "genserver.runtime.configure: max_processes out of range");
-    rt->max_procs = (uint32_t)n;
+    cfg.max_processes = (uint32_t)n;
+  }
+  switch (gs_runtime_configure(api, &cfg)) {
+  case GS_OK: break;
+  case GS_EBUSY:
+    if (cfg.workers > 0)
+      return luaL_error(L, "genserver.runtime.configure: workers must be set "
+                           "before the first process starts");
+    return luaL_error(L, "genserver.runtime.configure: max_processes must be "
+                         "set before the first process starts");
+  case GS_EINVAL: /* every range but the table's size was checked above */
+    return luaL_error(L, "genserver.runtime.configure: max_processes out of range");
+  case GS_ECLOSED: return raise_closed(L);
+  default: return luaL_error(L, "genserver: out of memory");
   }
   lua_pushboolean(L, 1);
   return 1;
 }
 
 static int l_stats(lua_State *L) {
-  gsi_rt *rt = rt_of(L);
-  uint32_t used = slots_used(rt);
-  uint64_t msgs = atomic_load(&rt->msgs_dead);
-  for (uint32_t i = 1; i <= used; i++) {
-    gsi_proc *p = gsi_proc_at(rt, i);
-    if (p != NULL) msgs += atomic_load_explicit(&p->msgs_in, memory_order_relaxed);
-  }
-  lua_createtable(L, 0, 6);
-  set_int(L, "workers", rt->nworkers);
-  set_int(L, "processes", (lua_Integer)(atomic_load(&rt->live) -
-                                        atomic_load(&rt->nforeign)));
-  set_int(L, "foreign", (lua_Integer)atomic_load(&rt->nforeign));
-  set_int(L, "run_queue", (lua_Integer)atomic_load(&rt->rq.len));
-  set_int(L, "messages", (lua_Integer)msgs);
-  set_int(L, "spawned", (lua_Integer)atomic_load(&rt->spawned));
-  lua_pushboolean(L, atomic_load(&rt->started));
+  gs_stats st;
+  if (gs_runtime_stats(api_of(L), &st) != GS_OK)
+    return luaL_error(L, "genserver: %s", gs_errmsg());
+  lua_createtable(L, 0, 7);
+  set_int(L, "workers", st.workers);
+  set_int(L, "processes", (lua_Integer)st.processes);
+  set_int(L, "foreign", (lua_Integer)st.foreign);
+  set_int(L, "run_queue", (lua_Integer)st.run_queue);
+  set_int(L, "messages", (lua_Integer)st.messages);
+  set_int(L, "spawned", (lua_Integer)st.spawned);
+  lua_pushboolean(L, st.started);
   lua_setfield(L, -2, "started");
   return 1;
 }
@@ -1417,111 +1540,141 @@ static int l_error_mt(lua_State *L) {
 
 /* ------------------------------------------------- default runtime life */
 
-/* api.c: the runtime a host state was bound to by gs_openlibs, or NULL */
+/* api.c: the runtime a host state was bound to by gs_openlibs (or NULL),
+** and the core of a public runtime */
 GSI_FUNC gsi_rt *gsi_host_rt(lua_State *L);
+GSI_FUNC gsi_rt *gsi_api_core(gs_runtime *rt);
 
+/* The default runtime: a gs_runtime opened on first use by a plain Lua
+** state (as `lua5.4 script.lua` has), shared by every such state of the
+** program, configured by runtime.configure (gs_runtime_configure) and
+** closed (gs_runtime_close) by runtime.shutdown, when the last state
+** holding it closes (its sentinel's __gc), or when the library unloads. */
 static pthread_mutex_t default_mu = PTHREAD_MUTEX_INITIALIZER;
-static gsi_rt *default_rt;
-static gsi_rt *closed_rts; /* shut down; freed when the library unloads */
-static int default_users; /* host states holding the default runtime */
+static rtrec *cur_default; /* what a new state gets; guarded by default_mu */
+static rtrec *all_defaults; /* every record, freed at unload; default_mu */
 
-/* Stop every process and free the runtime; called when the last host
-** state lets go (its __gc) and at exit. Must not run on a worker. */
-static int default_close(uint64_t ms) {
-  gsi_rt *rt;
+/* Close d's runtime: stop every process, join the threads, free it. 0 when
+** closed here, 1 when it was closed (or is being closed) already, -1 when
+** a process would not stop in time: the runtime is then half-stopped
+** (gs_runtime_stop's GS_ETIMEDOUT) and may be shut down again. Not on a
+** worker. `closed` goes up before the core may go: a host state's call
+** reads it first (rt_of), so none touches freed memory; threads inside a
+** call of the public API are waited for by gs_runtime_stop. */
+static int default_close(rtrec *d, int ms) {
+  int rc;
   pthread_mutex_lock(&default_mu);
-  rt = default_rt;
-  default_rt = NULL;
-  default_users = 0;
-  pthread_mutex_unlock(&default_mu);
-  if (rt == NULL) return 0;
-  {
-    /* "shutdown", encoded in a throwaway state */
-    lua_State *S = luaL_newstate();
-    gsi_buf b;
-    gsi_buf_init(&b);
-    if (S != NULL) {
-      lua_pushliteral(S, "shutdown");
-      gsi_encode(S, -1, "reason", NULL, &b);
-      lua_close(S);
-    }
-    if (gsi_rt_stop_all(rt, b.data, b.len, ms) != 0) {
-      /* a process would not die (a runaway loop): leave the runtime and
-      ** its threads alone rather than free memory they use */
-      gsi_buf_free(&b);
-      return -1;
-    }
-    gsi_buf_free(&b);
+  if (d->closing || atomic_load(&d->closed)) {
+    pthread_mutex_unlock(&default_mu);
+    return 1;
   }
-  gsi_foreign_reset(rt);
-  gsi_rt_free(rt);
-  gsi_scratch_release();
-  pthread_mutex_lock(&default_mu);
-  rt->free_head = (gsi_proc *)closed_rts; /* reuse a dead field as link */
-  closed_rts = rt;
+  d->closing = 1;
+  atomic_store_explicit(&d->closed, 1, memory_order_release);
+  if (cur_default == d) cur_default = NULL; /* new states open a new one */
   pthread_mutex_unlock(&default_mu);
-  return 0;
+  rc = gs_runtime_close(d->api, ms);
+  pthread_mutex_lock(&default_mu);
+  d->closing = 0;
+  if (rc != GS_OK) { /* still there: usable, and closable again */
+    atomic_store_explicit(&d->closed, 0, memory_order_release);
+    if (cur_default == NULL) cur_default = d;
+  }
+  pthread_mutex_unlock(&default_mu);
+  if (rc == GS_OK) gsi_scratch_release();
+  return rc == GS_OK ? 0 : -1;
 }
 
 /* Runs when the library is unloaded or the program exits, whichever comes
 ** first: a script that ended with os.exit() (no lua_close) still stops its
 ** processes and joins its workers. (atexit would be wrong here: it may call
-** into this library after the interpreter unloaded it.) */
+** into this library after the interpreter unloaded it.) No Lua state can
+** use a record any more, so the closed ones are freed; one whose runtime
+** would not stop is left with it (its threads still run). */
 __attribute__((destructor)) static void at_unload(void) {
-  default_close(2000);
-  while (closed_rts != NULL) { /* no Lua state can point to them now */
-    gsi_rt *next = (gsi_rt *)closed_rts->free_head;
-    gsi_rt_destroy(closed_rts);
-    closed_rts = next;
+  rtrec *d, *next, *keep = NULL;
+  for (d = all_defaults; d != NULL; d = d->next)
+    if (!atomic_load(&d->closed)) default_close(d, 2000);
+  pthread_mutex_lock(&default_mu);
+  for (d = all_defaults; d != NULL; d = next) {
+    next = d->next;
+    if (atomic_load(&d->closed)) {
+      free(d);
+    } else {
+      d->next = keep;
+      keep = d;
+    }
   }
+  all_defaults = keep;
+  cur_default = NULL;
+  pthread_mutex_unlock(&default_mu);
 }
 
+/* The last state holding a default runtime closes: close the runtime. */
 static int sentinel_gc(lua_State *L) {
+  rtrec *d = *(rtrec **)lua_touserdata(L, 1);
   int last;
-  (void)L;
+  if (d == NULL) return 0;
   pthread_mutex_lock(&default_mu);
-  last = --default_users <= 0;
+  last = --d->users <= 0;
+  if (last && cur_default == d) cur_default = NULL; /* nobody gets it now */
   pthread_mutex_unlock(&default_mu);
-  if (last) default_close(5000);
+  if (last) default_close(d, 5000);
   return 0;
 }
 
 static int l_shutdown(lua_State *L) {
-  gsi_proc *p = state_proc(L);
+  rtrec *r = lua_touserdata(L, lua_upvalueindex(1));
   uint64_t ms = opt_ms(L, 1, 5000);
-  if (p != NULL) return luaL_error(L, "genserver.runtime.shutdown: only the "
+  int rc;
+  if (r == NULL) return luaL_error(L, "genserver.runtime.shutdown: only the "
                                       "main script or host may shut down");
-  if (rt_of(L) != default_rt && rt_of(L) == gsi_host_rt(L))
+  rt_of(L); /* raises if it was shut down already */
+  if (!r->dflt)
     return luaL_error(L, "genserver.runtime.shutdown: this runtime belongs to "
                          "the C host (gs_runtime_stop / gs_runtime_close)");
-  if (rt_of(L) != default_rt)
-    return luaL_error(L, "genserver.runtime.shutdown: runtime already stopped");
-  if (default_close(ms == NO_TIMEOUT ? UINT64_MAX / 2000000u : ms) != 0) {
+  rc = default_close(r, ms == NO_TIMEOUT || ms > INT32_MAX ? GS_INFINITY : (int)ms);
+  if (rc > 0) return luaL_error(L, "genserver.runtime.shutdown: runtime already stopped");
+  if (rc < 0) {
     lua_pushboolean(L, 0);
     lua_pushliteral(L, "a process would not stop (a busy loop the watchdog "
-                       "cannot preempt?): the runtime keeps running");
+                       "cannot preempt?): the runtime is half-stopped (shutdown "
+                       "may be called again)");
     return 2;
   }
   lua_pushboolean(L, 1);
   return 1;
 }
 
-static gsi_rt *acquire_default(lua_State *L) {
-  gsi_rt *rt;
-  pthread_mutex_lock(&default_mu);
-  if (default_rt == NULL) default_rt = gsi_rt_new();
-  rt = default_rt;
-  if (rt != NULL) default_users++;
-  pthread_mutex_unlock(&default_mu);
-  if (rt == NULL) luaL_error(L, "genserver: cannot create the runtime");
-  /* the sentinel's __gc lets go of the runtime when this state closes */
-  lua_newuserdatauv(L, 0, 0);
+/* The default runtime's record for L, opening the runtime if there is
+** none. The sentinel (a userdata in L's registry, made first: nothing may
+** raise once the record is counted) lets go of it when L closes. */
+static rtrec *acquire_default(lua_State *L) {
+  rtrec **sent, *d;
+  sent = lua_newuserdatauv(L, sizeof *sent, 0);
+  *sent = NULL;
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, sentinel_gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &SENTINEL_KEY);
-  return rt;
+  pthread_mutex_lock(&default_mu);
+  if ((d = cur_default) == NULL && (d = calloc(1, sizeof *d)) != NULL) {
+    /* every setting at its default ($GENSERVER_WORKERS...) until configure */
+    if (gs_runtime_open(&d->api, NULL) != GS_OK) {
+      free(d);
+      d = NULL;
+    } else {
+      d->core = gsi_api_core(d->api);
+      d->dflt = 1;
+      d->next = all_defaults;
+      all_defaults = cur_default = d;
+    }
+  }
+  if (d != NULL) d->users++;
+  *sent = d;
+  pthread_mutex_unlock(&default_mu);
+  if (d == NULL) luaL_error(L, "genserver: cannot create the runtime");
+  return d;
 }
 
 /* ------------------------------------------------------------- module */
@@ -1597,19 +1750,26 @@ static void wrap_require(lua_State *L) {
 
 int luaopen_genserver_core(lua_State *L) {
   gsi_proc *p;
-  gsi_rt *rt;
+  gsi_rt *host;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &PROC_KEY);
   p = lua_touserdata(L, -1);
   lua_pop(L, 1);
-  /* a process's state; a host's state bound to its runtime (gs_openlibs);
-  ** else the default runtime, as for a plain lua5.4 script */
-  rt = p != NULL ? p->rt : gsi_host_rt(L);
-  if (rt == NULL) {
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &SENTINEL_KEY);
-    int have = !lua_isnil(L, -1);
+  /* a process's state: light functions. Else the functions' record: a
+  ** host's state bound to its runtime (gs_openlibs); else the default
+  ** runtime, as for a plain lua5.4 script (again if this state holds it
+  ** already and it still runs) */
+  if (p == NULL && (host = gsi_host_rt(L)) != NULL) {
+    rtrec *r = lua_newuserdatauv(L, sizeof *r, 0);
+    memset(r, 0, sizeof *r);
+    r->core = host;
+    r->api = host->api;
+  } else if (p == NULL) {
+    rtrec *d = NULL;
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &SENTINEL_KEY) == LUA_TUSERDATA)
+      d = *(rtrec **)lua_touserdata(L, -1);
     lua_pop(L, 1);
-    if (have && default_rt != NULL) rt = default_rt;
-    else rt = acquire_default(L);
+    if (d == NULL || atomic_load(&d->closed)) d = acquire_default(L);
+    lua_pushlightuserdata(L, d);
   }
   luaL_newmetatable(L, ERROR_MT);
   lua_pop(L, 1);
@@ -1617,9 +1777,9 @@ int luaopen_genserver_core(lua_State *L) {
   if (p != NULL) {
     luaL_setfuncs(L, funcs, 0); /* light functions: see state_proc */
   } else {
-    lua_pushlightuserdata(L, rt);
-    lua_pushnil(L);
-    luaL_setfuncs(L, funcs, 2);
+    lua_pushvalue(L, -2); /* the record: upvalue 1 */
+    luaL_setfuncs(L, funcs, 1);
+    lua_remove(L, -2);
   }
   lua_pushinteger(L, K_CALL);
   lua_setfield(L, -2, "K_CALL");

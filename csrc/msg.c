@@ -24,6 +24,19 @@ gsi_msg *gsi_msg_new(int kind, uint64_t from, uint64_t ref, const void *data,
 
 void gsi_msg_free(gsi_msg *m) { free(m); }
 
+/* ------------------------------------------------------------ scratch */
+
+static _Thread_local gsi_scratch scratch;
+
+gsi_scratch *gsi_scratch_get(void) { return &scratch; }
+
+void gsi_scratch_release(void) {
+  gsi_buf_free(&scratch.buf);
+  gsi_buf_free(&scratch.err);
+  gsi_msg_free(scratch.killed);
+  scratch.killed = NULL;
+}
+
 /* ------------------------------------------------------------- MPSC */
 
 void gsi_mpsc_init(gsi_mpsc *q) {

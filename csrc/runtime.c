@@ -23,7 +23,7 @@ static int default_workers(void) {
 
 /* A runtime from a public config (csrc/genserver.h; NULL or 0 fields mean
 ** the defaults). The caller (api.c) has checked the ranges, and sets the
-** state hook. gsi_rt_new() is the default runtime's (all defaults). */
+** state hook. (The Lua default runtime is a gs_runtime too.) */
 gsi_rt *gsi_rt_new_config(const gs_config *cfg);
 gsi_rt *gsi_rt_new_config(const gs_config *cfg) {
   static _Atomic uint64_t serials = 1;
@@ -64,8 +64,6 @@ gsi_rt *gsi_rt_new_config(const gs_config *cfg) {
   return rt;
 }
 
-gsi_rt *gsi_rt_new(void);
-gsi_rt *gsi_rt_new(void) { return gsi_rt_new_config(NULL); }
 
 typedef struct gsi_retired {
   struct gsi_retired *next;
@@ -77,15 +75,38 @@ const gsi_codec_limits *gsi_rt_limits(gsi_rt *rt) {
   return l != NULL ? l : &rt->limits;
 }
 
-int gsi_rt_set_limits(gsi_rt *rt, const gsi_codec_limits *lim) {
-  gsi_retired *r = malloc(sizeof *r);
-  if (r == NULL) return -1;
-  r->lim = *lim;
-  r->lim.builtin = gsi_state_builtin;
+/* Change settings of a running runtime (gs_runtime_configure has checked
+** the ranges): workers > 0 and max_procs > 0 only while the threads are
+** not started, lim (or NULL) and budget > 0 at any time. All or nothing:
+** 0, -1 out of memory, -2 the threads run already. Under life_mu, which
+** also guards the start of the threads (gsi_rt_ensure_started reads
+** nworkers there); max_procs is read under tbl_mu by gsi_proc_alloc (a
+** foreign process may take a slot before the threads start), so it is
+** written under both (lock order: life_mu, then tbl_mu). */
+int gsi_rt_configure(gsi_rt *rt, int workers, uint32_t max_procs,
+                     const gsi_codec_limits *lim, int budget) {
+  gsi_retired *r = NULL;
+  if (lim != NULL && (r = malloc(sizeof *r)) == NULL) return -1;
   pthread_mutex_lock(&rt->life_mu);
-  r->next = rt->retired;
-  rt->retired = r;
-  atomic_store_explicit(&rt->lim, &r->lim, memory_order_release);
+  if ((workers > 0 || max_procs > 0) && atomic_load(&rt->started)) {
+    pthread_mutex_unlock(&rt->life_mu);
+    free(r);
+    return -2;
+  }
+  if (workers > 0) rt->nworkers = workers;
+  if (max_procs > 0) {
+    pthread_mutex_lock(&rt->tbl_mu);
+    rt->max_procs = max_procs;
+    pthread_mutex_unlock(&rt->tbl_mu);
+  }
+  if (r != NULL) {
+    r->lim = *lim;
+    r->lim.builtin = gsi_state_builtin;
+    r->next = rt->retired;
+    rt->retired = r;
+    atomic_store_explicit(&rt->lim, &r->lim, memory_order_release);
+  }
+  if (budget > 0) atomic_store(&rt->budget, budget);
   pthread_mutex_unlock(&rt->life_mu);
   return 0;
 }

@@ -145,6 +145,7 @@ static void *worker_main(void *arg) {
   gsi_worker *w = arg;
   unsigned ticks = 0;
   tls_worker = w;
+  w->scratch = gsi_scratch_get();
   for (;;) {
     gsi_proc *p = NULL;
     if (++ticks % FAIR_EVERY == 0) p = try_pop(&w->rt->rq);

@@ -125,6 +125,18 @@ describe("genserver.runtime", function()
       assert.has_error(function() runtime.configure("workers") end)
     end)
 
+    it("is all or nothing: a bad field leaves the good ones unapplied", function()
+      local ok, code, out = run_child([[
+        local runtime = require "genserver.runtime"
+        assert(not pcall(runtime.configure, { workers = 3, budget = 0 }))
+        require("genserver.process").spawn(function() end)
+        io.write("workers=", runtime.stats().workers, "\n")
+      ]], { GENSERVER_WORKERS = "2" })
+      assert.is_true(ok, out)
+      assert.are.equal(0, code, out)
+      assert.matches("workers=2\n", out)
+    end)
+
     it("the main script only may shut the runtime down", function()
       local me = process.self()
       process.spawn(function()

@@ -5,10 +5,12 @@ local core = require "genserver.core"
 
 local M = {}
 
---- Sets runtime options before the first process starts:
--- `workers` (default: the environment variable GENSERVER_WORKERS, else the
--- number of online CPUs), `max_processes`, `max_depth` and
--- `max_message_size` (codec limits), `budget` (messages per turn).
+--- Sets runtime options: `workers` (default: the environment variable
+-- GENSERVER_WORKERS, else the number of online CPUs) and `max_processes`
+-- (alive at once, threads of the host included) before the first process
+-- starts; `max_depth` and `max_message_size` (codec limits) and `budget`
+-- (messages per turn) at any time. All or nothing: on an error nothing
+-- changes. (The C API's gs_runtime_configure, on the default runtime.)
 M.configure = core.configure
 
 --- `{ workers, processes, foreign, run_queue, messages, spawned, started }`.

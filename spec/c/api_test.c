@@ -291,9 +291,9 @@ __attribute__((unused)) static size_t foreign_count(gs_runtime *rt) {
 static void t_basics(void) {
   int distinct = 1;
   check(gs_version() == GS_VERSION_NUM, "gs_version() matches the header (%d)", gs_version());
-  for (int a = -1; a >= -16; a--) {
+  for (int a = -1; a >= -17; a--) {
     if (strcmp(gs_strerror(a), "unknown error code") == 0) distinct = 0;
-    for (int b = a - 1; b >= -16; b--)
+    for (int b = a - 1; b >= -17; b--)
       if (strcmp(gs_strerror(a), gs_strerror(b)) == 0) distinct = 0;
   }
   check(distinct, "gs_strerror explains every code, each differently");
@@ -326,6 +326,60 @@ static void t_config(void) {
   CHECK_RC(gs_runtime_close(rt, 1000), GS_OK, "close a runtime that never started");
   CHECK_RC(gs_runtime_close(NULL, 1000), GS_EINVAL, "close(NULL)");
   CHECK_RC(gs_runtime_stop(NULL, 1000), GS_EINVAL, "stop(NULL)");
+}
+
+/* Settings of an open runtime: 0 fields stay; workers and max_processes
+** only before the threads start. */
+static void t_configure(void) {
+  gs_runtime *rt;
+  gs_config cfg;
+  gs_stats st;
+  gs_msg *deep = gs_msg_new();
+  gs_pid me, pid;
+  hook_ctx c;
+  ctx_init(&c, "configure");
+  if (!check(open_rt(&rt, &c, 0) == GS_OK, "open a runtime to configure")) return;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.workers = 2;
+  cfg.max_depth = 5;
+  CHECK_RC(gs_runtime_configure(rt, &cfg), GS_OK, "configure workers and max_depth");
+  gs_runtime_stats(rt, &st);
+  check(st.workers == 2 && !st.started, "stats: 2 workers, not started");
+  for (int i = 0; i < 8; i++) gs_msg_table(deep, 1, 0);
+  gs_msg_nil(deep);
+  gs_self(rt, &me);
+  CHECK_RC(gs_send_msg(rt, me, deep), GS_EENCODE, "a message deeper than max_depth 5");
+  memset(&cfg, 0, sizeof cfg);
+  cfg.max_depth = 50;
+  CHECK_RC(gs_runtime_configure(rt, &cfg), GS_OK, "configure max_depth 50 alone");
+  CHECK_RC(gs_send_msg(rt, me, deep), GS_OK, "... the message goes now");
+  gs_runtime_stats(rt, &st);
+  check(st.workers == 2 && st.messages == 1, "... workers as they were, 1 message (got %llu)",
+        (unsigned long long)st.messages);
+  memset(&cfg, 0, sizeof cfg);
+  cfg.path = "./?.lua";
+  CHECK_RC(gs_runtime_configure(rt, &cfg), GS_EINVAL, "the path is fixed at open");
+  memset(&cfg, 0, sizeof cfg);
+  cfg.max_processes = 1u << 30;
+  CHECK_RC(gs_runtime_configure(rt, &cfg), GS_EINVAL, "max_processes past the table");
+  CHECK_RC(gs_runtime_configure(rt, NULL), GS_EINVAL, "configure(NULL config)");
+  CHECK_RC(gs_start_msg(rt, "api_srv", NULL, NULL, &pid, NULL), GS_OK, "start a server");
+  memset(&cfg, 0, sizeof cfg);
+  cfg.workers = 3;
+  CHECK_RC(gs_runtime_configure(rt, &cfg), GS_EBUSY, "workers once the threads run");
+  memset(&cfg, 0, sizeof cfg);
+  cfg.max_processes = 10;
+  CHECK_RC(gs_runtime_configure(rt, &cfg), GS_EBUSY, "max_processes once the threads run");
+  memset(&cfg, 0, sizeof cfg);
+  cfg.budget = 10;
+  cfg.max_message_size = 1 << 20;
+  CHECK_RC(gs_runtime_configure(rt, &cfg), GS_OK, "budget and max_message_size at any time");
+  gs_runtime_stats(rt, &st);
+  check(st.workers == 2, "still 2 workers");
+  gs_msg_free(deep);
+  gs_runtime_close(rt, 2000);
+  ctx_free(&c);
+  CHECK_RC(gs_runtime_configure(NULL, &cfg), GS_EINVAL, "configure(NULL runtime)");
 }
 
 /* ----------------------------------------------------- 2. gs_msg values */
@@ -389,6 +443,17 @@ static void t_msg(void) {
   CHECK_RC(gs_msg_from_lua(NULL, L, -1, &back), GS_EENCODE, "gs_msg_from_lua: a userdata");
   check(back == NULL && lua_gettop(L) == 1 && strstr(gs_errmsg(), "userdata"),
         "... with the codec's message: %s", gs_errmsg());
+  lua_settop(L, 0);
+  lua_do(L, "return { [string.rep('k', 300)] = { io.stdout } }");
+  CHECK_RC(gs_msg_from_lua(NULL, L, -1, &back), GS_EENCODE, "a userdata under a long key");
+  {
+    const char *e = gs_errmsg();
+    size_t n = strlen(e);
+    const char *tail = "cannot send a userdata";
+    check(n > 300 && strcmp(e + n - strlen(tail), tail) == 0 &&
+              strncmp(e, "value.kkk", 9) == 0,
+          "gs_errmsg keeps a long message whole (%zu bytes)", n);
+  }
   gs_msg_reset(m);
   check(!gs_msg_complete(m) && gs_msg_string(m, "x", 1) == 0 && gs_msg_complete(m),
         "gs_msg_reset: build another value");
@@ -729,6 +794,18 @@ static void t_cast_send_stop(gs_runtime *rt) {
 
 /* --------------------------------------------- 6. hook, signals, context */
 
+/* Ask server to send victim an exit signal with reason (api_srv's
+** cast { "kill", victim, reason }). */
+static void ask_kill(gs_runtime *rt, gs_pid server, gs_pid victim, const char *reason) {
+  gs_msg *k = gs_msg_new();
+  gs_msg_table(k, 3, 0);
+  gs_msg_string(k, "kill", 4);
+  gs_msg_pid(k, victim);
+  gs_msg_string(k, reason, strlen(reason));
+  gs_cast_msg(rt, server, k);
+  gs_msg_free(k);
+}
+
 static void t_hook_context(gs_runtime *rt, hook_ctx *c) {
   lua_State *L = host_state();
   gs_pid pid = start_srv(rt, NULL), other = start_srv(rt, NULL), me = 0, me2 = 0;
@@ -764,15 +841,7 @@ static void t_hook_context(gs_runtime *rt, hook_ctx *c) {
 
   /* an exit signal kills this thread's foreign process */
   gs_self(rt, &me);
-  {
-    gs_msg *k = gs_msg_new();
-    gs_msg_table(k, 3, 0);
-    gs_msg_string(k, "kill", 4);
-    gs_msg_pid(k, me);
-    gs_msg_string(k, "boom", 4);
-    gs_cast_msg(rt, pid, k);
-    gs_msg_free(k);
-  }
+  ask_kill(rt, pid, me, "boom");
   sleep_ms(100); /* let the signal arrive: it is noticed at the next call */
   lua_pushliteral(L, "ping");
   rc = gs_call(rt, pid, L, 1000);
@@ -784,18 +853,28 @@ static void t_hook_context(gs_runtime *rt, hook_ctx *c) {
   check(me2 != 0 && me2 != me, "the thread goes on with a new pid");
   check(reply_is(rt, pid, "ping", "pong"), "... and calls as before");
   {
-    gs_msg *k = gs_msg_new();
-    gs_msg_table(k, 3, 0);
-    gs_msg_string(k, "kill", 4);
-    gs_msg_pid(k, me2);
-    gs_msg_string(k, "kill", 4);
-    gs_cast_msg(rt, pid, k);
-    gs_msg_free(k);
+    ask_kill(rt, pid, me2, "kill");
     sleep_ms(100);
     d = call_s(rt, pid, "ping", &rc, 1000);
     CHECK_RC(rc, GS_EKILLED, "killed with \"kill\"");
     check(d && strcmp(d, "killed") == 0, "... the reason is \"killed\"");
     gs_free(d);
+  }
+  { /* a cast has no place for the reason: gs_killed_reason keeps it */
+    gs_msg *why;
+    gs_item it;
+    gs_reader r;
+    gs_self(rt, &me);
+    ask_kill(rt, pid, me, "late");
+    sleep_ms(100);
+    CHECK_RC(gs_cast_str(rt, pid, "x", 1), GS_EKILLED, "a killed host thread's next cast");
+    why = gs_killed_reason();
+    gs_reader_init(&r, why);
+    check(why != NULL && gs_read(&r, &it) == 0 && it.type == GS_TSTRING && it.len == 4 &&
+              memcmp(it.string, "late", 4) == 0,
+          "gs_killed_reason gives its exit reason");
+    gs_msg_free(why);
+    check(gs_killed_reason() == NULL, "... once (taken)");
   }
   gs_stop(rt, pid, NULL, 1000);
   gs_stop(rt, other, NULL, 1000);
@@ -1133,6 +1212,7 @@ int main(void) {
   t_basics();
   t_config();
   t_msg();
+  t_configure();
   ctx_init(&c, "tagvalue");
   if (!check(open_rt(&rt, &c, 0) == 0, "open a runtime with the test hook")) return 1;
   t_start(rt, &c);
