@@ -180,6 +180,9 @@ struct gsi_proc {
   char *ar_base, *ar_top, *ar_end;
   size_t ar_spill;     /* bytes the boot allocated outside the arena */
   gsi_paths *paths;    /* package.path/cpath it was started with */
+  const void *from_tab; /* the last from table core.next pushed (a pointer
+                           only compared, never followed), and its ids */
+  uint64_t from_pid, from_ref;
   int ar_open;
   size_t heap_cap;     /* max_heap while it is enforced (lifted to die) */
   int heap_refused;    /* the last growth was refused */

@@ -521,7 +521,13 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
       case GSI_M_SYSTEM:
         lua_pushinteger(L, kind == GSI_M_CALL ? K_CALL : K_SYSTEM);
         rc = decode_payload(L, m);
-        if (rc == 0) push_from(L, m), n = 3;
+        if (rc == 0) {
+          push_from(L, m), n = 3;
+          /* for gsi_reply_from: this from table stands for (from, ref) */
+          p->from_tab = lua_topointer(L, -1);
+          p->from_pid = m->from;
+          p->from_ref = m->ref;
+        }
         break;
       case GSI_M_CAST:
         lua_pushinteger(L, K_CAST);
@@ -733,6 +739,31 @@ static int l_wait(lua_State *L) {
   lua_settop(L, 0);
   lua_pushboolean(L, abandon);
   return answer_k(L, LUA_OK, (lua_KContext)ref);
+}
+
+/* The gen_server loop's reply (lserver.c) to the request it is handling:
+** when from (at fidx) is the table core.next made for it, its ids are
+** known and the value at idx goes straight out, with no table reads nor
+** protected call. Returns 1 when sent, 0 when the caller must use
+** core.reply (another from, or a value that cannot be encoded: reply
+** then raises the usual error). Never raises but for memory errors. */
+int gsi_reply_from(lua_State *L, int fidx, int idx) {
+  gsi_proc *p = state_proc(L);
+  gsi_buf *b;
+  gsi_msg *m;
+  if (p == NULL || p->from_tab == NULL || lua_topointer(L, fidx) != p->from_tab) return 0;
+  idx = lua_absindex(L, idx);
+  b = &gsi_scratch_get()->buf;
+  b->len = 0;
+  if (gsi_encode(L, idx, "reply", gsi_rt_limits(p->rt), b) != 0) {
+    lua_pop(L, 1); /* the error: core.reply makes it again, placed */
+    return 0;
+  }
+  m = gsi_msg_new(GSI_M_REPLY, pid_of(p), p->from_ref, b->data, b->len);
+  if (b->cap > (1u << 20)) gsi_buf_free(b);
+  if (m == NULL) luaL_error(L, "genserver: out of memory");
+  gsi_deliver(p->rt, p->from_pid, m, 1);
+  return 1;
 }
 
 /* reply(from, value) -> true; from = { pid, ref } */

@@ -34,6 +34,10 @@ GSI_FUNC lua_CFunction gsi_core_builtin(lua_State *L, const char *module,
 ** runtime compiled before comes from its module cache. */
 GSI_FUNC int gsi_require(lua_State *L);
 
+/* The gen_server loop's reply to the request being handled (lgenserver.c):
+** 1 when sent, 0 when core.reply must do it. */
+GSI_FUNC int gsi_reply_from(lua_State *L, int fidx, int idx);
+
 /* Mark L as the state of process p (before genserver.core is opened). */
 GSI_FUNC void gsi_bind_process_state(lua_State *L, gsi_proc *p);
 

@@ -118,6 +118,10 @@ static void push_bad_return(lua_State *L, int n) {
 ** error (the caller turns it into a crash). */
 static int do_reply(lua_State *L) {
   int st;
+  if (gsi_reply_from(L, -2, -1)) {
+    lua_pop(L, 2);
+    return LUA_OK;
+  }
   core_fn(L, reply);
   lua_insert(L, -3);
   st = lua_pcall(L, 2, 0, 0);
