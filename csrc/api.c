@@ -41,8 +41,9 @@ GSI_FUNC gsi_rt *gsi_host_rt(lua_State *L);
 GSI_FUNC gsi_rt *gsi_api_core(gs_runtime *rt);
 
 /* The body of every gen_server process and its arguments, as
-** lua/genserver/init.lua's do_start spawns it: body(module, arg, opts,
-** starter, ref), then the starter waits for { "ok" } | { "ignore" } |
+** lua/genserver/init.lua's do_start spawns it: body(module, arg, opts),
+** with the starter and its request ref recorded on the new process
+** (parent, start_ref); the starter waits for { "ok" } | { "ignore" } |
 ** { "error", reason } as the answer to ref (or the server's DOWN). The
 ** body is genserver.core's `serve`, sent by name like any C function of a
 ** loaded module. Keep the two in step. */
@@ -1529,16 +1530,15 @@ static int put_u32str(gsi_buf *b, const char *s) {
 }
 
 /* The spawn message (pstate.c): u32 + path, u32 + cpath, then the encoding
-** of { n = 5, body, module, arg, opts, starter, ref }. arg is a whole
+** of { n = 3, body, module, arg, opts }. arg is a whole
 ** message; its back-references move by one (the outer table is object 1). */
 static int spawn_message(gs_runtime *rt, const char *module, const gsi_buf *arg,
-                         const gs_start_opts *o, gs_pid starter, uint64_t ref,
-                         gsi_buf *b) {
+                         const gs_start_opts *o, gsi_buf *b) {
   rd r = {arg->data + 1, arg->data + arg->len, 0};
   int nopt = (o->name != NULL) + (o->hibernate_after_ms > 0) + (o->trap_exit != 0);
   if (put_u32str(b, rt->path) || put_u32str(b, rt->cpath) ||
       w_byte(b, GSI_WIRE_MAGIC | (arg->data[0] & GSI_WIRE_REFS)) ||
-      w_tagvar(b, GSI_T_TABLE, 6) || w_varint(b, 1) ||
+      w_tagvar(b, GSI_T_TABLE, 4) || w_varint(b, 1) ||
       w_tagvar(b, GSI_T_CFUNC, strlen(BODY_MODULE)) || w_bytes(b, BODY_MODULE, strlen(BODY_MODULE)) ||
       w_varint(b, strlen(BODY_FIELD)) || w_bytes(b, BODY_FIELD, strlen(BODY_FIELD)) ||
       w_cstr(b, module))
@@ -1551,9 +1551,7 @@ static int spawn_message(gs_runtime *rt, const char *module, const gsi_buf *arg,
       (w_cstr(b, "hibernate_after") || w_int(b, o->hibernate_after_ms)))
     return GS_ENOMEM;
   if (o->trap_exit && (w_cstr(b, "trap_exit") || w_byte(b, GSI_T_TRUE))) return GS_ENOMEM;
-  if (w_tagvar(b, GSI_T_PID, starter) || w_tagvar(b, GSI_T_IDREF, ref) ||
-      w_cstr(b, "n") || w_int(b, 5))
-    return GS_ENOMEM;
+  if (w_cstr(b, "n") || w_int(b, 3)) return GS_ENOMEM;
   return 0;
 }
 
@@ -1575,6 +1573,7 @@ static int spawn_server(gs_runtime *rt, gsi_proc *self, const char *module,
     return fail(GS_ENOMEM, "out of memory");
   }
   p->parent = gsi_proc_pid(self);
+  p->start_ref = ref; /* the server's ack answers it (gsi_ack) */
   snprintf(p->module, sizeof p->module, "%s", module);
   /* set for every spawn: a reused slot keeps nothing of its last process */
   p->mbox_limit = o->mailbox_limit;
@@ -1658,7 +1657,7 @@ static int do_start(gs_runtime *rt, const char *module, const src *arg,
   rc = encode_src(rt, arg, "init argument", &ab);
   if (rc == 0) rc = self_of(rt, &self, &ans);
   if (rc == 0) {
-    rc = spawn_message(rt, module, &ab, o, gsi_proc_pid(self), ref, &sm);
+    rc = spawn_message(rt, module, &ab, o, &sm);
     if (rc == GS_ENOMEM) rc = fail(GS_ENOMEM, "out of memory");
   }
   if (rc == 0) rc = spawn_server(rt, self, module, &sm, o, ref, pid);

@@ -189,6 +189,8 @@ struct gsi_proc {
   int heap_exceeded;   /* refused twice in a row: the process must end */
   uint64_t nallocs;    /* growth allocations so far (for fail_at) */
   uint64_t parent;
+  uint64_t start_ref;  /* a gen_server's start request: init's outcome goes to
+                          (parent, start_ref); set by the spawner */
   uint64_t wait_timer; /* timer armed for the current wait, or 0 */
   uint64_t deadline;   /* of the current wait (ns), 0 = none */
   int want;            /* GSI_W_* : meaning of the last yield */

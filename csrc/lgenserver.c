@@ -766,6 +766,33 @@ int gsi_reply_from(lua_State *L, int fidx, int idx) {
   return 1;
 }
 
+/* A gen_server's ack to its starter (lserver.c): the value at idx, or
+** { "ok" } when idx is 0, as the answer to (parent, start_ref). { "ok" }
+** is written by hand: encoding a table would build the state's reverse
+** index of loaded modules, which a server that never sends a table does
+** not need. Raises as reply() does when the value cannot be sent. */
+void gsi_ack(lua_State *L, int idx) {
+  static const unsigned char ok[] = {GSI_WIRE_MAGIC, GSI_T_TABLE, 1, 0,
+                                     GSI_T_FIXSTR | 2, 'o', 'k'};
+  gsi_proc *p = state_proc(L);
+  gsi_msg *m;
+  if (p == NULL || p->start_ref == 0) return; /* not started by start() */
+  if (idx == 0) {
+    m = gsi_msg_new(GSI_M_REPLY, pid_of(p), p->start_ref, ok, sizeof ok);
+    if (m == NULL) luaL_error(L, "genserver: out of memory");
+  } else {
+    m = encode_msg(L, idx, "reply", GSI_M_REPLY, pid_of(p), p->start_ref);
+  }
+  gsi_deliver(p->rt, p->parent, m, 1);
+}
+
+/* Is the value at idx the pid of the process that spawned this one? */
+int gsi_is_parent(lua_State *L, int idx) {
+  gsi_proc *p = state_proc(L);
+  uint64_t pid;
+  return p != NULL && p->parent != 0 && gsi_topid(L, idx, &pid) && pid == p->parent;
+}
+
 /* reply(from, value) -> true; from = { pid, ref } */
 static int l_reply(lua_State *L) {
   ENTER(L, p);
@@ -1024,6 +1051,7 @@ static int l_spawn(lua_State *L) {
   }
   p->spawn_msg = sm;
   p->parent = pid_of(self);
+  p->start_ref = req; /* a gen_server's start (init.lua): its ack answers req */
   memcpy(p->module, module, sizeof module);
   p->mbox_limit = lim.limit;
   p->overflow = lim.overflow;

@@ -38,6 +38,13 @@ GSI_FUNC int gsi_require(lua_State *L);
 ** 1 when sent, 0 when core.reply must do it. */
 GSI_FUNC int gsi_reply_from(lua_State *L, int fidx, int idx);
 
+/* A gen_server's ack to its starter: the value at idx, or { "ok" } for
+** idx 0 (raises like reply() for an unsendable value). */
+GSI_FUNC void gsi_ack(lua_State *L, int idx);
+
+/* Is the value at idx the pid of the process that spawned this one? */
+GSI_FUNC int gsi_is_parent(lua_State *L, int idx);
+
 /* Mark L as the state of process p (before genserver.core is opened). */
 GSI_FUNC void gsi_bind_process_state(lua_State *L, gsi_proc *p);
 

@@ -28,8 +28,6 @@ enum {
   S_MOD = 1,  /* the callback module (table) */
   S_STATE,    /* the server state */
   S_OPTS,     /* start options */
-  S_FROM,     /* { starter, ref }: where init's outcome goes */
-  S_PARENT,   /* starter pid: its EXIT ends a trapping server */
   S_ACTION,   /* pending action: nil, ms, "hibernate", { continue = v } */
   S_MSGH,     /* crash handler for callbacks */
   S_KIND,     /* kind of the message being handled (for reports) */
@@ -203,10 +201,7 @@ static int init_fail(lua_State *L) {
   } else {
     lua_pop(L, 1);
   }
-  core_fn(L, reply);
-  lua_pushvalue(L, S_FROM);
-  lua_pushvalue(L, -3); /* ack */
-  lua_call(L, 2, 0);
+  gsi_ack(L, lua_gettop(L));
   lua_pop(L, 1);
   core_fn(L, exit);
   lua_insert(L, -2); /* exit(reason) */
@@ -239,12 +234,7 @@ static int after_init(lua_State *L, int st) {
     lua_pushvalue(L, S_BASE + 3);
     lua_replace(L, S_ACTION);
     lua_settop(L, S_BASE);
-    push_ack(L, "ok", 0);
-    core_fn(L, reply);
-    lua_pushvalue(L, S_FROM);
-    lua_pushvalue(L, -3);
-    lua_call(L, 2, 0);
-    lua_settop(L, S_BASE);
+    gsi_ack(L, 0); /* { "ok" } */
     if (lua_getfield(L, S_OPTS, "trap_exit") != LUA_TNIL && lua_toboolean(L, -1)) {
       core_fn(L, trap_exit);
       lua_pushboolean(L, 1);
@@ -404,7 +394,7 @@ static int dispatch(lua_State *L) {
   if (kind != 0 && lua_type(L, S_MSG) == LUA_TTABLE) {
     lua_rawgeti(L, S_MSG, 1);
     lua_getfield(L, S_MSG, "pid");
-    if (is_str(L, -2, "EXIT") && lua_rawequal(L, -1, S_PARENT)) {
+    if (is_str(L, -2, "EXIT") && gsi_is_parent(L, -1)) {
       lua_getfield(L, S_MSG, "reason");
       return begin_terminate(L);
     }
@@ -503,19 +493,10 @@ static int load_module(lua_State *L) {
   return 0;
 }
 
-/* serve(spec, arg, opts, starter, ref): the body of every gen_server. */
+/* serve(module, arg, opts): the body of every gen_server. init's outcome
+** goes to the starter, which the spawner recorded (gsi_ack). */
 int gsi_serve(lua_State *L) {
-  lua_settop(L, 5);
-  /* from = { starter, ref }, then lay out the fixed slots */
-  lua_createtable(L, 2, 0);
-  lua_pushvalue(L, 4);
-  lua_rawseti(L, -2, 1);
-  lua_pushvalue(L, 5);
-  lua_rawseti(L, -2, 2);
-  lua_replace(L, S_FROM); /* slot 4 */
-  lua_settop(L, S_BASE);  /* slot 5 (ref) becomes S_PARENT: fix below */
-  lua_rawgeti(L, S_FROM, 1);
-  lua_replace(L, S_PARENT);
+  lua_settop(L, S_BASE);
   if (lua_type(L, S_OPTS) != LUA_TTABLE) lua_newtable(L), lua_replace(L, S_OPTS);
   lua_pushcfunction(L, crash_msgh);
   lua_replace(L, S_MSGH);
@@ -532,10 +513,8 @@ int gsi_serve(lua_State *L) {
     lua_pushvalue(L, -2);
     lua_call(L, 1, 2);
     if (lua_isnil(L, -2)) { /* taken: tell the starter, end quietly */
-      core_fn(L, reply);
-      lua_pushvalue(L, S_FROM);
-      push_ack(L, "error", lua_gettop(L) - 2);
-      lua_call(L, 2, 0);
+      push_ack(L, "error", lua_gettop(L));
+      gsi_ack(L, lua_gettop(L));
       return 0;
     }
   }

@@ -165,7 +165,9 @@ void gsi_proc_exit(gsi_proc *p, const void *reason, size_t len, int normal) {
   atomic_store(&p->svlen_pub, 0);
   atomic_store(&p->sigpend, 0);
   atomic_store(&p->sched, GSI_IDLE);
-  p->parent = p->wait_timer = p->deadline = 0;
+  p->parent = p->start_ref = p->wait_timer = p->deadline = 0;
+  p->from_tab = NULL;
+  p->from_pid = p->from_ref = 0;
   p->want = p->trap_exit = p->dying = p->timed_out = p->in_match = 0;
   p->relay = 0;
   p->module[0] = '\0';

@@ -127,7 +127,7 @@ local function do_start(fname, mod, arg, opts, link, monitor)
     { link = link, monitor = monitor, request = ref, module = module_label(mod),
       names = start_arg_names, mailbox_limit = ml, overflow = o,
       max_heap = opts.max_heap, sandbox = opts.sandbox, fail_alloc = opts.fail_alloc },
-    mod, arg, send_opts, core.self(), ref)
+    mod, arg, send_opts) -- init's outcome answers `ref` (core.serve, lserver.c)
   local ok, ack, reason = cwait(ref, opts.timeout or 5000, false)
   if ok then
     local tag = ack[1]
