@@ -600,15 +600,37 @@ static int read_u32(const unsigned char **s, const unsigned char *e,
   return 0;
 }
 
-/* Body of the body coroutine: require the module if the body is a name,
-** then call it with the arguments. */
-static int boot_k(lua_State *L, int status, lua_KContext ctx) {
+/* The body's crash reason, made where the error was raised (the message
+** handler of boot's protected call): { error = message, traceback }. A
+** string or number error becomes its text, a table crosses as it is,
+** anything else becomes its tostring(). */
+static int crash_reason(lua_State *L) {
+  int t;
+  lua_createtable(L, 0, 2);
+  t = lua_gettop(L);
+  if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER)
+    lua_pushstring(L, lua_tostring(L, 1));
+  else if (lua_type(L, 1) == LUA_TTABLE)
+    lua_pushvalue(L, 1);
+  else
+    luaL_tolstring(L, 1, NULL);
+  lua_setfield(L, t, "error");
+  luaL_traceback(L, L, NULL, 1); /* from the function that raised */
+  lua_setfield(L, t, "traceback");
+  lua_settop(L, t);
+  proc_of(L)->crashed = 2;
+  return 1;
+}
+
+/* The body proper: require the module if the body is a name, then call
+** it with the arguments (1 = { n = N, body, arg1, ..., argN }). */
+static int body_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   (void)ctx;
   return lua_gettop(L) - 1;
 }
 
-static int boot(lua_State *L) {
+static int run_body(lua_State *L) {
   lua_Integer n;
   luaL_checktype(L, 1, LUA_TTABLE);
   n = (lua_getfield(L, 1, "n"), lua_tointeger(L, -1));
@@ -626,8 +648,30 @@ static int boot(lua_State *L) {
   if (n < 0 || n > 250) n = 0;
   luaL_checkstack(L, (int)n + 2, "too many spawn arguments");
   for (lua_Integer i = 1; i <= n; i++) lua_rawgeti(L, 1, i + 1);
-  lua_callk(L, (int)n, LUA_MULTRET, 0, boot_k);
-  return boot_k(L, LUA_OK, 0);
+  lua_callk(L, (int)n, LUA_MULTRET, 0, body_k);
+  return body_k(L, LUA_OK, 0);
+}
+
+/* The process body runs on the state's main thread (no coroutine of its
+** own: ~0.9 KB less per process), under a protected call, so that a crash
+** ends it normally with its reason on top (p->crashed) and the state
+** stays usable for finish(). boot_done also continues it after yields. */
+static int boot_done(lua_State *L, int status, lua_KContext ctx) {
+  (void)ctx;
+  if (status != LUA_OK && status != LUA_YIELD) {
+    gsi_proc *p = proc_of(L);
+    if (p->crashed != 2) p->crashed = 1; /* a raw error: memory, handler */
+    return 1;
+  }
+  return lua_gettop(L) - 1; /* above the handler */
+}
+
+static int boot(lua_State *L) {
+  lua_pushcfunction(L, crash_reason); /* light: pushing allocates nothing */
+  lua_insert(L, 1);
+  lua_pushcfunction(L, run_body);
+  lua_insert(L, 2);
+  return boot_done(L, lua_pcallk(L, lua_gettop(L) - 2, LUA_MULTRET, 1, 0, boot_done), 0);
 }
 
 static int boot_fail(lua_State *L) {
@@ -635,15 +679,19 @@ static int boot_fail(lua_State *L) {
 }
 
 /* The protected part of start_state (1 = the process): libraries, paths,
-** the host's hook, the body coroutine with its body and arguments. Any
-** error here, a memory error included, is returned to start_state instead
-** of reaching Lua's panic handler. Returns the body coroutine. */
+** the host's hook, the body and its arguments. Any error here, a memory
+** error included, is returned to start_state instead of reaching Lua's
+** panic handler. Returns boot and the decoded arguments. */
 static int setup_state(lua_State *L) {
   gsi_proc *p = lua_touserdata(L, 1);
   gsi_msg *sm = p->spawn_msg;
   const unsigned char *s = GSI_MSG_DATA(sm), *e = s + sm->len, *path;
   uint32_t n, plen;
-  lua_State *co;
+  /* a gen_server's boot (serve, require, init: nested C calls that each
+  ** reserve LUA_MINSTACK slots) takes ~85 slots of the main thread's 45.
+  ** Growing now, early in the boot arena, lets the old stack's block be
+  ** reused by what follows instead of becoming a hole late in the boot. */
+  if (p->start_ref != 0) lua_checkstack(L, 90);
   gsi_bind_process_state(L, p);
   open_libs(L, p->sandbox);
   if (read_u32(&s, e, &n) || (uint32_t)(e - s) < n)
@@ -659,17 +707,17 @@ static int setup_state(lua_State *L) {
   if (p->paths == NULL) return luaL_error(L, "not enough memory");
   s += n;
   if (p->rt->state_hook) p->rt->state_hook(L, p->rt->state_hook_ud);
-  co = lua_newthread(L); /* returned: start_state keeps it on the main stack */
-  luaL_checkstack(co, 4, "spawn");
-  lua_pushcfunction(co, boot);
-  if (gsi_decode(co, s, (size_t)(e - s), gsi_limits_of(p)) != 0) {
-    lua_pushcfunction(co, boot_fail); /* raises the decode error */
-    lua_replace(co, -3);
+  luaL_checkstack(L, 4, "spawn");
+  lua_pushcfunction(L, boot);
+  if (gsi_decode(L, s, (size_t)(e - s), gsi_limits_of(p)) != 0) {
+    lua_pushcfunction(L, boot_fail); /* raises the decode error */
+    lua_replace(L, -3);
   }
-  return 1;
+  return 2; /* the body and its argument, resumed on this thread */
 }
 
-/* A new state for p and its body coroutine, ready to resume with *nargs.
+/* A new state for p with its body on the main thread, ready to resume
+** with *nargs.
 ** Returns 0, or -1 with p->L possibly set (closed by the caller) and, if
 ** the setup failed with a string error, that error at the top of p->L. */
 static int start_state(gsi_proc *p, int *nargs) {
@@ -687,8 +735,9 @@ static int start_state(gsi_proc *p, int *nargs) {
   lua_gc(L, LUA_GCSTOP);
   lua_pushcfunction(L, setup_state); /* light: pushing allocates nothing */
   lua_pushlightuserdata(L, p);
-  if (lua_pcall(L, 1, 1, 0) != LUA_OK) return -1;
-  p->co = lua_tothread(L, -1); /* kept alive on the main stack */
+  p->crashed = 0;
+  if (lua_pcall(L, 1, 2, 0) != LUA_OK) return -1;
+  p->co = L; /* the body runs on the main thread (see boot) */
   gsi_msg_free(p->spawn_msg);
   p->spawn_msg = NULL;
   lua_gc(L, LUA_GCRESTART);
@@ -708,54 +757,32 @@ const gsi_codec_limits *gsi_limits_of(gsi_proc *p) {
   return &sandboxed;
 }
 
-static int is_normal(lua_State *L) {
-  const char *s;
-  return lua_type(L, -1) == LUA_TSTRING && (s = lua_tostring(L, -1)) &&
-         strcmp(s, "normal") == 0;
-}
-
-/* Push the reason of a body that ended with status st. */
-static void push_reason(gsi_proc *p, int st) {
-  lua_State *L = p->L, *co = p->co;
-  if (st == LUA_OK || st == LUA_YIELD) {
-    lua_pushliteral(L, "normal");
-    return;
-  }
-  /* an error: { error = message, traceback = "..." } taken at the crash
-  ** site (the dead coroutine keeps its stack) */
-  lua_createtable(L, 0, 2);
-  if (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER)
-    lua_pushstring(L, lua_tostring(co, -1));
-  else if (lua_type(co, -1) == LUA_TTABLE)
-    lua_xmove(co, L, 1); /* a structured error crosses as it is */
-  else
-    lua_pushstring(L, luaL_tolstring(co, -1, NULL));
-  lua_setfield(L, -2, "error");
-  luaL_traceback(L, co, NULL, 0);
-  lua_setfield(L, -2, "traceback");
-}
-
 /* The process is done: compute the reason, close the state, then run the
 ** death protocol. */
-/* Protected (1 = the reason_ctx): the reason of a body that ended with
-** status st, encoded. A reason that cannot be sent is replaced by its
-** tostring(). */
+/* Protected (1 = the reason_ctx, 2 = the crash value): the reason of a
+** body that crashed, encoded. A reason that cannot be sent is replaced
+** by its tostring(). */
 typedef struct reason_ctx {
   gsi_proc *p;
-  int st;
-  int normal;
   gsi_buf b;
 } reason_ctx;
 
 static int make_reason(lua_State *L) {
   reason_ctx *c = lua_touserdata(L, 1);
   const gsi_codec_limits *lim = gsi_rt_limits(c->p->rt);
-  if (c->p->dying) lua_pushliteral(L, "killed");
-  else push_reason(c->p, c->st);
-  c->normal = is_normal(L);
-  if (gsi_encode(L, -1, "exit reason", lim, &c->b) != 0) {
+  if (c->p->crashed != 2) { /* a raw error (out of memory...): no traceback */
+    lua_createtable(L, 0, 2);
+    if (lua_type(L, 2) == LUA_TSTRING) lua_pushvalue(L, 2);
+    else luaL_tolstring(L, 2, NULL);
+    lua_setfield(L, -2, "error");
+    lua_pushliteral(L, "stack traceback:\n\t(not available)");
+    lua_setfield(L, -2, "traceback");
+    lua_replace(L, 2);
+  }
+  lua_settop(L, 2);
+  if (gsi_encode(L, 2, "exit reason", lim, &c->b) != 0) {
     lua_pop(L, 1); /* the codec's error */
-    luaL_tolstring(L, -1, NULL);
+    luaL_tolstring(L, 2, NULL);
     c->b.len = 0;
     if (gsi_encode(L, -1, "exit reason", lim, &c->b) != 0) c->b.len = 0;
   }
@@ -763,40 +790,47 @@ static int make_reason(lua_State *L) {
 }
 
 /* The process is done: compute the reason, close the state, then run the
-** death protocol. Nothing here may raise: the reason is built under
-** lua_pcall, with fixed C-encoded reasons when even that fails. */
+** death protocol. Nothing here may raise: a crash's reason is encoded
+** under lua_pcall (the body ended normally: boot caught the crash), the
+** others in C. */
 static void finish(gsi_proc *p, int st) {
   gsi_msg *rm;
-  int normal;
+  int normal = 0;
   if (p->dying && p->exit_msg != NULL && !p->heap_exceeded &&
       !(p->exit_msg->flags & GSI_XF_KILL)) {
     rm = p->exit_msg; /* killed by a signal, or exit(reason) */
     p->exit_msg = NULL;
     normal = (rm->flags & GSI_XF_NORMAL) != 0;
   } else {
-    reason_ctx c;
-    c.p = p;
-    c.st = st;
-    c.normal = 0;
-    gsi_buf_init(&c.b);
+    gsi_buf b;
+    gsi_buf_init(&b);
     if (p->heap_exceeded) {
-      gsi_encode_field_int(&c.b, "max_heap", (lua_Integer)p->max_heap);
-    } else if (st == LUA_OK && !p->dying) {
+      gsi_encode_field_int(&b, "max_heap", (lua_Integer)p->max_heap);
+    } else if (p->dying) {
+      gsi_encode_cstring(&b, "killed");
+    } else if (st == LUA_OK && !p->crashed) {
       /* the body returned: "normal", with nothing left to fail */
-      c.normal = gsi_encode_cstring(&c.b, "normal") == 0;
-      if (!c.normal) gsi_encode_cstring(&c.b, "out of memory");
-    } else {
+      normal = gsi_encode_cstring(&b, "normal") == 0;
+    } else if (st == LUA_OK) {
+      reason_ctx c;
+      c.p = p;
+      gsi_buf_init(&c.b);
       lua_pushcfunction(p->L, make_reason); /* light: allocates nothing */
       lua_pushlightuserdata(p->L, &c);
-      if (lua_pcall(p->L, 1, 0, 0) != LUA_OK || c.b.len == 0) {
-        c.b.len = 0;
-        c.normal = 0;
-        gsi_encode_cstring(&c.b, "out of memory");
-      }
+      lua_pushvalue(p->L, -3); /* the crash value, boot's result */
+      if (lua_pcall(p->L, 2, 0, 0) != LUA_OK) c.b.len = 0;
+      b = c.b;
+    } else if (lua_type(p->L, -1) == LUA_TSTRING) {
+      /* an error outside boot's protection (the thread is dead: no calls
+      ** on it any more); a string error reads without allocating */
+      gsi_encode_cstring(&b, lua_tostring(p->L, -1));
     }
-    normal = c.normal;
-    rm = gsi_msg_new(GSI_M_EXIT, 0, 0, c.b.data, c.b.len);
-    gsi_buf_free(&c.b);
+    if (b.len == 0) {
+      normal = 0;
+      gsi_encode_cstring(&b, "out of memory");
+    }
+    rm = gsi_msg_new(GSI_M_EXIT, 0, 0, b.data, b.len);
+    gsi_buf_free(&b);
   }
   close_state(p);
   if (rm == NULL) gsi_proc_exit(p, NULL, 0, normal);
@@ -845,7 +879,7 @@ void gsi_run(gsi_worker *w, gsi_proc *p) {
       return;
     }
     gsi_turn_begin(w, p);
-    st = lua_resume(p->co, p->L, nargs, &nres);
+    st = lua_resume(p->L, NULL, nargs, &nres);
     gsi_turn_end(w, p);
     arena_close(p); /* the first turn ends the boot */
     nargs = 0;
