@@ -27,7 +27,7 @@
 enum {
   S_MOD = 1,  /* the callback module (table) */
   S_STATE,    /* the server state */
-  S_OPTS,     /* start options */
+  S_OPTS,     /* start options: a table, or nil when there are none */
   S_ACTION,   /* pending action: nil, ms, "hibernate", { continue = v } */
   S_MSGH,     /* crash handler for callbacks */
   S_KIND,     /* kind of the message being handled (for reports) */
@@ -54,6 +54,15 @@ enum {
 };
 
 /* ------------------------------------------------------------ helpers */
+
+/* Push start option k (nil without options). */
+static int opt_field(lua_State *L, const char *k) {
+  if (lua_type(L, S_OPTS) != LUA_TTABLE) {
+    lua_pushnil(L);
+    return LUA_TNIL;
+  }
+  return lua_getfield(L, S_OPTS, k);
+}
 
 /* push one of genserver.core's functions (light: allocates nothing) */
 #define core_fn(L, f) lua_pushcfunction(L, gsi_core.f)
@@ -193,7 +202,7 @@ static int run_callback(lua_State *L, int nargs, int phase) {
 /* Init failed: free the name, tell the starter `ack` (on top), exit with
 ** `reason` (below it). */
 static int init_fail(lua_State *L) {
-  lua_getfield(L, S_OPTS, "name");
+  opt_field(L, "name");
   if (lua_type(L, -1) == LUA_TSTRING) {
     core_fn(L, unregister);
     lua_insert(L, -2);
@@ -235,7 +244,7 @@ static int after_init(lua_State *L, int st) {
     lua_replace(L, S_ACTION);
     lua_settop(L, S_BASE);
     gsi_ack(L, 0); /* { "ok" } */
-    if (lua_getfield(L, S_OPTS, "trap_exit") != LUA_TNIL && lua_toboolean(L, -1)) {
+    if (opt_field(L, "trap_exit") != LUA_TNIL && lua_toboolean(L, -1)) {
       core_fn(L, trap_exit);
       lua_pushboolean(L, 1);
       lua_call(L, 1, 0);
@@ -497,18 +506,18 @@ static int load_module(lua_State *L) {
 ** goes to the starter, which the spawner recorded (gsi_ack). */
 int gsi_serve(lua_State *L) {
   lua_settop(L, S_BASE);
-  if (lua_type(L, S_OPTS) != LUA_TTABLE) lua_newtable(L), lua_replace(L, S_OPTS);
+  if (lua_type(L, S_OPTS) != LUA_TTABLE) lua_pushnil(L), lua_replace(L, S_OPTS);
   lua_pushcfunction(L, crash_msgh);
   lua_replace(L, S_MSGH);
   lua_pushliteral(L, "module");
   lua_replace(L, S_MODNAME);
-  if (lua_getfield(L, S_OPTS, "hibernate_after") != LUA_TNUMBER) {
+  if (opt_field(L, "hibernate_after") != LUA_TNUMBER) {
     lua_pop(L, 1);
     lua_pushnil(L);
   }
   lua_replace(L, S_HIB);
   /* the name goes in before init runs */
-  if (lua_getfield(L, S_OPTS, "name") == LUA_TSTRING) {
+  if (opt_field(L, "name") == LUA_TSTRING) {
     core_fn(L, reg);
     lua_pushvalue(L, -2);
     lua_call(L, 1, 2);

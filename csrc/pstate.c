@@ -354,10 +354,10 @@ lua_CFunction gsi_state_builtin(lua_State *L, const char *module, size_t lm,
 }
 
 /* _G's __index: the first use of `print`, `table`, `os`, ... puts that
-** function or library in _G. Upvalue 1: true in a sandboxed state. */
+** function or library in _G. */
 static int lazy_index(lua_State *L) {
   const char *k = lua_tostring(L, 2);
-  int sandbox = lua_toboolean(L, lua_upvalueindex(1));
+  int sandbox = proc_of(L)->sandbox;
   if (k == NULL || lua_type(L, 2) != LUA_TSTRING) return 0;
   if (push_base(L, k, sandbox)) {
     lua_pushvalue(L, 2);
@@ -581,8 +581,7 @@ static void open_libs(lua_State *L, int sandbox) {
   /* the other libraries, package included, on first use (lazy_index) */
   lua_pushglobaltable(L);
   lua_createtable(L, 0, 1);
-  lua_pushboolean(L, sandbox);
-  lua_pushcclosure(L, lazy_index, 1);
+  lua_pushcfunction(L, lazy_index); /* light: allocates nothing */
   lua_setfield(L, -2, "__index");
   lua_setmetatable(L, -2);
   lua_pop(L, 1);

@@ -112,8 +112,11 @@ local function do_start(fname, mod, arg, opts, link, monitor)
     error(("genserver.%s: module must be a module name or a table"):format(fname), 3)
   end
   opts = check_opts(opts, fname)
-  local send_opts = { name = opts.name, hibernate_after = opts.hibernate_after,
-                      trap_exit = opts.trap_exit }
+  local send_opts -- nil when empty: an empty table would cost each server's state
+  if opts.name ~= nil or opts.hibernate_after ~= nil or opts.trap_exit ~= nil then
+    send_opts = { name = opts.name, hibernate_after = opts.hibernate_after,
+                  trap_exit = opts.trap_exit }
+  end
   local o = opts.overflow
   if o ~= nil and o ~= "drop" and o ~= "reject" and o ~= "kill" then
     error(("genserver.%s: opts.overflow must be \"drop\", \"reject\" or \"kill\""):format(fname), 2)
