@@ -92,6 +92,9 @@ GSI_FUNC void gsi_msg_free(gsi_msg *m);
 ** consumer looks again). */
 typedef struct gsi_mpsc {
   gsi_msg *_Atomic head;
+  /* producers write head on every push, the consumer writes tail on every
+  ** pop: 64 bytes apart they never share a cache line */
+  char pad[64 - sizeof(gsi_msg *)];
   gsi_msg *tail;
   gsi_msg stub;
 } gsi_mpsc;
@@ -128,22 +131,26 @@ typedef struct gsi_foreign {
 } gsi_foreign;
 
 struct gsi_proc {
-  /* shared */
+  /* shared. Layout: what a sender touches on every message (gsi_pin,
+  ** gsi_deliver, gsi_notify) comes first and ends with mbox.head; what the
+  ** owner writes on every message (mbox.tail, the *_pub counters, mem_pub
+  ** on every allocation of its state) comes after mbox's padding, so the
+  ** two sides do not bounce one cache line between them. */
   _Atomic uint32_t gen;  /* generation of the current incarnation */
   _Atomic uint32_t pins; /* senders inside gsi_pin..gsi_unpin */
   _Atomic int alive;     /* accepts messages; see gsi_pin */
   _Atomic int sched;     /* GSI_IDLE.. */
   _Atomic int sigpend;   /* an exit signal was pushed: drain soon */
-  _Atomic size_t mem_pub; /* memory of its state, published by owner */
   _Atomic uint64_t msgs_in;   /* pushed to this mailbox (by senders) */
-  _Atomic uint64_t drained_pub; /* published by owner: moved out of mbox */
-  _Atomic size_t svlen_pub;     /* published by owner: saved list length */
   uint32_t index;
   gsi_rt *rt;
-  gsi_mpsc mbox;
   /* set before the process is published (alive = 1), then read-only */
   uint32_t mbox_limit; /* 0 = unbounded */
   int overflow;        /* GSI_OVF_* */
+  gsi_mpsc mbox;
+  _Atomic size_t mem_pub; /* memory of its state, published by owner */
+  _Atomic uint64_t drained_pub; /* published by owner: moved out of mbox */
+  _Atomic size_t svlen_pub;     /* published by owner: saved list length */
   size_t max_heap;     /* bytes its state may use, 0 = no cap */
   int sandbox;         /* no io/os/debug/loadlib, text chunks only */
   uint64_t fail_at;    /* fault injection: fail growth allocation number

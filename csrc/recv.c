@@ -131,7 +131,10 @@ static void on_answer(gsi_proc *p, gsi_msg *m) {
 size_t gsi_drain(gsi_proc *p) {
   gsi_msg *m;
   size_t n = 0;
-  atomic_store_explicit(&p->sigpend, 0, memory_order_relaxed);
+  /* cleared only when set: a store on every drain would take the cache
+  ** line that senders use (see gsi_proc) away from them */
+  if (atomic_load_explicit(&p->sigpend, memory_order_relaxed))
+    atomic_store_explicit(&p->sigpend, 0, memory_order_relaxed);
   while ((m = gsi_mpsc_pop(&p->mbox)) != NULL) {
     n++;
     switch (m->kind) {
