@@ -1527,10 +1527,168 @@ static void decvalue (lua_State *L, dec *d) {
 }
 
 
+/* ------------------------------------------------ decoder: fast path */
+
+/* Plain data (no references flag, no modules or functions: what most
+** messages are) is decoded by a second, smaller decoder whose only
+** failure is a memory error raised by the API calls it makes; bad input
+** and everything else make it give up (-1, the stack as it was), and the
+** full decoder starts again from the first byte and reports the problem.
+** The full decoder runs it first inside its protected call; gsi_decode_raw
+** runs it without one. */
+
+typedef struct fastdec {
+  const unsigned char *p, *end;
+  int depth, maxdepth;
+} fastdec;
+
+static int fastdvalue (lua_State *L, fastdec *d);
+
+
+static int fastdvarint (fastdec *d, uint64_t *v) {
+  int shift;
+  *v = 0;
+  for (shift = 0; shift < 64 && d->p < d->end; shift += 7) {
+    int c = *d->p++;
+    if (shift == 63 && c > 1)
+      return -1;
+    *v |= (uint64_t)(c & 0x7f) << shift;
+    if (c < 0x80)
+      return 0;
+  }
+  return -1;
+}
+
+
+static int fastdtable (lua_State *L, fastdec *d) {
+  uint64_t na, nh, i;
+  size_t left;
+  int t;
+  if (fastdvarint(d, &na) != 0 || fastdvarint(d, &nh) != 0)
+    return -1;
+  left = (size_t)(d->end - d->p);
+  /* room for a table, a key, a value and pushid's 4 (lua_checkstack
+  ** raises nothing) */
+  if (na > left || nh > left / 2 || d->depth == d->maxdepth ||
+      !lua_checkstack(L, 8))
+    return -1;
+  d->depth++;
+  lua_createtable(L, hint(na), hint(nh));
+  t = lua_gettop(L);
+  for (i = 1; i <= na; i++) {
+    if (fastdvalue(L, d) != 0)
+      return -1;
+    lua_rawseti(L, t, (lua_Integer)i);
+  }
+  for (i = 0; i < nh; i++) {
+    if (fastdvalue(L, d) != 0)
+      return -1;
+    if (lua_type(L, -1) == LUA_TNIL)  /* lua_rawset would raise */
+      return -1;
+    if (lua_type(L, -1) == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+      lua_Number k = lua_tonumber(L, -1);
+      if (k != k)
+        return -1;
+    }
+    if (fastdvalue(L, d) != 0)
+      return -1;
+    lua_rawset(L, t);
+  }
+  d->depth--;
+  return 0;
+}
+
+
+/* May leave values on the stack when it gives up (the caller resets). */
+static int fastdvalue (lua_State *L, fastdec *d) {
+  int c;
+  size_t n;
+  if (d->p >= d->end)
+    return -1;
+  c = *d->p++;
+  if (c < 0x80) {
+    lua_pushinteger(L, c);
+    return 0;
+  }
+  if (c < 0xa0) {
+    n = (size_t)(c & 0x1f);
+    if (n > (size_t)(d->end - d->p))
+      return -1;
+    lua_pushlstring(L, (const char *)d->p, n);
+    d->p += n;
+    return 0;
+  }
+  if (c >= GSI_T_NEGINT) {
+    lua_pushinteger(L, c - GSI_T_NEGINT - 32);
+    return 0;
+  }
+  switch (c) {
+    case GSI_T_NIL: lua_pushnil(L); return 0;
+    case GSI_T_FALSE: lua_pushboolean(L, 0); return 0;
+    case GSI_T_TRUE: lua_pushboolean(L, 1); return 0;
+    case GSI_T_TABLE: return fastdtable(L, d);
+    case GSI_T_FLOAT: {
+      uint64_t u = 0;
+      lua_Number x;
+      int k;
+      if (d->end - d->p < 8)
+        return -1;
+      for (k = 0; k < 8; k++)
+        u |= (uint64_t)d->p[k] << (8 * k);
+      d->p += 8;
+      memcpy(&x, &u, sizeof(x));
+      lua_pushnumber(L, x);
+      return 0;
+    }
+    case GSI_T_INT: case GSI_T_STR: case GSI_T_PID: case GSI_T_IDREF: {
+      uint64_t v;
+      if (fastdvarint(d, &v) != 0)
+        return -1;
+      if (c == GSI_T_INT)
+        lua_pushinteger(L, unzigzag(v));
+      else if (c == GSI_T_PID)
+        gsi_pushpid(L, v);
+      else if (c == GSI_T_IDREF)
+        gsi_pushref(L, v);
+      else {
+        if (v > (uint64_t)(d->end - d->p))
+          return -1;
+        lua_pushlstring(L, (const char *)d->p, (size_t)v);
+        d->p += v;
+      }
+      return 0;
+    }
+    default:
+      return -1;  /* references, modules, functions, unknown tags */
+  }
+}
+
+
+/* 0 with the value pushed, or -1 with nothing pushed. */
+static int fastdecode (lua_State *L, const unsigned char *p, size_t len,
+                       int maxdepth, size_t maxsize) {
+  fastdec d;
+  int top = lua_gettop(L);
+  if (len < 1 || len > maxsize || p[0] != GSI_WIRE_MAGIC ||
+      !lua_checkstack(L, 8))
+    return -1;
+  d.p = p + 1;
+  d.end = p + len;
+  d.depth = 0;
+  d.maxdepth = maxdepth;
+  if (fastdvalue(L, &d) == 0 && d.p == d.end)
+    return 0;
+  lua_settop(L, top);
+  return -1;
+}
+
+
 /* protected part: 1 = dec */
 static int decmain (lua_State *L) {
   dec *d = (dec *)lua_touserdata(L, 1);
   int h;
+  if (fastdecode(L, d->p, left(d), d->maxdepth, d->maxsize) == 0)
+    return 1;
   if (left(d) > d->maxsize) {
     char num[32];
     snprintf(num, sizeof(num), "%zu", d->maxsize);
@@ -1568,4 +1726,15 @@ int gsi_decode (lua_State *L, const unsigned char *p, size_t len,
   lua_pushcfunction(L, decmain);
   lua_pushlightuserdata(L, &d);
   return lua_pcall(L, 1, 1, 0) == LUA_OK ? 0 : -1;
+}
+
+
+int gsi_decode_raw (lua_State *L, const unsigned char *p, size_t len,
+                    const gsi_codec_limits *lim) {
+  int maxdepth, allowfn;
+  size_t maxsize;
+  getlimits(lim, &maxdepth, &maxsize, &allowfn);
+  if (p != NULL && fastdecode(L, p, len, maxdepth, maxsize) == 0)
+    return 0;
+  return gsi_decode(L, p, len, lim);
 }

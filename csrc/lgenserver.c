@@ -209,6 +209,15 @@ static int decode_payload(lua_State *L, gsi_msg *m) {
                     p != NULL ? gsi_limits_of(p) : gsi_rt_limits(rt_of(L)));
 }
 
+/* As decode_payload, for next() in a process: plain data skips the
+** protected call (gsi_decode_raw). A memory error then raises from here
+** with the message still queued; the server dies of it either way. */
+static int decode_next(lua_State *L, gsi_msg *m) {
+  gsi_proc *p = state_proc(L);
+  if (m->len == 0 || p == NULL) return decode_payload(L, m);
+  return gsi_decode_raw(L, GSI_MSG_DATA(m), m->len, gsi_limits_of(p));
+}
+
 static void push_from(lua_State *L, gsi_msg *m) {
   lua_createtable(L, 2, 0);
   gsi_pushpid(L, m->from);
@@ -469,12 +478,12 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
       case GSI_M_CALL:
       case GSI_M_SYSTEM:
         lua_pushinteger(L, kind == GSI_M_CALL ? K_CALL : K_SYSTEM);
-        rc = decode_payload(L, m);
+        rc = decode_next(L, m);
         if (rc == 0) push_from(L, m), n = 3;
         break;
       case GSI_M_CAST:
         lua_pushinteger(L, K_CAST);
-        rc = decode_payload(L, m);
+        rc = decode_next(L, m);
         break;
       default:
         lua_pushinteger(L, K_INFO);
