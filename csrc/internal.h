@@ -66,6 +66,8 @@ enum {
 /* what a full bounded mailbox does with one more message */
 enum { GSI_OVF_DROP = 1, GSI_OVF_REJECT, GSI_OVF_KILL };
 
+typedef struct gsi_nodecache gsi_nodecache;
+
 /* A message: this header followed by len payload bytes (the codec's
 ** encoding), in one allocation. `next` is the mailbox link while queued in
 ** the MPSC queue and the saved-list link afterwards. */
@@ -75,15 +77,19 @@ struct gsi_msg {
   uint64_t from;
   uint64_t ref;
   size_t len;
+  gsi_nodecache *home; /* the node cache it goes back to, or NULL (msg.c) */
   uint8_t kind;
   uint8_t flags;
 };
 
 #define GSI_MSG_DATA(m) ((unsigned char *)((m) + 1))
 
+/* Any thread may free a message any other thread made. */
 GSI_FUNC gsi_msg *gsi_msg_new(int kind, uint64_t from, uint64_t ref,
                               const void *data, size_t len);
 GSI_FUNC void gsi_msg_free(gsi_msg *m);
+/* A worker thread ends: hand its node cache over to the next worker. */
+GSI_FUNC void gsi_msg_thread_done(void);
 
 /* Vyukov's intrusive MPSC queue. Producers: one atomic exchange on `head`.
 ** The single consumer owns `tail`. Invariant: every pushed node is
