@@ -394,6 +394,10 @@ static void test_fast_path (void) {
     "{('s'):rep(31), ('s'):rep(32), ('s'):rep(200), -33, -32, 1 << 40, "
     "math.mininteger, 0.5, -0.0, 1/0}",
     "{pid(1, 2), ref(3), {pid(7, 9)}}",
+    "(function() local t = {} t[3] = 3 t.x = 'x' t[2] = 2 t[1] = 1 "
+    "t.y = 'y' return t end)()",
+    "(function() local t = {1, 2, 3, 4} t[3] = nil t[6] = 6 "
+    "return t end)()",
     "nest(15)", "nest(40)",
     "{{}, {}, {}, {}, {}, {}, {}, {}, {}, {}}",
     "{string, {x = string}}",
