@@ -308,6 +308,11 @@ GSI_FUNC void gsi_proc_exit(gsi_proc *p, const void *reason, size_t len,
 
 /* Owner-side mailbox (recv.c). */
 GSI_FUNC size_t gsi_drain(gsi_proc *p);
+/* For a receive that takes the oldest message: drain only while nothing
+** is saved, a batch at a time; afterwards either a message is saved or the
+** mailbox was empty. Leaves sigpend alone (the caller's self_of drained
+** everything when a signal was pending). */
+GSI_FUNC void gsi_drain_front(gsi_proc *p);
 GSI_FUNC void gsi_sv_unlink(gsi_proc *p, gsi_msg *m);
 GSI_FUNC gsi_pending *gsi_pending_find(gsi_proc *p, uint64_t ref);
 GSI_FUNC int gsi_pending_add(gsi_proc *p, uint64_t ref, uint64_t target);

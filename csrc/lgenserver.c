@@ -409,7 +409,8 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
   int has_match = (int)ctx;
   (void)status;
   for (;;) {
-    gsi_drain(p);
+    if (has_match) gsi_drain(p);
+    else gsi_drain_front(p);
     if (p->dying) return die(L, p);
     if (!has_match) {
       if (p->sv_head != NULL) {
@@ -468,7 +469,7 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
   gsi_proc *p = self_of(L);
   (void)status;
   for (;;) {
-    gsi_drain(p);
+    gsi_drain_front(p);
     if (p->dying) return die(L, p);
     if (p->sv_head != NULL) {
       gsi_msg *m = p->sv_head;
