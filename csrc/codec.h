@@ -73,6 +73,14 @@ int gsi_encode(lua_State *L, int idx, const char *what,
 int gsi_decode(lua_State *L, const unsigned char *p, size_t len,
                const gsi_codec_limits *lim);
 
+/* As gsi_decode, but plain data (no functions, modules or shared
+** tables) is decoded without a protected call, so a memory error raises
+** from here as from any API function. For callers that run in a Lua C
+** function of the receiving state and would raise that error anyway;
+** every other failure returns -1 with an error string, as gsi_decode. */
+int gsi_decode_raw(lua_State *L, const unsigned char *p, size_t len,
+                   const gsi_codec_limits *lim);
+
 /* Wire primitives for code that writes frames without a Lua state (the C
 ** API's value builder): an unsigned LEB128 varint into p (at most 10
 ** bytes; returns the count), and zigzag for signed integers. */

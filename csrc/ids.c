@@ -6,9 +6,8 @@
 **   - the interning table, id (as lua_Integer) -> userdata, weak values,
 **     so an id nobody holds any more is collected as usual;
 **   - the metatable, also registered by name for luaL_checkudata users.
-** Both are created on the first push in a state. A state that never
-** pushed an id has no metatable, so gsi_toid answers "no" without
-** creating anything (it must not raise).
+** Both are created on the first push in a state. gsi_toid tells ids by
+** their user value (see there), so it creates nothing and never raises.
 */
 #include <inttypes.h>
 #include <stdio.h>
@@ -52,28 +51,27 @@ int gsi_idstring (int kind, uint64_t id, char *buf) {
 }
 
 
-/* Never raises: only raw reads, and only after checking stack space. */
+/* Never raises: only raw reads, and only after checking stack space.
+** The kind is the userdata's user value 1: a light userdata holding the
+** address of the kind's private registry key, which only pushid makes
+** (cheaper to check than the metatable, which needs a registry lookup). */
 int gsi_toid (lua_State *L, int idx, uint64_t *id) {
-  const uint64_t *u;
+  const void *tag;
   int kind = GSI_ID_NONE;
-  if (lua_type(L, idx) != LUA_TUSERDATA || !lua_checkstack(L, 2))
+  if (lua_type(L, idx) != LUA_TUSERDATA ||
+      lua_rawlen(L, idx) != sizeof(uint64_t) || !lua_checkstack(L, 1))
     return GSI_ID_NONE;
   idx = lua_absindex(L, idx);
-  u = (const uint64_t *)lua_touserdata(L, idx);
-  if (lua_rawlen(L, idx) != sizeof(uint64_t) || !lua_getmetatable(L, idx))
-    return GSI_ID_NONE;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, pidkind.mtkey);
-  if (lua_rawequal(L, -1, -2))
-    kind = GSI_ID_PID;
-  else {
-    lua_pop(L, 1);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, refkind.mtkey);
-    if (lua_rawequal(L, -1, -2))
+  if (lua_getiuservalue(L, idx, 1) == LUA_TLIGHTUSERDATA) {
+    tag = lua_touserdata(L, -1);
+    if (tag == pidkind.mtkey)
+      kind = GSI_ID_PID;
+    else if (tag == refkind.mtkey)
       kind = GSI_ID_REF;
   }
-  lua_pop(L, 2);
+  lua_pop(L, 1);
   if (kind != GSI_ID_NONE && id != NULL)
-    *id = *u;
+    *id = *(const uint64_t *)lua_touserdata(L, idx);
   return kind;
 }
 
@@ -206,8 +204,10 @@ static void pushid (lua_State *L, const idkind *k, uint64_t id) {
     return;
   }
   lua_pop(L, 1);
-  u = (uint64_t *)lua_newuserdatauv(L, sizeof(uint64_t), 0);
+  u = (uint64_t *)lua_newuserdatauv(L, sizeof(uint64_t), 1);
   *u = id;
+  lua_pushlightuserdata(L, k->mtkey);  /* the kind, for gsi_toid */
+  lua_setiuservalue(L, -2, 1);
   lua_rawgetp(L, LUA_REGISTRYINDEX, k->mtkey);
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);

@@ -68,6 +68,8 @@ enum {
 /* what a full bounded mailbox does with one more message */
 enum { GSI_OVF_DROP = 1, GSI_OVF_REJECT, GSI_OVF_KILL };
 
+typedef struct gsi_nodecache gsi_nodecache;
+
 /* A message: this header followed by len payload bytes (the codec's
 ** encoding), in one allocation. `next` is the mailbox link while queued in
 ** the MPSC queue and the saved-list link afterwards. */
@@ -77,15 +79,19 @@ struct gsi_msg {
   uint64_t from;
   uint64_t ref;
   size_t len;
+  gsi_nodecache *home; /* the node cache it goes back to, or NULL (msg.c) */
   uint8_t kind;
   uint8_t flags;
 };
 
 #define GSI_MSG_DATA(m) ((unsigned char *)((m) + 1))
 
+/* Any thread may free a message any other thread made. */
 GSI_FUNC gsi_msg *gsi_msg_new(int kind, uint64_t from, uint64_t ref,
                               const void *data, size_t len);
 GSI_FUNC void gsi_msg_free(gsi_msg *m);
+/* A worker thread ends: hand its node cache over to the next worker. */
+GSI_FUNC void gsi_msg_thread_done(void);
 
 /* Vyukov's intrusive MPSC queue. Producers: one atomic exchange on `head`.
 ** The single consumer owns `tail`. Invariant: every pushed node is
@@ -94,6 +100,9 @@ GSI_FUNC void gsi_msg_free(gsi_msg *m);
 ** consumer looks again). */
 typedef struct gsi_mpsc {
   gsi_msg *_Atomic head;
+  /* producers write head on every push, the consumer writes tail on every
+  ** pop: 64 bytes apart they never share a cache line */
+  char pad[64 - sizeof(gsi_msg *)];
   gsi_msg *tail;
   gsi_msg stub;
 } gsi_mpsc;
@@ -130,22 +139,26 @@ typedef struct gsi_foreign {
 } gsi_foreign;
 
 struct gsi_proc {
-  /* shared */
+  /* shared. Layout: what a sender touches on every message (gsi_pin,
+  ** gsi_deliver, gsi_notify) comes first and ends with mbox.head; what the
+  ** owner writes on every message (mbox.tail, the *_pub counters, mem_pub
+  ** on every allocation of its state) comes after mbox's padding, so the
+  ** two sides do not bounce one cache line between them. */
   _Atomic uint32_t gen;  /* generation of the current incarnation */
   _Atomic uint32_t pins; /* senders inside gsi_pin..gsi_unpin */
   _Atomic int alive;     /* accepts messages; see gsi_pin */
   _Atomic int sched;     /* GSI_IDLE.. */
   _Atomic int sigpend;   /* an exit signal was pushed: drain soon */
-  _Atomic size_t mem_pub; /* memory of its state, published by owner */
   _Atomic uint64_t msgs_in;   /* pushed to this mailbox (by senders) */
-  _Atomic uint64_t drained_pub; /* published by owner: moved out of mbox */
-  _Atomic size_t svlen_pub;     /* published by owner: saved list length */
   uint32_t index;
   gsi_rt *rt;
-  gsi_mpsc mbox;
   /* set before the process is published (alive = 1), then read-only */
   uint32_t mbox_limit; /* 0 = unbounded */
   int overflow;        /* GSI_OVF_* */
+  gsi_mpsc mbox;
+  _Atomic size_t mem_pub; /* memory of its state, published by owner */
+  _Atomic uint64_t drained_pub; /* published by owner: moved out of mbox */
+  _Atomic size_t svlen_pub;     /* published by owner: saved list length */
   size_t max_heap;     /* bytes its state may use, 0 = no cap */
   int sandbox;         /* no io/os/debug/loadlib, text chunks only */
   uint64_t fail_at;    /* fault injection: fail growth allocation number
@@ -315,6 +328,11 @@ GSI_FUNC void gsi_proc_exit(gsi_proc *p, const void *reason, size_t len,
 
 /* Owner-side mailbox (recv.c). */
 GSI_FUNC size_t gsi_drain(gsi_proc *p);
+/* For a receive that takes the oldest message: drain only while nothing
+** is saved, a batch at a time; afterwards either a message is saved or the
+** mailbox was empty. Leaves sigpend alone (the caller's self_of drained
+** everything when a signal was pending). */
+GSI_FUNC void gsi_drain_front(gsi_proc *p);
 GSI_FUNC void gsi_sv_unlink(gsi_proc *p, gsi_msg *m);
 GSI_FUNC gsi_pending *gsi_pending_find(gsi_proc *p, uint64_t ref);
 GSI_FUNC int gsi_pending_add(gsi_proc *p, uint64_t ref, uint64_t target);

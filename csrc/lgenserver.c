@@ -260,6 +260,15 @@ static int decode_payload(lua_State *L, gsi_msg *m) {
                     p != NULL ? gsi_limits_of(p) : gsi_rt_limits(rt_of(L)));
 }
 
+/* As decode_payload, for next() in a process: plain data skips the
+** protected call (gsi_decode_raw). A memory error then raises from here
+** with the message still queued; the server dies of it either way. */
+static int decode_next(lua_State *L, gsi_msg *m) {
+  gsi_proc *p = state_proc(L);
+  if (m->len == 0 || p == NULL) return decode_payload(L, m);
+  return gsi_decode_raw(L, GSI_MSG_DATA(m), m->len, gsi_limits_of(p));
+}
+
 static void push_from(lua_State *L, gsi_msg *m) {
   lua_createtable(L, 2, 0);
   gsi_pushpid(L, m->from);
@@ -451,7 +460,8 @@ static int receive_k(lua_State *L, int status, lua_KContext ctx) {
   int has_match = (int)ctx;
   (void)status;
   for (;;) {
-    gsi_drain(p);
+    if (has_match) gsi_drain(p);
+    else gsi_drain_front(p);
     if (p->dying) return die(L, p);
     if (!has_match) {
       if (p->sv_head != NULL) {
@@ -510,7 +520,7 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
   gsi_proc *p = self_of(L);
   (void)status;
   for (;;) {
-    gsi_drain(p);
+    gsi_drain_front(p);
     if (p->dying) return die(L, p);
     if (p->sv_head != NULL) {
       gsi_msg *m = p->sv_head;
@@ -520,7 +530,7 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
       case GSI_M_CALL:
       case GSI_M_SYSTEM:
         lua_pushinteger(L, kind == GSI_M_CALL ? K_CALL : K_SYSTEM);
-        rc = decode_payload(L, m);
+        rc = decode_next(L, m);
         if (rc == 0) {
           push_from(L, m), n = 3;
           /* for gsi_reply_from: this from table stands for (from, ref) */
@@ -531,7 +541,7 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
         break;
       case GSI_M_CAST:
         lua_pushinteger(L, K_CAST);
-        rc = decode_payload(L, m);
+        rc = decode_next(L, m);
         break;
       default:
         lua_pushinteger(L, K_INFO);

@@ -126,13 +126,34 @@ static void on_answer(gsi_proc *p, gsi_msg *m) {
   }
 }
 
+static size_t drain_some(gsi_proc *p, size_t max);
+
 /* Drain the mailbox. Returns the number of messages moved to the saved
 ** list or consumed as answers. */
 size_t gsi_drain(gsi_proc *p) {
+  /* cleared only when set: a store on every drain would take the cache
+  ** line that senders use (see gsi_proc) away from them */
+  if (atomic_load_explicit(&p->sigpend, memory_order_relaxed))
+    atomic_store_explicit(&p->sigpend, 0, memory_order_relaxed);
+  return drain_some(p, SIZE_MAX);
+}
+
+/* A long mailbox goes to the saved list a batch at a time, each batch
+** taken while it is still in the cache (draining 100,000 messages at once
+** would read each node from memory twice). */
+#define DRAIN_BATCH 64
+
+void gsi_drain_front(gsi_proc *p) {
+  while (p->sv_head == NULL && drain_some(p, DRAIN_BATCH) == DRAIN_BATCH) {
+  }
+}
+
+/* At most max messages; sigpend stays as it is (a signal may be among the
+** messages left). */
+static size_t drain_some(gsi_proc *p, size_t max) {
   gsi_msg *m;
   size_t n = 0;
-  atomic_store_explicit(&p->sigpend, 0, memory_order_relaxed);
-  while ((m = gsi_mpsc_pop(&p->mbox)) != NULL) {
+  while (n < max && (m = gsi_mpsc_pop(&p->mbox)) != NULL) {
     n++;
     switch (m->kind) {
     case GSI_M_TIMEOUT:

@@ -156,6 +156,7 @@ static void *worker_main(void *arg) {
   }
   tls_worker = NULL;
   gsi_scratch_release();
+  gsi_msg_thread_done();
   return NULL;
 }
 
