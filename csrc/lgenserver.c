@@ -269,12 +269,28 @@ static int decode_next(lua_State *L, gsi_msg *m) {
   return gsi_decode_raw(L, GSI_MSG_DATA(m), m->len, gsi_limits_of(p));
 }
 
+/* A call's from: { caller pid, tag }. The tag is the call's ref as a
+** plain integer: it is only ever handed back to reply(), and an integer
+** costs the server's state nothing (a ref would be a new userdata and an
+** interning entry per call). reply() also takes a ref there. */
 static void push_from(lua_State *L, gsi_msg *m) {
   lua_createtable(L, 2, 0);
   gsi_pushpid(L, m->from);
   lua_rawseti(L, -2, 1);
-  gsi_pushref(L, m->ref);
+  lua_pushinteger(L, (lua_Integer)m->ref);
   lua_rawseti(L, -2, 2);
+}
+
+/* The tag of a from (see push_from): an integer, or a ref. */
+static int from_tag(lua_State *L, int idx, uint64_t *ref) {
+  if (lua_type(L, idx) == LUA_TNUMBER) {
+    int isint;
+    lua_Integer t = lua_tointegerx(L, idx, &isint);
+    if (!isint || t <= 0) return 0;
+    *ref = (uint64_t)t;
+    return 1;
+  }
+  return gsi_toref(L, idx, ref);
 }
 
 /* The reason of an exit signal or DOWN: "killed" for an untrappable kill. */
@@ -811,7 +827,7 @@ static int l_reply(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_rawgeti(L, 1, 1);
   lua_rawgeti(L, 1, 2);
-  if (!gsi_topid(L, -2, &pid) || !gsi_toref(L, -1, &ref))
+  if (!gsi_topid(L, -2, &pid) || !from_tag(L, -1, &ref))
     luaL_argerror(L, 1, "not a 'from' given to handle_call");
   lua_pop(L, 2);
   m = encode_msg(L, 2, "reply", GSI_M_REPLY, pid_of(p), ref);
