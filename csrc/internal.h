@@ -193,6 +193,7 @@ struct gsi_proc {
   char *ar_base, *ar_top, *ar_end;
   size_t ar_spill;     /* bytes the boot allocated outside the arena */
   gsi_paths *paths;    /* package.path/cpath it was started with */
+  gsi_msg *held;       /* an answer being decoded (freed if that raised) */
   const void *from_tab; /* the last from table core.next pushed (a pointer
                            only compared, never followed), and its ids */
   uint64_t from_pid, from_ref;

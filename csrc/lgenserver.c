@@ -683,7 +683,12 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
       end_wait(p);
       if (m->kind == GSI_M_REPLY) {
         lua_pushboolean(L, 1);
-        rc = decode_payload(L, m);
+        /* plain data without a protected call; a memory error raising
+        ** from there leaves m on p->held, freed later (not lost) */
+        gsi_msg_free(p->held);
+        p->held = m;
+        rc = decode_next(L, m);
+        p->held = NULL;
         n = 2;
       } else if (m->flags == GSI_REFUSED) { /* the server refused it */
         lua_pushboolean(L, 0);

@@ -252,6 +252,8 @@ static void close_state(gsi_proc *p) {
   arena_free_all(p);
   gsi_paths_put(p->rt->mods, p->paths);
   p->paths = NULL;
+  gsi_msg_free(p->held); /* an answer whose decoding raised */
+  p->held = NULL;
 }
 
 /* ------------------------------------------------------ lazy libraries */
