@@ -33,6 +33,7 @@ typedef struct gsi_msg gsi_msg;
 typedef struct gsi_worker gsi_worker;
 typedef struct gsi_modcache gsi_modcache;
 typedef struct gsi_paths gsi_paths;
+typedef struct gsi_fcache gsi_fcache;
 
 /* ---------------------------------------------------------------- ids */
 
@@ -194,6 +195,7 @@ struct gsi_proc {
   size_t ar_spill;     /* bytes the boot allocated outside the arena */
   gsi_paths *paths;    /* package.path/cpath it was started with */
   gsi_msg *held;       /* an answer being decoded (freed if that raised) */
+  gsi_fcache *fc;      /* freed small blocks kept for reuse (pstate.c) */
   const void *from_tab; /* the last from table core.next pushed (a pointer
                            only compared, never followed), and its ids */
   uint64_t from_pid, from_ref;
@@ -474,6 +476,9 @@ GSI_FUNC const char *gsi_paths_path(const gsi_paths *e);
 GSI_FUNC const char *gsi_paths_cpath(const gsi_paths *e);
 
 /* ------------------------------------------------------ process running */
+
+/* Give p's cached free blocks back to malloc (owner; on hibernation). */
+GSI_FUNC void gsi_proc_trim(gsi_proc *p);
 
 /* The codec's builtin hook for the runtime's states (pstate.c): in a
 ** process state, genserver.core's functions without its table, and base

@@ -55,6 +55,13 @@ enum {
 
 /* ------------------------------------------------------------ helpers */
 
+/* Hibernation: a full collection, and the freed blocks the state's
+** allocator kept go back to malloc. */
+static void hibernate(lua_State *L) {
+  lua_gc(L, LUA_GCCOLLECT);
+  gsi_proc_trim(*(gsi_proc **)lua_getextraspace(L));
+}
+
 /* Push start option k (nil without options). */
 static int opt_field(lua_State *L, const char *k) {
   if (lua_type(L, S_OPTS) != LUA_TTABLE) {
@@ -444,7 +451,7 @@ static int loop_top(lua_State *L) {
   if (lua_type(L, S_ACTION) == LUA_TNUMBER) {
     lua_pushvalue(L, S_ACTION);
   } else {
-    if (is_str(L, S_ACTION, "hibernate")) lua_gc(L, LUA_GCCOLLECT);
+    if (is_str(L, S_ACTION, "hibernate")) hibernate(L);
     hib_wait = lua_type(L, S_HIB) == LUA_TNUMBER;
     lua_pushvalue(L, S_HIB); /* nil: wait for ever */
   }
@@ -461,7 +468,7 @@ static int serve_k(lua_State *L, int status, lua_KContext ctx) {
   case P_GOT_HIB:
     if (lua_isnil(L, S_BASE + 1)) { /* idle for hibernate_after: collect */
       lua_settop(L, S_BASE);
-      lua_gc(L, LUA_GCCOLLECT);
+      hibernate(L);
       core_fn(L, next);
       lua_callk(L, 0, 3, P_GOT, serve_k);
       return dispatch(L);

@@ -206,6 +206,78 @@ static void *arena_alloc(gsi_proc *p, void *ptr, size_t osize, size_t nsize) {
   return np;
 }
 
+/* ----------------------------------------------------- block cache */
+
+/* After the boot, a state that handles messages frees and allocates the
+** same small blocks over and over (the tables and strings of each
+** message, freed in bursts by the collector). Up to FC_DEPTH freed
+** malloc blocks per size class (16 to FC_MAX bytes, 8 apart) and FC_BYTES
+** in all are kept for the next allocation of that size, which then skips
+** malloc/free. The cache is made on the first such free (a state that
+** never handles a message never has one) and is emptied on hibernation
+** and when the state closes. Owner data: only the thread running the process
+** allocates in its state. */
+#define FC_MAX 128
+#define FC_NCLASS (FC_MAX / AR_ALIGN - 1) /* 16, 24, ..., FC_MAX */
+#define FC_DEPTH 64
+#define FC_BYTES 8192 /* at most this much kept per state */
+
+struct gsi_fcache {
+  void *head[FC_NCLASS];
+  unsigned char n[FC_NCLASS];
+  int off;      /* the state is closing: free at once */
+  size_t bytes; /* kept, at most FC_BYTES */
+};
+
+static int fc_class(size_t n) { return (int)(ar_round(n) / AR_ALIGN) - 2; }
+
+/* Keep the malloc block ptr (osize bytes) for reuse; 0 if not kept. */
+static int fc_put(gsi_proc *p, void *ptr, size_t osize) {
+  gsi_fcache *c = p->fc;
+  int k;
+  if (!ARENA_ON || osize < 16 || osize > FC_MAX || p->ar_open) return 0; /* ASan: off */
+  if (c == NULL) {
+    if ((c = p->fc = calloc(1, sizeof *c)) == NULL) return 0;
+  }
+  k = fc_class(osize);
+  if (c->off || c->n[k] >= FC_DEPTH || c->bytes + osize > FC_BYTES) return 0;
+  *(void **)ptr = c->head[k];
+  c->head[k] = ptr;
+  c->n[k]++;
+  c->bytes += ar_round(osize);
+  return 1;
+}
+
+static void *fc_get(gsi_proc *p, size_t nsize) {
+  gsi_fcache *c = p->fc;
+  void *b;
+  int k;
+  if (c == NULL || nsize < 16 || nsize > FC_MAX) return NULL;
+  k = fc_class(nsize);
+  if ((b = c->head[k]) == NULL) return NULL;
+  c->head[k] = *(void **)b;
+  c->n[k]--;
+  c->bytes -= ar_round(nsize);
+  return b;
+}
+
+/* Give the cached blocks back to malloc (hibernation, closing). */
+static void fc_empty(gsi_proc *p) {
+  gsi_fcache *c = p->fc;
+  if (c == NULL) return;
+  for (int k = 0; k < FC_NCLASS; k++) {
+    while (c->head[k] != NULL) {
+      void *b = c->head[k];
+      c->head[k] = *(void **)b;
+      free(b);
+    }
+    c->n[k] = 0;
+  }
+  c->bytes = 0;
+}
+
+void gsi_proc_trim(gsi_proc *p) { fc_empty(p); }
+
 static void *palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   gsi_proc *p = ud;
   void *np;
@@ -213,7 +285,7 @@ static void *palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   if (ptr == NULL) osize = 0;
   if (nsize == 0) {
     if (ptr != NULL && in_arena(p, ptr)) arena_release(p, ptr, osize);
-    else free(ptr);
+    else if (ptr != NULL && !fc_put(p, ptr, osize)) free(ptr);
     p->mem -= osize;
     atomic_store_explicit(&p->mem_pub, p->mem, memory_order_relaxed);
     return NULL;
@@ -233,7 +305,7 @@ static void *palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
         memcpy(np, ptr, osize < nsize ? osize : nsize);
         arena_release(p, ptr, osize);
       }
-    } else {
+    } else if (ptr != NULL || (np = fc_get(p, nsize)) == NULL) {
       np = realloc(ptr, nsize);
     }
     if (np != NULL && p->ar_open) p->ar_spill += nsize - (nsize > osize ? osize : nsize);
@@ -247,7 +319,11 @@ static void *palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 
 /* Close p's state and free its arena. */
 static void close_state(gsi_proc *p) {
+  if (p->fc != NULL) p->fc->off = 1; /* lua_close frees straight to malloc */
   if (p->L != NULL) lua_close(p->L);
+  fc_empty(p);
+  free(p->fc);
+  p->fc = NULL;
   p->L = p->co = NULL;
   arena_free_all(p);
   gsi_paths_put(p->rt->mods, p->paths);
