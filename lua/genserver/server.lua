@@ -31,7 +31,7 @@ end
 -- @param state the server state (shown through mod.format_status if defined)
 -- @param kind the kind of the last message (core.K_*), 0 or nil
 -- @param msg the last message
--- @param from the caller ({ pid, ref }) if the last message was a call
+-- @param from the caller ({ pid, tag }) if the last message was a call
 -- @param modname the module's name
 function M.report(mod, reason, state, kind, msg, from, modname)
   local status = { state = state, reason = reason, message = msg }
