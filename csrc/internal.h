@@ -217,8 +217,7 @@ struct gsi_proc {
   int timed_out;
   int in_match;        /* a receive match function is running */
   int relay;           /* a nested coroutine was preempted (lcoro.c) */
-  int crashed;         /* the body raised: 2 its reason is on top of L
-                          (made where it crashed), 1 a raw error is */
+  int crashed;         /* the body raised: its error is on top of L */
   char module[64];     /* for info()/crash reports */
 };
 

@@ -556,6 +556,7 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
         }
         break;
       case GSI_M_CAST:
+        p->from_tab = NULL; /* gsi_reply_from: only the call being handled */
         lua_pushinteger(L, K_CAST);
         rc = decode_next(L, m);
         break;

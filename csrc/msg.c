@@ -50,6 +50,7 @@ struct gsi_nodecache {
 
 static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
 static gsi_nodecache *cache_all, *cache_idle;
+static size_t cache_owned; /* caches a worker thread holds, under cache_mu */
 
 static _Thread_local gsi_nodecache *tls_cache; /* this thread owns it */
 
@@ -83,6 +84,7 @@ static gsi_nodecache *my_cache(void) {
     c->all_next = cache_all;
     cache_all = c;
   }
+  if (c != NULL) cache_owned++;
   pthread_mutex_unlock(&cache_mu);
   tls_cache = c;
   return c;
@@ -196,6 +198,27 @@ void gsi_msg_thread_done(void) {
   pthread_mutex_lock(&cache_mu);
   c->idle_next = cache_idle;
   cache_idle = c;
+  cache_owned--;
+  pthread_mutex_unlock(&cache_mu);
+}
+
+/* The library is unloaded (or the program ends): with no worker thread
+** left holding a cache, no node can come back to one, so the caches and
+** the nodes they keep are freed. Priority 101: after lgenserver.c's
+** at_unload, which closes the default runtimes (their messages are freed
+** into these caches). A runtime still running keeps them all. */
+__attribute__((destructor(101))) static void free_caches(void) {
+  pthread_mutex_lock(&cache_mu);
+  if (cache_owned == 0) {
+    while (cache_all != NULL) {
+      gsi_nodecache *c = cache_all;
+      cache_all = c->all_next;
+      free_chain(c->local);
+      free_chain(atomic_load(&c->remote));
+      free(c);
+    }
+    cache_idle = NULL;
+  }
   pthread_mutex_unlock(&cache_mu);
 }
 

@@ -231,6 +231,10 @@ struct gsi_fcache {
 
 static int fc_class(size_t n) { return (int)(ar_round(n) / AR_ALIGN) - 2; }
 
+/* What to ask malloc for n bytes: a small block is made the whole size of
+** its class, so that any block of the class can serve any request in it. */
+static size_t msize(size_t n) { return n <= FC_MAX ? ar_round(n) : n; }
+
 /* Keep the malloc block ptr (osize bytes) for reuse; 0 if not kept. */
 static int fc_put(gsi_proc *p, void *ptr, size_t osize) {
   gsi_fcache *c = p->fc;
@@ -301,12 +305,12 @@ static void *palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   if (p->ar_open && !userdata) np = arena_alloc(p, ptr, osize, nsize);
   if (np == NULL) {
     if (ptr != NULL && in_arena(p, ptr)) { /* leaves the arena */
-      if ((np = malloc(nsize)) != NULL) {
+      if ((np = malloc(msize(nsize))) != NULL) {
         memcpy(np, ptr, osize < nsize ? osize : nsize);
         arena_release(p, ptr, osize);
       }
     } else if (ptr != NULL || (np = fc_get(p, nsize)) == NULL) {
-      np = realloc(ptr, nsize);
+      np = realloc(ptr, msize(nsize));
     }
     if (np != NULL && p->ar_open) p->ar_spill += nsize - (nsize > osize ? osize : nsize);
   }
@@ -317,10 +321,24 @@ static void *palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   return np;
 }
 
+/* Runs every CLOSE_COUNT instructions of the code lua_close runs: a
+** killed body's pending <close> handlers (Lua closes a suspended main
+** thread's to-be-closed variables) and finalizers. They run outside any
+** turn, where the watchdog cannot preempt them: one that runs this long
+** is stopped with an error, which lua_close reports and goes past. */
+#define CLOSE_COUNT 1000000
+static void close_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  luaL_error(L, "genserver: cleanup code ran too long after the process ended");
+}
+
 /* Close p's state and free its arena. */
 static void close_state(gsi_proc *p) {
   if (p->fc != NULL) p->fc->off = 1; /* lua_close frees straight to malloc */
-  if (p->L != NULL) lua_close(p->L);
+  if (p->L != NULL) {
+    lua_sethook(p->L, close_hook, LUA_MASKCOUNT, CLOSE_COUNT);
+    lua_close(p->L);
+  }
   fc_empty(p);
   free(p->fc);
   p->fc = NULL;
@@ -466,6 +484,31 @@ static int lazy_string_index(lua_State *L) {
   lua_rawget(L, -2);
   return 1;
 }
+
+/* Its arithmetic events: in Lua 5.4, "10" + 1 converts the string through
+** the string metatable's __add (lstrlib.c); open the library, whose real
+** metatable then does the operation. */
+static int lazy_string_arith(lua_State *L, int op) {
+  luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 1);
+  lua_settop(L, op == LUA_OPUNM ? 1 : 2);
+  lua_arith(L, op);
+  return 1;
+}
+
+static int lazy_add(lua_State *L) { return lazy_string_arith(L, LUA_OPADD); }
+static int lazy_sub(lua_State *L) { return lazy_string_arith(L, LUA_OPSUB); }
+static int lazy_mul(lua_State *L) { return lazy_string_arith(L, LUA_OPMUL); }
+static int lazy_mod(lua_State *L) { return lazy_string_arith(L, LUA_OPMOD); }
+static int lazy_pow(lua_State *L) { return lazy_string_arith(L, LUA_OPPOW); }
+static int lazy_div(lua_State *L) { return lazy_string_arith(L, LUA_OPDIV); }
+static int lazy_idiv(lua_State *L) { return lazy_string_arith(L, LUA_OPIDIV); }
+static int lazy_unm(lua_State *L) { return lazy_string_arith(L, LUA_OPUNM); }
+
+static const luaL_Reg lazy_string_mt[] = {
+    {"__index", lazy_string_index}, {"__add", lazy_add}, {"__sub", lazy_sub},
+    {"__mul", lazy_mul},            {"__mod", lazy_mod}, {"__pow", lazy_pow},
+    {"__div", lazy_div},            {"__idiv", lazy_idiv}, {"__unm", lazy_unm},
+    {NULL, NULL}};
 
 /* load() in a sandbox: text chunks only, whatever mode is asked for. */
 static int load_text(lua_State *L) {
@@ -646,11 +689,10 @@ static void open_libs(lua_State *L, int sandbox) {
     lua_pop(L, 1);
   }
   /* until the string library is opened, strings get a stand-in metatable
-  ** whose __index opens it, so that s:upper() works on first use */
+  ** whose events open it, so that s:upper() and "10" + 1 work on first use */
   lua_pushliteral(L, "");
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, lazy_string_index);
-  lua_setfield(L, -2, "__index");
+  lua_createtable(L, 0, sizeof lazy_string_mt / sizeof lazy_string_mt[0] - 1);
+  luaL_setfuncs(L, lazy_string_mt, 0);
   lua_setmetatable(L, -2);
   lua_pop(L, 1);
   /* the codec's require (it does not run _G's __index) */
@@ -677,25 +719,21 @@ static int read_u32(const unsigned char **s, const unsigned char *e,
   return 0;
 }
 
-/* The body's crash reason, made where the error was raised (the message
-** handler of boot's protected call): { error = message, traceback }. A
-** string or number error becomes its text, a table crosses as it is,
-** anything else becomes its tostring(). */
-static int crash_reason(lua_State *L) {
-  int t;
-  lua_createtable(L, 0, 2);
-  t = lua_gettop(L);
-  if (lua_type(L, 1) == LUA_TSTRING || lua_type(L, 1) == LUA_TNUMBER)
-    lua_pushstring(L, lua_tostring(L, 1));
-  else if (lua_type(L, 1) == LUA_TTABLE)
-    lua_pushvalue(L, 1);
-  else
-    luaL_tolstring(L, 1, NULL);
-  lua_setfield(L, t, "error");
+/* Registry keys: the last error boot's message handler saw, and the
+** traceback it took there. */
+static const char TBERR_KEY = 'e', TB_KEY = 't';
+
+/* Message handler of boot's protected call: keep the traceback of the
+** error where it was raised, and let the error itself through unchanged
+** (the handler also runs for errors that are caught: `load` inherits it
+** for syntax errors, and must still return the message). finish() pairs
+** the final error with this traceback (make_reason). */
+static int crash_trace(lua_State *L) {
+  lua_settop(L, 1);
+  lua_pushvalue(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &TBERR_KEY);
   luaL_traceback(L, L, NULL, 1); /* from the function that raised */
-  lua_setfield(L, t, "traceback");
-  lua_settop(L, t);
-  proc_of(L)->crashed = 2;
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &TB_KEY);
   return 1;
 }
 
@@ -736,15 +774,14 @@ static int run_body(lua_State *L) {
 static int boot_done(lua_State *L, int status, lua_KContext ctx) {
   (void)ctx;
   if (status != LUA_OK && status != LUA_YIELD) {
-    gsi_proc *p = proc_of(L);
-    if (p->crashed != 2) p->crashed = 1; /* a raw error: memory, handler */
+    proc_of(L)->crashed = 1; /* the error on top; see make_reason */
     return 1;
   }
   return lua_gettop(L) - 1; /* above the handler */
 }
 
 static int boot(lua_State *L) {
-  lua_pushcfunction(L, crash_reason); /* light: pushing allocates nothing */
+  lua_pushcfunction(L, crash_trace); /* light: pushing allocates nothing */
   lua_insert(L, 1);
   lua_pushcfunction(L, run_body);
   lua_insert(L, 2);
@@ -847,16 +884,27 @@ typedef struct reason_ctx {
 static int make_reason(lua_State *L) {
   reason_ctx *c = lua_touserdata(L, 1);
   const gsi_codec_limits *lim = gsi_rt_limits(c->p->rt);
-  if (c->p->crashed != 2) { /* a raw error (out of memory...): no traceback */
-    lua_createtable(L, 0, 2);
-    if (lua_type(L, 2) == LUA_TSTRING) lua_pushvalue(L, 2);
-    else luaL_tolstring(L, 2, NULL);
-    lua_setfield(L, -2, "error");
+  /* { error = message, traceback } with the traceback taken where this
+  ** error was raised (crash_trace; none for a memory error). A string or
+  ** number error becomes its text, a table crosses as it is, anything
+  ** else becomes its tostring(). */
+  lua_createtable(L, 0, 2);
+  if (lua_type(L, 2) == LUA_TSTRING || lua_type(L, 2) == LUA_TNUMBER)
+    lua_pushstring(L, lua_tostring(L, 2));
+  else if (lua_type(L, 2) == LUA_TTABLE)
+    lua_pushvalue(L, 2);
+  else
+    luaL_tolstring(L, 2, NULL);
+  lua_setfield(L, 3, "error");
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &TBERR_KEY);
+  if (lua_rawequal(L, -1, 2) && lua_rawgetp(L, LUA_REGISTRYINDEX, &TB_KEY) == LUA_TSTRING)
+    lua_setfield(L, 3, "traceback");
+  else {
     lua_pushliteral(L, "stack traceback:\n\t(not available)");
-    lua_setfield(L, -2, "traceback");
-    lua_replace(L, 2);
+    lua_setfield(L, 3, "traceback");
   }
-  lua_settop(L, 2);
+  lua_settop(L, 3);
+  lua_replace(L, 2);
   if (gsi_encode(L, 2, "exit reason", lim, &c->b) != 0) {
     lua_pop(L, 1); /* the codec's error */
     luaL_tolstring(L, 2, NULL);
