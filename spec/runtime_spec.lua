@@ -5,13 +5,6 @@
 --
 -- Run: make test SPECS=spec/runtime_spec.lua   (under GENSERVER_WORKERS=1 and 4)
 
-do -- spec/support on package.path (new process states inherit it)
-  local dir = (debug.getinfo(1, "S").source:match("^@(.*)[/\\]") or ".") .. "/support/"
-  if not package.path:find(dir, 1, true) then
-    package.path = dir .. "?.lua;" .. package.path
-  end
-end
-
 local U = require "pr_util"
 local process = U.process()
 local runtime = require "genserver.runtime"

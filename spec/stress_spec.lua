@@ -10,13 +10,6 @@
 --
 -- Run: make test SPECS=spec/stress_spec.lua
 
-do -- spec/support on package.path (new process states inherit it)
-  local dir = (debug.getinfo(1, "S").source:match("^@(.*)[/\\]") or ".") .. "/support/"
-  if not package.path:find(dir, 1, true) then
-    package.path = dir .. "?.lua;" .. package.path
-  end
-end
-
 local U = require "pr_util"
 local gs = require "genserver"
 local process = U.process()
