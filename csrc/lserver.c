@@ -74,16 +74,37 @@ static int opt_field(lua_State *L, const char *k) {
 /* push one of genserver.core's functions (light: allocates nothing) */
 #define core_fn(L, f) lua_pushcfunction(L, gsi_core.f)
 
-/* Crash handler: the reason a callback's error becomes, with the
-** traceback taken where the error was raised. */
+static const char CRASH_ERR = 'e', CRASH_TB = 't'; /* registry keys */
+
+/* Crash handler of the callbacks: a crash's reason carries the traceback
+** taken where the error was raised. It keeps that traceback aside and
+** lets the error through unchanged: it also runs for errors that are caught (load() inherits it while it
+** compiles), which must keep their value. crash_reason() then pairs a
+** callback's final error with it. */
 static int crash_msgh(lua_State *L) {
   const char *msg = lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : NULL;
-  lua_createtable(L, 0, 2);
+  lua_settop(L, 1);
   lua_pushvalue(L, 1);
-  lua_setfield(L, -2, "error");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &CRASH_ERR);
   luaL_traceback(L, L, msg, 1);
-  lua_setfield(L, -2, "traceback");
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &CRASH_TB);
   return 1;
+}
+
+/* The error on top, raised by a callback run under crash_msgh, becomes the
+** crash reason { error = e, traceback }. An error the handler did not see
+** (out of memory) stays as it is. */
+static void crash_reason(lua_State *L) {
+  int seen;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CRASH_ERR);
+  seen = lua_rawequal(L, -1, -2);
+  lua_pop(L, 1);
+  if (!seen) return;
+  lua_createtable(L, 0, 2);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "error");
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &CRASH_TB);
+  lua_setfield(L, -2, "traceback");
 }
 
 static int is_str(lua_State *L, int idx, const char *s) {
@@ -463,6 +484,7 @@ static int loop_top(lua_State *L) {
 
 static int serve_k(lua_State *L, int status, lua_KContext ctx) {
   int st = status == LUA_YIELD ? LUA_OK : status;
+  if (st != LUA_OK) crash_reason(L); /* a callback crashed */
   switch ((int)ctx) {
   case P_LOOP: return loop_top(L);
   case P_GOT_HIB:
@@ -491,7 +513,10 @@ static int load_module(lua_State *L) {
     lua_replace(L, S_MODNAME);
     lua_pushcfunction(L, gsi_require);
     lua_pushvalue(L, S_MOD);
-    if (lua_pcall(L, 1, 1, S_MSGH) != LUA_OK) return -1;
+    if (lua_pcall(L, 1, 1, S_MSGH) != LUA_OK) {
+      crash_reason(L);
+      return -1;
+    }
     if (lua_type(L, -1) != LUA_TTABLE) {
       lua_pop(L, 1);
       lua_pushfstring(L, "module %s is not a table", lua_tostring(L, S_MOD));

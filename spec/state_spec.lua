@@ -79,6 +79,23 @@ describe("a process's state", function()
     end)
   end)
 
+  describe("load in a gen_server callback", function()
+    it("returns its errors as strings, and the server lives on", function()
+      local Srv = {
+        handle_call = U.portable(function(req, from, st)
+          local _, e1 = load("return ((((")
+          local _, e2 = load("return " .. ("("):rep(300) .. "1" .. (")"):rep(300))
+          return "reply", { type(e1), type(e2) }, st
+        end),
+      }
+      local pid = assert(genserver.start(Srv, 0))
+      local r = genserver.call(pid, "go")
+      assert.are.same({ "string", "string" }, r)
+      assert.are.same({ "string", "string" }, genserver.call(pid, "again"))
+      genserver.stop(pid)
+    end)
+  end)
+
   describe("crash reasons", function()
     it("keep the error and the traceback from where it was raised", function()
       local pid, ref = process.spawn_monitor(function()
