@@ -390,6 +390,8 @@ typedef struct gsi_names gsi_names;
 
 struct gs_runtime;
 
+#define GSI_BOOT_HINTS 64 /* a power of two */
+
 struct gsi_rt {
   uint64_t serial; /* unique per runtime ever created in this process */
   /* The public face (api.c's gs_runtime) this core belongs to: set by
@@ -406,7 +408,10 @@ struct gsi_rt {
   const gsi_codec_limits *_Atomic lim;
   struct gsi_retired *retired; /* guarded by life_mu */
   _Atomic int budget;
-  _Atomic size_t boot_hint; /* bytes a process state takes to boot (pstate.c) */
+  /* bytes a process state takes to boot, per callback module (by a hash
+  ** of its name; pstate.c). Relaxed: a sizing hint, a lost update or a
+  ** collision of two names only makes one arena less well sized. */
+  _Atomic size_t boot_hint[GSI_BOOT_HINTS];
   /* process table: chunks are allocated on demand and never moved, so a
   ** slot pointer stays valid for the runtime's life. */
   gsi_proc *_Atomic *chunks;

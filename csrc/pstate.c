@@ -1,8 +1,9 @@
 /*
 ** pstate.c - a process's own lua_State: creation with the runtime's
-** counting allocator, lazy standard libraries, the body coroutine, running
-** it on a worker, and turning its end into an exit reason. Also the
-** foreign processes (OS threads outside the workers).
+** counting allocator (boot arena, block cache), lazy standard libraries,
+** the body (run on the state's main thread), running it on a worker, and
+** turning its end into an exit reason. Also the foreign processes (OS
+** threads outside the workers).
 */
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +41,8 @@ static int over_cap(gsi_proc *p, size_t osize, size_t nsize) {
 
 /* What a state allocates while it boots (lua_newstate, the libraries, the
 ** callback module, init: ~300 small blocks) comes from one block, the
-** boot arena, sized from what earlier boots took (rt->boot_hint). Bumping
+** boot arena, sized from what earlier boots of the same callback module
+** took (rt->boot_hint, see hint_of). Bumping
 ** a pointer is cheaper than malloc, the blocks carry no malloc header
 ** (~2.5 KB per idle server), and closing the state frees one block.
 **
@@ -86,8 +88,16 @@ static void ar_lists_clear(void) {
   ar_big = NULL;
 }
 
+/* p's slot of rt->boot_hint: servers of one module boot alike, and one
+** kind of big server must not size the arenas of all the small ones. */
+static _Atomic size_t *hint_of(gsi_proc *p) {
+  uint32_t h = 2166136261u; /* FNV-1a of the module name */
+  for (const char *c = p->module; *c; c++) h = (h ^ (unsigned char)*c) * 16777619u;
+  return &p->rt->boot_hint[h & (GSI_BOOT_HINTS - 1)];
+}
+
 static void arena_open(gsi_proc *p) {
-  size_t n = atomic_load_explicit(&p->rt->boot_hint, memory_order_relaxed);
+  size_t n = atomic_load_explicit(hint_of(p), memory_order_relaxed);
   p->ar_spill = 0;
   p->ar_open = 0;
   p->ar_base = p->ar_top = p->ar_end = NULL;
@@ -109,9 +119,9 @@ static void arena_close(gsi_proc *p) {
   need = (size_t)(p->ar_top - p->ar_base) + p->ar_spill;
   need = (need + 255) & ~(size_t)255;
   /* a moving average, so that one odd boot does not size all the next */
-  hint = atomic_load_explicit(&p->rt->boot_hint, memory_order_relaxed);
+  hint = atomic_load_explicit(hint_of(p), memory_order_relaxed);
   hint = hint == 0 ? need : hint - hint / 8 + need / 8;
-  atomic_store_explicit(&p->rt->boot_hint, hint, memory_order_relaxed);
+  atomic_store_explicit(hint_of(p), hint, memory_order_relaxed);
 }
 
 /* The state is closed: its arena goes at once. */
