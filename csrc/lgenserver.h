@@ -11,8 +11,9 @@
 /* Kinds returned by core.next (the gen_server loop's receive). */
 enum { GSI_K_CALL = 1, GSI_K_CAST, GSI_K_INFO, GSI_K_SYSTEM };
 
-/* core.serve(spec, arg, opts, starter, ref): the gen_server body
-** (lserver.c). It runs in process states only. */
+/* core.serve(module, arg, opts): the gen_server body (lserver.c). It runs
+** in process states only; its starter is the process's parent, and init's
+** outcome answers the process's start_ref (gsi_ack). */
 GSI_FUNC int gsi_serve(lua_State *L);
 
 /* The core functions the gen_server loop calls directly (lserver.c). In a

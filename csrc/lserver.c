@@ -1,18 +1,20 @@
 /*
 ** lserver.c - the gen_server process body, in C.
 **
-** `genserver.start` spawns a process whose body is core.serve(spec, arg,
-** opts, starter, ref). It registers the name, loads the callback module,
-** runs init, acknowledges the starter, then loops: take the next message,
+** `genserver.start` spawns a process whose body is core.serve(module, arg,
+** opts); the spawner records itself and its start ref on the process. It
+** registers the name, loads the callback module, runs init, acknowledges
+** the starter (gsi_ack), then loops: take the next message,
 ** run the matching callback, check the shape of what it returned, act on
 ** it. In C because it runs for every message of every server, and because
 ** C code costs a server's state nothing (a Lua loop cost each state ~15 KB
 ** of prototypes). Crash reports, the cold path, stay in Lua
 ** (genserver.server.report), loaded only by a server that crashes.
 **
-** It uses only the Lua API and the core's own Lua functions (next, reply,
-** exit, ...), called with lua_callk/lua_pcallk so that callbacks and waits
-** may yield the body coroutine. All loop state lives at fixed stack slots,
+** It uses only the Lua API and the core's own C functions (next, reply,
+** exit, ..., pushed as light functions: no core table in the state),
+** called with lua_callk/lua_pcallk so that callbacks and waits may yield
+** the body (the state's main thread). All loop state lives at fixed stack slots,
 ** and one continuation (serve_k) drives a flat state machine, so a server
 ** can handle any number of messages without growing the C stack.
 */
