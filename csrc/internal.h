@@ -35,6 +35,17 @@ typedef struct gsi_modcache gsi_modcache;
 typedef struct gsi_paths gsi_paths;
 typedef struct gsi_fcache gsi_fcache;
 
+/* --------------------------------------------------------------- hash */
+
+/* FNV-1a over n bytes, continuing from h (start with GSI_HASH_SEED): the
+** one string hash of the core (names, module cache, boot hints). */
+#define GSI_HASH_SEED 14695981039346656037u
+static inline uint64_t gsi_hash(uint64_t h, const void *p, size_t n) {
+  const unsigned char *s = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211u;
+  return h;
+}
+
 /* ---------------------------------------------------------------- ids */
 
 #define GSI_PID(index, gen) (((uint64_t)(gen) << 32) | (uint32_t)(index))

@@ -68,11 +68,8 @@ struct gsi_modcache {
 
 static uint64_t hash_key(const char *name, size_t nlen, const char *path,
                          size_t plen) {
-  uint64_t h = 1469598103934665603u; /* FNV-1a */
-  for (size_t i = 0; i < nlen; i++) h = (h ^ (unsigned char)name[i]) * 1099511628211u;
-  h = (h ^ 0xff) * 1099511628211u;
-  for (size_t i = 0; i < plen; i++) h = (h ^ (unsigned char)path[i]) * 1099511628211u;
-  return h;
+  static const unsigned char sep = 0xff; /* no byte of a name */
+  return gsi_hash(gsi_hash(gsi_hash(GSI_HASH_SEED, name, nlen), &sep, 1), path, plen);
 }
 
 gsi_modcache *gsi_modcache_new(void) {

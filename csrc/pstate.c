@@ -91,8 +91,7 @@ static void ar_lists_clear(void) {
 /* p's slot of rt->boot_hint: servers of one module boot alike, and one
 ** kind of big server must not size the arenas of all the small ones. */
 static _Atomic size_t *hint_of(gsi_proc *p) {
-  uint32_t h = 2166136261u; /* FNV-1a of the module name */
-  for (const char *c = p->module; *c; c++) h = (h ^ (unsigned char)*c) * 16777619u;
+  uint64_t h = gsi_hash(GSI_HASH_SEED, p->module, strlen(p->module));
   return &p->rt->boot_hint[h & (GSI_BOOT_HINTS - 1)];
 }
 

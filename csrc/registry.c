@@ -23,11 +23,7 @@ struct gsi_names {
   size_t nbuckets, count;
 };
 
-static size_t hash(const char *s) {
-  size_t h = 2166136261u; /* FNV-1a */
-  for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
-  return h;
-}
+static size_t hash(const char *s) { return (size_t)gsi_hash(GSI_HASH_SEED, s, strlen(s)); }
 
 static nentry **find(gsi_names *n, const char *name) {
   nentry **e = &n->buckets[hash(name) & (n->nbuckets - 1)];
