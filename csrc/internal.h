@@ -188,8 +188,8 @@ struct gsi_proc {
   char *name;         /* registered name; also guarded by registry lock */
 
   /* owner */
-  lua_State *L;  /* the process state (NULL for foreign processes) */
-  lua_State *co; /* the body coroutine */
+  lua_State *L;  /* the process state (NULL for foreign processes); the
+                    body runs on its main thread, resumed like a coroutine */
   gsi_foreign *fg; /* non-NULL for a foreign (OS thread) process */
   gsi_msg *sv_head, *sv_tail; /* saved messages, in arrival order */
   size_t sv_len;

@@ -10,9 +10,9 @@
 **     the hook lands there, and
 **   - relay a preemption: the hook yields the nested thread with
 **     p->relay set; the wrapper then yields its own thread the same way,
-**     level by level, until the body coroutine yields to its worker. When
-**     the process runs again, each wrapper's continuation resumes the
-**     thread it was resuming.
+**     level by level, until the body (the state's main thread) yields to
+**     its worker. When the process runs again, each wrapper's
+**     continuation resumes the thread it was resuming.
 ** A kill (or any exit signal that ends the process) unwinds a nested
 ** thread with an error instead; the wrapper in the body then ends the
 ** process. Everything else behaves like the standard library.
@@ -62,7 +62,7 @@ static int resume_thread(lua_State *L, int co_idx, int nargs,
     p->relay = 0;
     nargs = 0;
     if (lua_isyieldable(L)) {
-      if (L == p->co) p->want = GSI_W_YIELD;
+      if (L == p->L) p->want = GSI_W_YIELD;
       else p->relay = 1;
       lua_yieldk(L, 0, ctx, k); /* does not return (continues in k) */
       return -2;
@@ -86,7 +86,7 @@ static int resume_thread(lua_State *L, int co_idx, int nargs,
 static int check_dying(lua_State *L) {
   gsi_proc *p = proc_of(L);
   if (!p->dying) return 0;
-  if (L == p->co && lua_isyieldable(L)) {
+  if (L == p->L && lua_isyieldable(L)) {
     p->want = GSI_W_EXIT;
     return 1;
   }

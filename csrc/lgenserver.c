@@ -15,9 +15,9 @@
 ** gs_call/gs_stop/gs_start do by design. See l_call for why a foreign
 ** thread's waits stay here too.
 **
-** Blocking primitives (receive, call, wait, sleep) yield the body coroutine
-** back to its worker with p->want = GSI_W_WAIT and a continuation that
-** looks again; on a foreign thread they block the thread instead. Errors
+** Blocking primitives (receive, call, wait, sleep) yield the body (the
+** state's main thread) back to its worker with p->want = GSI_W_WAIT and
+** a continuation that looks again; on a foreign thread they block the thread instead. Errors
 ** are raised only when no lock is held and every buffer has an owner.
 */
 #include <math.h>
@@ -426,7 +426,7 @@ static int die(lua_State *L, gsi_proc *p) {
   end_wait(p);
   if (p->fg != NULL) raise_exit(L, p);
   p->want = GSI_W_EXIT;
-  if (L == p->co && lua_isyieldable(L)) return lua_yield(L, 0);
+  if (L == p->L && lua_isyieldable(L)) return lua_yield(L, 0);
   return luaL_error(L, "genserver: process is exiting");
 }
 
@@ -440,7 +440,7 @@ static int wait_more(lua_State *L, gsi_proc *p) {
     if (gsi_foreign_wait(p, p->deadline) == 1) p->timed_out = 1;
     return 0;
   }
-  if (L != p->co || !lua_isyieldable(L))
+  if (L != p->L || !lua_isyieldable(L))
     luaL_error(L, "genserver: cannot wait here (inside a nested coroutine "
                   "or across a C call boundary)");
   if (p->deadline != 0 && p->wait_timer == 0) {
@@ -463,7 +463,7 @@ static int wait_more(lua_State *L, gsi_proc *p) {
 static int over_budget(lua_State *L, gsi_proc *p) {
   if (p->fg != NULL || --p->budget > 0) return 0;
   p->budget = atomic_load_explicit(&p->rt->budget, memory_order_relaxed);
-  if (!gsi_runq_busy(p->rt) || L != p->co || !lua_isyieldable(L)) return 0;
+  if (!gsi_runq_busy(p->rt) || L != p->L || !lua_isyieldable(L)) return 0;
   p->want = GSI_W_YIELD;
   return 1;
 }
@@ -889,7 +889,7 @@ static int send_kind(lua_State *L, int kind) {
   ** receivers (and everybody else) get to run */
   if (p->fg == NULL && --p->send_budget <= 0) {
     p->send_budget = SEND_BUDGET;
-    if (gsi_runq_busy(p->rt) && L == p->co && lua_isyieldable(L)) {
+    if (gsi_runq_busy(p->rt) && L == p->L && lua_isyieldable(L)) {
       p->want = GSI_W_YIELD;
       return lua_yieldk(L, 0, 0, sent_k);
     }

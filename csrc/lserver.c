@@ -25,7 +25,7 @@
 
 #include "lgenserver.h"
 
-/* fixed stack slots of the body coroutine */
+/* fixed stack slots of the body (the state's main thread) */
 enum {
   S_MOD = 1,  /* the callback module (table) */
   S_STATE,    /* the server state */

@@ -47,7 +47,7 @@ static void preempt_hook(lua_State *L, lua_Debug *ar) {
   if (!lua_isyieldable(L)) return; /* inside a C call: try again later */
   lua_sethook(L, NULL, 0, 0);
   if (atomic_load_explicit(&p->sigpend, memory_order_relaxed)) gsi_drain(p);
-  if (L == p->co) {
+  if (L == p->L) {
     p->want = p->dying ? GSI_W_EXIT : GSI_W_YIELD;
     lua_yield(L, 0);
     return;
@@ -87,7 +87,7 @@ static void install_handler(void) {
 /* Worker side: a turn of p begins / ends. */
 void gsi_turn_begin(gsi_worker *w, gsi_proc *p) {
   atomic_store(&w->cur, p);
-  atomic_store(&w->cur_co, p->co);
+  atomic_store(&w->cur_co, p->L);
   atomic_store(&w->since, gsi_now_ns());
 }
 
@@ -128,7 +128,7 @@ void gsi_turn_end(gsi_worker *w, gsi_proc *p) {
   atomic_store(&w->cur, NULL);
   TURN_END_UNLOCK();
   /* a hook set for this turn must not fire in the next one */
-  if (poked && p->co != NULL) lua_sethook(p->co, NULL, 0, 0);
+  if (poked && p->L != NULL) lua_sethook(p->L, NULL, 0, 0);
 }
 
 static void *watchdog_main(void *arg) {

@@ -351,7 +351,7 @@ static void close_state(gsi_proc *p) {
   fc_empty(p);
   free(p->fc);
   p->fc = NULL;
-  p->L = p->co = NULL;
+  p->L = NULL;
   arena_free_all(p);
   gsi_paths_put(p->rt->mods, p->paths);
   p->paths = NULL;
@@ -860,7 +860,6 @@ static int start_state(gsi_proc *p, int *nargs) {
   lua_pushlightuserdata(L, p);
   p->crashed = 0;
   if (lua_pcall(L, 1, 2, 0) != LUA_OK) return -1;
-  p->co = L; /* the body runs on the main thread (see boot) */
   gsi_msg_free(p->spawn_msg);
   p->spawn_msg = NULL;
   lua_gc(L, LUA_GCRESTART);
@@ -1022,7 +1021,7 @@ void gsi_run(gsi_worker *w, gsi_proc *p) {
       finish(p, st);
       return;
     }
-    lua_pop(p->co, nres);
+    lua_pop(p->L, nres);
     if (p->want == GSI_W_WAIT) {
       int s = GSI_RUNNING;
       if (atomic_compare_exchange_strong(&p->sched, &s, GSI_IDLE)) return;

@@ -155,7 +155,7 @@ void gsi_proc_exit(gsi_proc *p, const void *reason, size_t len, int normal) {
   gsi_msg_free(p->spawn_msg);
   gsi_msg_free(p->exit_msg);
   p->spawn_msg = p->exit_msg = NULL;
-  p->L = p->co = NULL;
+  p->L = NULL;
   p->fg = NULL;
   p->mem = 0;
   atomic_store(&p->mem_pub, 0);

@@ -170,7 +170,7 @@ function M.stop()
   return true
 end
 
--- Whether the caller may wait here: a process in its body coroutine (not
+-- Whether the caller may wait here: a process in its body thread (not
 -- inside a C call such as the gen_server loop's crash report), or a
 -- foreign thread (the main script), whose waits block the thread.
 local function can_wait()
