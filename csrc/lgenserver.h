@@ -46,6 +46,17 @@ GSI_FUNC void gsi_ack(lua_State *L, int idx);
 /* Is the value at idx the pid of the process that spawned this one? */
 GSI_FUNC int gsi_is_parent(lua_State *L, int idx);
 
+/* Message handler for code whose crash becomes an exit reason (a process
+** body, gen_server callbacks; pstate.c): it records the error and the
+** traceback taken where it was raised, and lets the error through
+** unchanged, since it also runs for errors that get caught (load()
+** inherits it while it compiles). */
+GSI_FUNC int gsi_crash_msgh(lua_State *L);
+
+/* Push the traceback gsi_crash_msgh took for the error at idx and return
+** 1; return 0, pushing nothing, if that error is not the one it saw. */
+GSI_FUNC int gsi_crash_traceback(lua_State *L, int idx);
+
 /* Mark L as the state of process p (before genserver.core is opened). */
 GSI_FUNC void gsi_bind_process_state(lua_State *L, gsi_proc *p);
 

@@ -76,37 +76,21 @@ static int opt_field(lua_State *L, const char *k) {
 /* push one of genserver.core's functions (light: allocates nothing) */
 #define core_fn(L, f) lua_pushcfunction(L, gsi_core.f)
 
-static const char CRASH_ERR = 'e', CRASH_TB = 't'; /* registry keys */
-
-/* Crash handler of the callbacks: a crash's reason carries the traceback
-** taken where the error was raised. It keeps that traceback aside and
-** lets the error through unchanged: it also runs for errors that are caught (load() inherits it while it
-** compiles), which must keep their value. crash_reason() then pairs a
-** callback's final error with it. */
-static int crash_msgh(lua_State *L) {
-  const char *msg = lua_type(L, 1) == LUA_TSTRING ? lua_tostring(L, 1) : NULL;
-  lua_settop(L, 1);
-  lua_pushvalue(L, 1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &CRASH_ERR);
-  luaL_traceback(L, L, msg, 1);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &CRASH_TB);
-  return 1;
-}
-
-/* The error on top, raised by a callback run under crash_msgh, becomes the
-** crash reason { error = e, traceback }. An error the handler did not see
-** (out of memory) stays as it is. */
+/* The error on top, raised by a callback run under gsi_crash_msgh,
+** becomes the crash reason { error = e, traceback } (a string error also
+** heads its traceback). An error the handler did not see (out of memory)
+** stays as it is. */
 static void crash_reason(lua_State *L) {
-  int seen;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &CRASH_ERR);
-  seen = lua_rawequal(L, -1, -2);
-  lua_pop(L, 1);
-  if (!seen) return;
+  int e = lua_gettop(L);
+  if (!gsi_crash_traceback(L, e)) return;
+  if (lua_type(L, e) == LUA_TSTRING) {
+    lua_pushfstring(L, "%s\n%s", lua_tostring(L, e), lua_tostring(L, -1));
+    lua_replace(L, -2);
+  }
   lua_createtable(L, 0, 2);
-  lua_insert(L, -2);
-  lua_setfield(L, -2, "error");
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &CRASH_TB);
-  lua_setfield(L, -2, "traceback");
+  lua_insert(L, e); /* reason, e, traceback */
+  lua_setfield(L, e, "traceback");
+  lua_setfield(L, e, "error");
 }
 
 static int is_str(lua_State *L, int idx, const char *s) {
@@ -541,7 +525,7 @@ static int load_module(lua_State *L) {
 int gsi_serve(lua_State *L) {
   lua_settop(L, S_BASE);
   if (lua_type(L, S_OPTS) != LUA_TTABLE) lua_pushnil(L), lua_replace(L, S_OPTS);
-  lua_pushcfunction(L, crash_msgh);
+  lua_pushcfunction(L, gsi_crash_msgh);
   lua_replace(L, S_MSGH);
   lua_pushliteral(L, "module");
   lua_replace(L, S_MODNAME);

@@ -728,22 +728,29 @@ static int read_u32(const unsigned char **s, const unsigned char *e,
   return 0;
 }
 
-/* Registry keys: the last error boot's message handler saw, and the
-** traceback it took there. */
+/* Registry keys: the last error gsi_crash_msgh saw, and the traceback
+** it took there. */
 static const char TBERR_KEY = 'e', TB_KEY = 't';
 
-/* Message handler of boot's protected call: keep the traceback of the
-** error where it was raised, and let the error itself through unchanged
-** (the handler also runs for errors that are caught: `load` inherits it
-** for syntax errors, and must still return the message). finish() pairs
-** the final error with this traceback (make_reason). */
-static int crash_trace(lua_State *L) {
+int gsi_crash_msgh(lua_State *L) {
   lua_settop(L, 1);
   lua_pushvalue(L, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &TBERR_KEY);
   luaL_traceback(L, L, NULL, 1); /* from the function that raised */
   lua_rawsetp(L, LUA_REGISTRYINDEX, &TB_KEY);
   return 1;
+}
+
+int gsi_crash_traceback(lua_State *L, int idx) {
+  int top = lua_gettop(L);
+  idx = lua_absindex(L, idx);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &TBERR_KEY);
+  if (lua_rawequal(L, -1, idx) && lua_rawgetp(L, LUA_REGISTRYINDEX, &TB_KEY) == LUA_TSTRING) {
+    lua_remove(L, -2);
+    return 1;
+  }
+  lua_settop(L, top);
+  return 0;
 }
 
 /* The body proper: require the module if the body is a name, then call
@@ -790,7 +797,7 @@ static int boot_done(lua_State *L, int status, lua_KContext ctx) {
 }
 
 static int boot(lua_State *L) {
-  lua_pushcfunction(L, crash_trace); /* light: pushing allocates nothing */
+  lua_pushcfunction(L, gsi_crash_msgh); /* light: allocates nothing */
   lua_insert(L, 1);
   lua_pushcfunction(L, run_body);
   lua_insert(L, 2);
@@ -893,7 +900,7 @@ static int make_reason(lua_State *L) {
   reason_ctx *c = lua_touserdata(L, 1);
   const gsi_codec_limits *lim = gsi_rt_limits(c->p->rt);
   /* { error = message, traceback } with the traceback taken where this
-  ** error was raised (crash_trace; none for a memory error). A string or
+  ** error was raised (gsi_crash_msgh; none for a memory error). A string or
   ** number error becomes its text, a table crosses as it is, anything
   ** else becomes its tostring(). */
   lua_createtable(L, 0, 2);
@@ -904,13 +911,8 @@ static int make_reason(lua_State *L) {
   else
     luaL_tolstring(L, 2, NULL);
   lua_setfield(L, 3, "error");
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &TBERR_KEY);
-  if (lua_rawequal(L, -1, 2) && lua_rawgetp(L, LUA_REGISTRYINDEX, &TB_KEY) == LUA_TSTRING)
-    lua_setfield(L, 3, "traceback");
-  else {
-    lua_pushliteral(L, "stack traceback:\n\t(not available)");
-    lua_setfield(L, 3, "traceback");
-  }
+  if (!gsi_crash_traceback(L, 2)) lua_pushliteral(L, "stack traceback:\n\t(not available)");
+  lua_setfield(L, 3, "traceback");
   lua_settop(L, 3);
   lua_replace(L, 2);
   if (gsi_encode(L, 2, "exit reason", lim, &c->b) != 0) {
