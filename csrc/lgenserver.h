@@ -25,8 +25,9 @@ typedef struct gsi_core_fns {
 } gsi_core_fns;
 GSI_FUNC const gsi_core_fns gsi_core;
 
-/* Codec hook (gsi_codec_limits.builtin): genserver.core's functions in a
-** process state, without opening the module there. */
+/* genserver.core's function `field` as a light C function, for a process
+** state only (gsi_state_builtin, the codec hook, checks that first: a host
+** state's functions are closures over their runtime); NULL otherwise. */
 GSI_FUNC lua_CFunction gsi_core_builtin(lua_State *L, const char *module,
                                         size_t lm, const char *field,
                                         size_t lf);
