@@ -530,20 +530,32 @@ static int load_text(lua_State *L) {
   return lua_gettop(L);
 }
 
+/* Find module `name` on package.path (the package table at pkg) and load
+** the file as a chunk in `mode`, as Lua's own searcher does: pushes the
+** chunk and returns the file name (on the stack below it), or pushes the
+** "no file" message and returns NULL. */
+static const char *load_module_file(lua_State *L, const char *name, int pkg,
+                                    const char *mode) {
+  const char *file;
+  lua_getfield(L, pkg, "searchpath");
+  lua_pushstring(L, name);
+  lua_getfield(L, pkg, "path");
+  lua_call(L, 2, 2);
+  if (lua_isnil(L, -2)) return NULL; /* the message on top */
+  lua_pop(L, 1);
+  file = lua_tostring(L, -1);
+  if (luaL_loadfilex(L, file, mode) != LUA_OK)
+    luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, file,
+               lua_tostring(L, -1));
+  return file;
+}
+
 /* package searcher for Lua files in a sandbox: text chunks only. */
 static int search_text(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   const char *file;
   lua_getglobal(L, LUA_LOADLIBNAME);
-  lua_getfield(L, -1, "searchpath");
-  lua_pushstring(L, name);
-  lua_getfield(L, -3, "path");
-  lua_call(L, 2, 2);
-  if (lua_isnil(L, -2)) return 1; /* the "not found" message */
-  file = lua_tostring(L, -2);
-  if (luaL_loadfilex(L, file, "t") != LUA_OK)
-    return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name,
-                      file, lua_tostring(L, -1));
+  if ((file = load_module_file(L, name, lua_gettop(L), "t")) == NULL) return 1;
   lua_pushstring(L, file);
   return 2;
 }
@@ -604,15 +616,7 @@ static int search_cached(lua_State *L) {
   case -1: return lua_error(L);
   default: break;
   }
-  lua_getfield(L, 3, "searchpath");
-  lua_pushvalue(L, 1);
-  lua_pushvalue(L, 4);
-  lua_call(L, 2, 2);
-  if (lua_isnil(L, -2)) return 1; /* the "no file" message */
-  file = lua_tostring(L, -2);
-  if (luaL_loadfilex(L, file, NULL) != LUA_OK)
-    return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name,
-                      file, lua_tostring(L, -1));
+  if ((file = load_module_file(L, name, 3, NULL)) == NULL) return 1;
   gsi_modcache_put(L, p->rt->mods, name, path, file);
   lua_pushstring(L, file);
   return 2;
