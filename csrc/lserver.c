@@ -252,10 +252,8 @@ static int after_init(lua_State *L, int st) {
     return init_fail(L);
   }
   if (is_str(L, S_BASE + 1, "ok") && (n == 2 || n == 3) && valid_action(L, S_BASE + 3)) {
-    lua_pushvalue(L, S_BASE + 2);
-    lua_replace(L, S_STATE);
-    lua_pushvalue(L, S_BASE + 3);
-    lua_replace(L, S_ACTION);
+    lua_copy(L, S_BASE + 2, S_STATE);
+    lua_copy(L, S_BASE + 3, S_ACTION);
     lua_settop(L, S_BASE);
     gsi_ack(L, 0); /* { "ok" } */
     if (opt_field(L, "trap_exit") != LUA_TNIL && lua_toboolean(L, -1)) {
@@ -293,23 +291,17 @@ static int after_call(lua_State *L, int st) {
     lua_pushvalue(L, S_MFROM);
     lua_pushvalue(L, S_BASE + 2);
     if (do_reply(L) != LUA_OK) {
-      lua_pushvalue(L, S_BASE + 3);
-      lua_replace(L, S_STATE);
+      lua_copy(L, S_BASE + 3, S_STATE);
       return begin_terminate(L);
     }
-    lua_pushvalue(L, S_BASE + 3);
-    lua_replace(L, S_STATE);
-    lua_pushvalue(L, S_BASE + 4);
-    lua_replace(L, S_ACTION);
+    lua_copy(L, S_BASE + 3, S_STATE);
+    lua_copy(L, S_BASE + 4, S_ACTION);
     return serve_k(L, LUA_OK, P_LOOP);
   }
   if (is_str(L, S_BASE + 1, "stop") && n == 4) {
-    lua_pushvalue(L, S_MFROM);
-    lua_replace(L, S_REPLYTO);
-    lua_pushvalue(L, S_BASE + 3);
-    lua_replace(L, S_REPLYV);
-    lua_pushvalue(L, S_BASE + 4);
-    lua_replace(L, S_STATE);
+    lua_copy(L, S_MFROM, S_REPLYTO);
+    lua_copy(L, S_BASE + 3, S_REPLYV);
+    lua_copy(L, S_BASE + 4, S_STATE);
     lua_pushvalue(L, S_BASE + 2);
     return begin_terminate(L);
   }
@@ -322,15 +314,12 @@ static int after_noreply(lua_State *L, int st) {
   int n = lua_gettop(L) - S_BASE;
   if (st != LUA_OK) return begin_terminate(L);
   if (is_str(L, S_BASE + 1, "noreply") && (n == 2 || n == 3) && valid_action(L, S_BASE + 3)) {
-    lua_pushvalue(L, S_BASE + 2);
-    lua_replace(L, S_STATE);
-    lua_pushvalue(L, S_BASE + 3);
-    lua_replace(L, S_ACTION);
+    lua_copy(L, S_BASE + 2, S_STATE);
+    lua_copy(L, S_BASE + 3, S_ACTION);
     return serve_k(L, LUA_OK, P_LOOP);
   }
   if (is_str(L, S_BASE + 1, "stop") && n == 3) {
-    lua_pushvalue(L, S_BASE + 3);
-    lua_replace(L, S_STATE);
+    lua_copy(L, S_BASE + 3, S_STATE);
     lua_pushvalue(L, S_BASE + 2);
     return begin_terminate(L);
   }
@@ -365,12 +354,9 @@ static int terminate_with(lua_State *L, const char *why) {
 /* A message arrived: kind, a, b at S_BASE+1.. (kind nil: time-out). */
 static int dispatch(lua_State *L) {
   int kind = (int)lua_tointeger(L, S_BASE + 1);
-  lua_pushvalue(L, S_BASE + 1);
-  lua_replace(L, S_KIND);
-  lua_pushvalue(L, S_BASE + 2);
-  lua_replace(L, S_MSG);
-  lua_pushvalue(L, S_BASE + 3);
-  lua_replace(L, S_MFROM);
+  lua_copy(L, S_BASE + 1, S_KIND);
+  lua_copy(L, S_BASE + 2, S_MSG);
+  lua_copy(L, S_BASE + 3, S_MFROM);
   lua_settop(L, S_BASE);
   switch (kind) {
   case GSI_K_CALL:
@@ -446,8 +432,7 @@ static int loop_top(lua_State *L) {
     lua_replace(L, S_ACTION);
     lua_pushinteger(L, 0); /* kind 0 = continue, for reports */
     lua_replace(L, S_KIND);
-    lua_pushvalue(L, -1);
-    lua_replace(L, S_MSG);
+    lua_copy(L, -1, S_MSG);
     if (lua_getfield(L, S_MOD, "handle_continue") != LUA_TFUNCTION)
       return terminate_with(L, "no handle_continue callback in the module");
     lua_insert(L, -2);
@@ -495,8 +480,7 @@ static int serve_k(lua_State *L, int status, lua_KContext ctx) {
 ** S_MOD or returns the error (on top) for init_fail. */
 static int load_module(lua_State *L) {
   if (lua_type(L, S_MOD) == LUA_TSTRING) {
-    lua_pushvalue(L, S_MOD);
-    lua_replace(L, S_MODNAME);
+    lua_copy(L, S_MOD, S_MODNAME);
     lua_pushcfunction(L, gsi_require);
     lua_pushvalue(L, S_MOD);
     if (lua_pcall(L, 1, 1, S_MSGH) != LUA_OK) {
