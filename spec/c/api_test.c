@@ -1029,6 +1029,18 @@ static void t_openlibs(gs_runtime *rt) {
     gs_self(rt, &me);
     check(lua_type(L, -1) == LUA_TUSERDATA && luaL_testudata(L, -1, "genserver.pid"),
           "genserver.self() in a bound state is a pid");
+    { /* the binding asks the API for the thread's process: one pid */
+      gs_msg *m = NULL;
+      gs_reader r;
+      gs_item it;
+      check(gs_msg_from_lua(rt, L, -1, &m) == GS_OK, "gs_msg_from_lua: self()");
+      if (m != NULL) {
+        gs_reader_init(&r, m);
+        check(gs_read(&r, &it) == GS_OK && it.type == GS_TPID && it.id == me,
+              "genserver.self() in a bound state is the thread's gs_self()");
+      }
+      gs_msg_free(m);
+    }
     lua_pushliteral(L, "ping");
     check(gs_call(rt, pid, L, 1000) == 0 && strcmp(lua_tostring(L, -1), "pong") == 0,
           "C calls and Lua calls mix in one state");
