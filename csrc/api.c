@@ -738,7 +738,7 @@ void gs_reader_init(gs_reader *r, const gs_msg *m) {
 
 static int reader_rd(gs_reader *r, rd *x) {
   if (r == NULL || r->m == NULL || r->m->b.len < 1 ||
-      (r->m->b.data[0] & ~GSI_WIRE_REFS) != GSI_WIRE_MAGIC || r->pos > r->m->b.len)
+      (r->m->b.data[0] & ~GSI_WIRE_FLAGS) != GSI_WIRE_MAGIC || r->pos > r->m->b.len)
     return -1;
   x->p = r->m->b.data + r->pos;
   x->end = r->m->b.data + r->m->b.len;
@@ -1132,13 +1132,17 @@ typedef struct src {
 
 /* Encode the value into b (a whole message, header included). On
 ** GS_EENCODE gs_errmsg names the bad part. Consumes the Lua value. */
-static int encode_src(gs_runtime *rt, const src *v, const char *what, gsi_buf *b) {
+static int encode_src_to(gs_runtime *rt, const src *v, const char *what, gsi_buf *b,
+                         uint64_t to) {
   b->len = 0;
   if (v->L != NULL) {
     int rc, top = lua_gettop(v->L);
     /* gsi_encode makes its own room on the stack; it pushes an error
-    ** message unless even that room was missing */
+    ** message unless even that room was missing. A function for a
+    ** sandboxed process is refused here too (DESIGN §5). */
     rc = gsi_encode(v->L, -1, what, gsi_rt_limits(rt->core), b);
+    if (rc == 0 && to != 0)
+      rc = gsi_check_code_to(v->L, top, what, rt->core, to, b);
     if (rc != 0) {
       if (lua_gettop(v->L) == top) {
         lua_pop(v->L, 1);
@@ -1173,6 +1177,10 @@ static int encode_src(gs_runtime *rt, const src *v, const char *what, gsi_buf *b
       return fail(GS_EENCODE, "%s: too large (more than %zu bytes)", what, maxs);
   }
   return 0;
+}
+
+static int encode_src(gs_runtime *rt, const src *v, const char *what, gsi_buf *b) {
+  return encode_src_to(rt, v, what, b, 0);
 }
 
 /* Where a received value (reply, reason) goes. */
@@ -1344,7 +1352,7 @@ static int do_call(gs_runtime *rt, gs_pid server, const src *v, const sink *k,
     return rc;
   }
   gsi_buf_init(&b);
-  rc = encode_src(rt, v, "request", &b);
+  rc = encode_src_to(rt, v, "request", &b, server);
   if (rc == 0) rc = self_of(rt, &self, &ans);
   if (rc == 0) rc = request_wait(rt, self, server, GSI_M_CALL, &b, deadline, &ans);
   gsi_buf_free(&b);
@@ -1410,7 +1418,7 @@ static int do_send(gs_runtime *rt, gs_pid pid, int kind, const src *v) {
     return rc;
   }
   b = w != NULL ? &w->scratch->buf : &gsi_scratch_get()->buf; /* the same */
-  rc = encode_src(rt, v, "message", b);
+  rc = encode_src_to(rt, v, "message", b, pid);
   if (rc == 0 && w != NULL) {
     /* from a C function of a server: the sender is that process */
     gsi_proc *cur = atomic_load(&w->cur);
@@ -1537,7 +1545,7 @@ static int spawn_message(gs_runtime *rt, const char *module, const gsi_buf *arg,
   rd r = {arg->data + 1, arg->data + arg->len, 0};
   int nopt = (o->name != NULL) + (o->hibernate_after_ms > 0) + (o->trap_exit != 0);
   if (put_u32str(b, rt->path) || put_u32str(b, rt->cpath) ||
-      w_byte(b, GSI_WIRE_MAGIC | (arg->data[0] & GSI_WIRE_REFS)) ||
+      w_byte(b, GSI_WIRE_MAGIC | (arg->data[0] & GSI_WIRE_FLAGS)) ||
       w_tagvar(b, GSI_T_TABLE, 4) || w_varint(b, 1) ||
       w_tagvar(b, GSI_T_CFUNC, strlen(BODY_MODULE)) || w_bytes(b, BODY_MODULE, strlen(BODY_MODULE)) ||
       w_varint(b, strlen(BODY_FIELD)) || w_bytes(b, BODY_FIELD, strlen(BODY_FIELD)) ||

@@ -35,6 +35,7 @@ _Static_assert(sizeof(lua_Number) == 8, "codec assumes double floats");
 #endif
 
 const char gsi_codec_require_key = 'r';
+const char gsi_codec_sandbox_key = 's';
 
 const gsi_codec_limits gsi_codec_default_limits = {
   200, (size_t)64 << 20, 1, NULL
@@ -459,9 +460,13 @@ typedef struct enc {
   int rebuilt;      /* cf cache built during this call: no second rebuild */
   int flags;        /* header flags */
   int dumperr;      /* set by the lua_dump writer */
+  int nofn;         /* functions by value: -1 not looked at yet, 0 sent,
+                       NOFN_OUT / NOFN_IN refused (see sandboxed) */
   size_t nobj;
   seenset seen;
 } enc;
+
+enum { NOFN_OUT = 1, NOFN_IN = 2 };
 
 static void encvalue (lua_State *L, enc *e, int idx, const frame *f);
 
@@ -890,6 +895,25 @@ static void encupvalues (lua_State *L, enc *e, int fi, size_t me,
 }
 
 
+/* A function about to be sent by value (bytecode): refused if either side
+** is sandboxed (DESIGN §5). The sender's own flag is looked up once per
+** encoding, and only when a function is sent, so other messages pay
+** nothing for it. */
+static void sandboxed (lua_State *L, enc *e, const frame *f) {
+  if (e->nofn < 0) {
+    e->nofn = lua_rawgetp(L, LUA_REGISTRYINDEX, &gsi_codec_sandbox_key) != LUA_TNIL
+                  ? NOFN_OUT : 0;
+    lua_pop(L, 1);
+  }
+  if (e->nofn == NOFN_OUT)
+    refuse(L, e, f, "function out of a sandboxed process (functions do not "
+                    "cross a sandbox; start modules by name)");
+  if (e->nofn == NOFN_IN)
+    refuse(L, e, f, "function to a sandboxed process (functions do not "
+                    "cross a sandbox; start modules by name)");
+}
+
+
 static void encfunction (lua_State *L, enc *e, int fi, const frame *f) {
   const void *ptr = lua_topointer(L, fi);
   const seenent *s;
@@ -913,9 +937,11 @@ static void encfunction (lua_State *L, enc *e, int fi, const frame *f) {
   }
   if (byname(L, e, fi))
     return;
+  sandboxed(L, e, f);
   enter(L, e);
   newobj(L, e, ptr);
   me = e->nobj;
+  e->flags |= GSI_WIRE_CODE;
   emitbyte(L, e, GSI_T_FUNC);
   pos = e->b->len;
   need(L, e, 2);
@@ -1204,6 +1230,7 @@ int gsi_encode (lua_State *L, int idx, const char *what,
   e.havecache = e.havecf = e.rebuilt = 0;
   e.flags = 0;
   e.dumperr = 0;
+  e.nofn = allowfn == GSI_FN_NAMES ? NOFN_IN : -1;
   e.nobj = 0;
   e.seen.n = 0;
   e.seen.mask = 0;
@@ -1722,8 +1749,11 @@ static int decmain (lua_State *L) {
     lua_error(L);
   }
   h = getbyte(L, d);
-  if ((h & ~GSI_WIRE_REFS) != GSI_WIRE_MAGIC)
+  if ((h & ~GSI_WIRE_FLAGS) != GSI_WIRE_MAGIC)
     malformed(L, "unknown format");
+  if ((h & GSI_WIRE_CODE) && d->allowfn != GSI_FN_ALL)
+    nofunctions(L);  /* bytecode: only from a trusted peer (decfunction
+                        checks again: the flag is the sender's word) */
   if (h & GSI_WIRE_REFS) {
     lua_createtable(L, 8, 0);
     d->objs = lua_gettop(L);

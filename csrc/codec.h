@@ -28,7 +28,10 @@ typedef struct gsi_codec_limits {
                            the default; values above 1000 count as 1000
                            (the codec recurses on the C stack) */
   size_t max_size;      /* max encoded bytes; default 64 MiB; 0 = default */
-  int allow_functions;  /* decode: how far the peer is trusted.
+  int allow_functions;  /* encode: GSI_FN_NAMES refuses functions sent by
+                           value (the receiver is sandboxed); any other
+                           value sends them.
+                           decode: how far the peer is trusted.
                            GSI_FN_ALL (1): a state of this runtime: Lua
                            bytecode, C functions by name, and `require` of
                            modules not loaded yet.
@@ -100,6 +103,12 @@ int gsi_encode_field_int (gsi_buf *b, const char *k, lua_Integer v);
 ** decoder then uses it instead of the global `require`. */
 extern const char gsi_codec_require_key;
 
+/* A sandboxed state keeps a true value in its registry under this key's
+** address: its encoder then refuses every function sent by value, whatever
+** the limits say (no function leaves a sandbox, DESIGN §5). Code in the
+** state cannot reach its registry (a sandbox has no debug library). */
+extern const char gsi_codec_sandbox_key;
+
 /* Mark this state's loaded-module reverse cache stale (call after
 ** `require` loaded something new). Never raises. */
 void gsi_codec_invalidate(lua_State *L);
@@ -109,7 +118,10 @@ void gsi_codec_invalidate(lua_State *L);
 ** Wire format. A message is one header byte then one value.
 **   header: GSI_WIRE_MAGIC | flags; flag GSI_WIRE_REFS is set when the
 **   value contains a back-reference (GSI_T_REF) or an upvalue join
-**   (GSI_T_UPJOIN), so only then must the decoder remember objects.
+**   (GSI_T_UPJOIN), so only then must the decoder remember objects;
+**   GSI_WIRE_CODE when it contains a function sent by value (GSI_T_FUNC),
+**   so that a sender can tell, without decoding, that a sandboxed
+**   receiver would refuse it.
 ** varint = unsigned LEB128, at most 10 bytes (padding 0x80 bytes allowed).
 ** Objects (tables and Lua functions sent by value) are numbered 1, 2, ...
 ** in the order their tags appear; GSI_T_REF n stands for object n again.
@@ -132,6 +144,8 @@ void gsi_codec_invalidate(lua_State *L);
 */
 #define GSI_WIRE_MAGIC 0xb0
 #define GSI_WIRE_REFS  0x01
+#define GSI_WIRE_CODE  0x02   /* the value holds Lua bytecode (GSI_T_FUNC) */
+#define GSI_WIRE_FLAGS (GSI_WIRE_REFS | GSI_WIRE_CODE)
 
 enum {
   GSI_T_FIXSTR = 0x80,  /* 0x80 | length */

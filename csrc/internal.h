@@ -248,6 +248,9 @@ GSI_FUNC void gsi_unpin(gsi_proc *p);
 ** is dead, GSI_REJECTED if a "reject" bounded mailbox refused it. */
 #define GSI_REJECTED (-1)
 GSI_FUNC int gsi_deliver(gsi_rt *rt, uint64_t pid, gsi_msg *m, int handoff);
+/* Is pid a live sandboxed process? (Its flag is set before it is
+** published and read-only after, as mbox_limit.) */
+GSI_FUNC int gsi_pid_sandboxed(gsi_rt *rt, uint64_t pid);
 
 GSI_FUNC void gsi_idvec_push(gsi_idvec *v, uint64_t a);
 GSI_FUNC int gsi_idvec_remove(gsi_idvec *v, uint64_t a); /* one id */
@@ -507,6 +510,13 @@ GSI_FUNC void gsi_run(gsi_worker *w, gsi_proc *p);
 ** first use). */
 GSI_FUNC gsi_proc *gsi_foreign_self(gsi_rt *rt);
 GSI_FUNC const gsi_codec_limits *gsi_limits_of(gsi_proc *p);
+/* The value at idx of L was just encoded into b for `to`: if b holds a
+** function sent by value (GSI_WIRE_CODE) and `to` is a sandboxed process,
+** push the codec's error naming the path to it ("message.cb: cannot send
+** a function to a sandboxed process ...") and return -1; else return 0.
+** Costs nothing unless the message holds a function. Never raises. */
+GSI_FUNC int gsi_check_code_to(lua_State *L, int idx, const char *what, gsi_rt *rt,
+                               uint64_t to, const gsi_buf *b);
 GSI_FUNC void gsi_foreign_reset(gsi_rt *rt);
 /* End the calling thread's foreign process p with an encoded reason. */
 GSI_FUNC void gsi_foreign_exit(gsi_proc *p, const void *reason, size_t len,

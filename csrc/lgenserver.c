@@ -222,15 +222,16 @@ static int raise_encode_error(lua_State *L) {
   return lua_error(L);
 }
 
-/* Encode the value at idx into a new message, or raise the codec's error
-** (nothing is sent). */
-static gsi_msg *encode_msg(lua_State *L, int idx, const char *what, int kind,
-                           uint64_t from, uint64_t ref) {
+/* Encode the value at idx into a new message for `to` (0: not known
+** yet), or raise the codec's error (nothing is sent). */
+static gsi_msg *encode_msg_to(lua_State *L, int idx, const char *what, int kind,
+                              uint64_t from, uint64_t ref, uint64_t to) {
   gsi_buf *b = &gsi_scratch_get()->buf;
   gsi_msg *m;
   idx = lua_absindex(L, idx);
   b->len = 0;
-  if (gsi_encode(L, idx, what, gsi_rt_limits(rt_of(L)), b) != 0)
+  if (gsi_encode(L, idx, what, gsi_rt_limits(rt_of(L)), b) != 0 ||
+      (to != 0 && gsi_check_code_to(L, idx, what, rt_of(L), to, b) != 0))
     raise_encode_error(L);
   m = gsi_msg_new(kind, from, ref, b->data, b->len);
   if (b->cap > (1u << 20)) gsi_buf_free(b); /* do not keep a huge scratch */
@@ -239,6 +240,11 @@ static gsi_msg *encode_msg(lua_State *L, int idx, const char *what, int kind,
 }
 
 /* Encode a string constant (reasons made up by the runtime). */
+static gsi_msg *encode_msg(lua_State *L, int idx, const char *what, int kind,
+                           uint64_t from, uint64_t ref) {
+  return encode_msg_to(L, idx, what, kind, from, ref, 0);
+}
+
 static gsi_msg *encode_str(lua_State *L, const char *s, int kind,
                            uint64_t from, uint64_t ref) {
   gsi_msg *m;
@@ -646,7 +652,8 @@ static uint64_t start_request(lua_State *L, gsi_proc *p, uint64_t pid,
   int rc;
   idx = lua_absindex(L, idx);
   b->len = 0;
-  if (gsi_encode(L, idx, "request", gsi_rt_limits(rt_of(L)), b) != 0)
+  if (gsi_encode(L, idx, "request", gsi_rt_limits(rt_of(L)), b) != 0 ||
+      gsi_check_code_to(L, idx, "request", p->rt, pid, b) != 0)
     raise_encode_error(L);
   rc = gsi_request(p, pid, kind, b->data, b->len, handoff, &ref);
   if (rc == GSI_REQ_NOMEM) luaL_error(L, "genserver: out of memory");
@@ -787,7 +794,8 @@ int gsi_reply_from(lua_State *L, int fidx, int idx) {
   idx = lua_absindex(L, idx);
   b = &gsi_scratch_get()->buf;
   b->len = 0;
-  if (gsi_encode(L, idx, "reply", gsi_rt_limits(p->rt), b) != 0) {
+  if (gsi_encode(L, idx, "reply", gsi_rt_limits(p->rt), b) != 0 ||
+      gsi_check_code_to(L, idx, "reply", p->rt, p->from_pid, b) != 0) {
     lua_pop(L, 1); /* the error: core.reply makes it again, placed */
     return 0;
   }
@@ -813,7 +821,7 @@ void gsi_ack(lua_State *L, int idx) {
     m = gsi_msg_new(GSI_M_REPLY, pid_of(p), p->start_ref, ok, sizeof ok);
     if (m == NULL) luaL_error(L, "genserver: out of memory");
   } else {
-    m = encode_msg(L, idx, "reply", GSI_M_REPLY, pid_of(p), p->start_ref);
+    m = encode_msg_to(L, idx, "reply", GSI_M_REPLY, pid_of(p), p->start_ref, p->parent);
   }
   gsi_deliver(p->rt, p->parent, m, 1);
 }
@@ -836,7 +844,7 @@ static int l_reply(lua_State *L) {
   if (!gsi_topid(L, -2, &pid) || !from_tag(L, -1, &ref))
     luaL_argerror(L, 1, "not a 'from' given to handle_call");
   lua_pop(L, 2);
-  m = encode_msg(L, 2, "reply", GSI_M_REPLY, pid_of(p), ref);
+  m = encode_msg_to(L, 2, "reply", GSI_M_REPLY, pid_of(p), ref, pid);
   gsi_deliver(p->rt, pid, m, 1);
   lua_pushboolean(L, 1);
   return 1;
@@ -938,11 +946,19 @@ static gsi_msg *spawn_msg(lua_State *L, int body, int nargs) {
   const char *s;
   int top = lua_gettop(L);
   gsi_msg *m;
+  gsi_proc *self = state_proc(L);
   b->len = 0;
-  lua_getglobal(L, LUA_LOADLIBNAME);
-  if (lua_type(L, -1) != LUA_TTABLE) lua_pop(L, 1), lua_newtable(L);
-  lua_getfield(L, -1, "path");
-  lua_getfield(L, -2, "cpath");
+  if (self != NULL && self->sandbox && self->paths != NULL) {
+    /* a sandbox passes on the paths it was given, not what it made of its
+    ** package.path (DESIGN §5: its lookups stay inside them) */
+    lua_pushstring(L, gsi_paths_path(self->paths));
+    lua_pushstring(L, gsi_paths_cpath(self->paths));
+  } else {
+    lua_getglobal(L, LUA_LOADLIBNAME);
+    if (lua_type(L, -1) != LUA_TTABLE) lua_pop(L, 1), lua_newtable(L);
+    lua_getfield(L, -1, "path");
+    lua_getfield(L, -2, "cpath");
+  }
   s = lua_tolstring(L, -2, &n);
   buf_put_str(b, s ? s : "", s ? n : 0);
   s = lua_tolstring(L, -1, &n);
@@ -1058,6 +1074,9 @@ static int l_spawn(lua_State *L) {
     luaL_typeerror(L, 1, "function or module name");
   if (nargs < 0) nargs = 0;
   spawn_limits(L, 2, &lim);
+  /* everything a sandboxed process spawns or starts is sandboxed too,
+  ** whatever the options say (DESIGN §5) */
+  if (self->sandbox) lim.sandbox = 1;
   module[0] = '\0';
   if (lua_type(L, 2) == LUA_TTABLE) {
     lua_pushliteral(L, "module");
@@ -1196,7 +1215,7 @@ static int l_exit(lua_State *L) {
   if (lua_gettop(L) >= 2) {
     uint64_t pid = check_pid(L, 1);
     luaL_checkany(L, 2);
-    m = encode_msg(L, 2, "reason", GSI_M_EXIT, pid_of(p), 0);
+    m = encode_msg_to(L, 2, "reason", GSI_M_EXIT, pid_of(p), 0, pid);
     m->flags = (uint8_t)reason_flags(L, 2);
     gsi_deliver(p->rt, pid, m, 0);
     if (pid == pid_of(p)) {
@@ -1534,7 +1553,11 @@ static int l_info(lua_State *L) {
 ** gs_config, whose 0 fields leave a setting as it is. */
 static int l_configure(lua_State *L) {
   gs_runtime *api = api_of(L);
+  gsi_proc *self = state_proc(L);
   gs_config cfg;
+  if (self != NULL && self->sandbox) /* settings of every process (§5) */
+    return luaL_error(L, "genserver.runtime.configure: not allowed in a "
+                         "sandboxed process (it changes the whole runtime)");
   memset(&cfg, 0, sizeof cfg);
   luaL_checktype(L, 1, LUA_TTABLE);
   if (lua_getfield(L, 1, "workers") != LUA_TNIL) {
@@ -1717,8 +1740,12 @@ static int l_shutdown(lua_State *L) {
   rtrec *r = lua_touserdata(L, lua_upvalueindex(1));
   uint64_t ms = opt_ms(L, 1, 5000);
   int rc;
-  if (r == NULL) return luaL_error(L, "genserver.runtime.shutdown: only the "
-                                      "main script or host may shut down");
+  if (r == NULL) { /* a process state, sandboxed or not */
+    gsi_proc *self = state_proc(L);
+    return luaL_error(L, "genserver.runtime.shutdown: only the main script or host "
+                         "may shut down%s",
+                      self != NULL && self->sandbox ? " (not a sandboxed process)" : "");
+  }
   rt_of(L); /* raises if it was shut down already */
   if (!r->dflt)
     return luaL_error(L, "genserver.runtime.shutdown: this runtime belongs to "

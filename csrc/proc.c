@@ -152,3 +152,12 @@ int gsi_deliver(gsi_rt *rt, uint64_t pid, gsi_msg *m, int handoff) {
   gsi_unpin(p);
   return 1;
 }
+
+int gsi_pid_sandboxed(gsi_rt *rt, uint64_t pid) {
+  gsi_proc *p = gsi_pin(rt, pid);
+  int sandbox;
+  if (p == NULL) return 0;
+  sandbox = p->sandbox;
+  gsi_unpin(p);
+  return sandbox;
+}

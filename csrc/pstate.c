@@ -394,6 +394,12 @@ static base_fn base_fns[BASE_MAX];
 static int nbase; /* 0: could not be read; states then open base whole */
 static pthread_once_t base_once = PTHREAD_ONCE_INIT;
 
+/* Lua's own package.searchpath (loadlib.c registers it without upvalues),
+** read at the same time: the runtime's searchers use it, never what a
+** process put in its package.searchpath (DESIGN §5). NULL if it could not
+** be read; the searchers then fail with an error. */
+static lua_CFunction real_searchpath;
+
 static void read_base(void) {
   lua_State *S = luaL_newstate();
   if (S == NULL) return;
@@ -409,6 +415,10 @@ static void read_base(void) {
     }
     lua_pop(S, 1);
   }
+  /* after the base library was read: package puts its require in _G */
+  luaL_requiref(S, LUA_LOADLIBNAME, luaopen_package, 0);
+  lua_getfield(S, -1, "searchpath");
+  real_searchpath = lua_tocfunction(S, -1);
   lua_close(S);
 }
 
@@ -530,16 +540,19 @@ static int load_text(lua_State *L) {
   return lua_gettop(L);
 }
 
-/* Find module `name` on package.path (the package table at pkg) and load
+/* Find module `name` on `path` with Lua's own searchpath (not the
+** state's package.searchpath, which its code may have replaced) and load
 ** the file as a chunk in `mode`, as Lua's own searcher does: pushes the
 ** chunk and returns the file name (on the stack below it), or pushes the
 ** "no file" message and returns NULL. */
-static const char *load_module_file(lua_State *L, const char *name, int pkg,
+static const char *load_module_file(lua_State *L, const char *name, const char *path,
                                     const char *mode) {
   const char *file;
-  lua_getfield(L, pkg, "searchpath");
+  if (real_searchpath == NULL)
+    luaL_error(L, "module '%s': the module searcher is unavailable", name);
+  lua_pushcfunction(L, real_searchpath);
   lua_pushstring(L, name);
-  lua_getfield(L, pkg, "path");
+  lua_pushstring(L, path);
   lua_call(L, 2, 2);
   if (lua_isnil(L, -2)) return NULL; /* the message on top */
   lua_pop(L, 1);
@@ -550,12 +563,16 @@ static const char *load_module_file(lua_State *L, const char *name, int pkg,
   return file;
 }
 
-/* package searcher for Lua files in a sandbox: text chunks only. */
+/* package searcher for Lua files in a sandbox: text chunks only, found
+** on the paths the sandbox was given, whatever it did to its package.path
+** or package.searchpath (DESIGN §5). */
 static int search_text(lua_State *L) {
+  gsi_proc *p = proc_of(L);
   const char *name = luaL_checkstring(L, 1);
   const char *file;
-  lua_getglobal(L, LUA_LOADLIBNAME);
-  if ((file = load_module_file(L, name, lua_gettop(L), "t")) == NULL) return 1;
+  if (p->paths == NULL) return luaL_error(L, "module '%s': no package path", name);
+  if ((file = load_module_file(L, name, gsi_paths_path(p->paths), "t")) == NULL)
+    return 1;
   lua_pushstring(L, file);
   return 2;
 }
@@ -616,7 +633,10 @@ static int search_cached(lua_State *L) {
   case -1: return lua_error(L);
   default: break;
   }
-  if ((file = load_module_file(L, name, 3, NULL)) == NULL) return 1;
+  /* Lua's own searchpath on the state's package.path: what is cached
+  ** under (name, path) is what Lua would find there, whatever this state
+  ** did to its package.searchpath (DESIGN §5) */
+  if ((file = load_module_file(L, name, path, NULL)) == NULL) return 1;
   gsi_modcache_put(L, p->rt->mods, name, path, file);
   lua_pushstring(L, file);
   return 2;
@@ -691,6 +711,10 @@ int gsi_require(lua_State *L) {
 
 static void open_libs(lua_State *L, int sandbox) {
   pthread_once(&base_once, read_base);
+  if (sandbox) { /* its encoder refuses functions (codec.h) */
+    lua_pushboolean(L, 1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &gsi_codec_sandbox_key);
+  }
   if (nbase == 0) { /* could not read it: the whole library now */
     luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
     lua_pop(L, 1);
@@ -888,6 +912,25 @@ const gsi_codec_limits *gsi_limits_of(gsi_proc *p) {
   sandboxed = *gsi_rt_limits(p->rt);
   sandboxed.allow_functions = GSI_FN_NAMES;
   return &sandboxed;
+}
+
+int gsi_check_code_to(lua_State *L, int idx, const char *what, gsi_rt *rt,
+                      uint64_t to, const gsi_buf *b) {
+  gsi_codec_limits lim;
+  gsi_buf scratch;
+  int rc, top = lua_gettop(L);
+  if (b->len == 0 || !(b->data[0] & GSI_WIRE_CODE) || !gsi_pid_sandboxed(rt, to))
+    return 0;
+  /* encode it again as for a sandbox, which fails at the function with
+  ** its path (the cold path: only for a function sent to a sandbox) */
+  lim = *gsi_rt_limits(rt);
+  lim.allow_functions = GSI_FN_NAMES;
+  gsi_buf_init(&scratch);
+  rc = gsi_encode(L, idx, what, &lim, &scratch);
+  gsi_buf_free(&scratch);
+  if (rc == 0 || lua_gettop(L) == top)
+    lua_pushliteral(L, "cannot send a function to a sandboxed process");
+  return -1;
 }
 
 /* The process is done: compute the reason, close the state, then run the
