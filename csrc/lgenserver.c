@@ -1379,7 +1379,7 @@ static int l_send_after(lua_State *L) {
   luaL_checkany(L, 3);
   if (gsi_rt_ensure_started(p->rt) != 0)
     return luaL_error(L, "genserver: runtime stopped");
-  m = encode_msg(L, 3, "message", GSI_M_USER, pid_of(p), 0);
+  m = encode_msg_to(L, 3, "message", GSI_M_USER, pid_of(p), 0, pid);
   /* "never" is a timer that outlives the program: it can still be cancelled */
   id = gsi_timer_arm(p->rt, ms, pid, name, m);
   if (id == 0) {

@@ -85,9 +85,9 @@ function probes.supervisor()
     children = { { id = "c", start = { "sb_probe", nil, { name = "sb_sup_child" } } } },
   })
   if not sup then return { err = gs.describe(reason) } end
-  local st = inspect(process.whereis("sb_sup_child"))
+  local ok, st = pcall(gs.call, "sb_sup_child", "state", 5000)
   gs.stop(sup)
-  return st
+  return ok and st or { err = tostring(st) }
 end
 
 function probes.configure()
@@ -137,9 +137,13 @@ function probes.searchers(file)
 end
 
 -- the paths a sandboxed child is given are the ones this state was given
-function probes.child_path(dir, me)
+function probes.child_path(dir)
   package.path = dir .. "/?.lua;" .. package.path
-  return try(process.spawn, "sb_evil", me)
+  local _, ref = core.spawn("sb_evil", { monitor = true })
+  local down = process.receive(function(m)
+    return type(m) == "table" and m[1] == "DOWN" and m.ref == ref
+  end, 5000)
+  return { reason = down and gs.describe(down.reason) or "no DOWN" }
 end
 
 function probes.binary()
