@@ -457,8 +457,14 @@ lua_CFunction gsi_state_builtin(lua_State *L, const char *module, size_t lm,
     lua_pushvalue(L, -1);
     if (lua_rawget(L, -3) == LUA_TNIL) { /* not used here yet: put it in _G */
       lua_pop(L, 1);
-      if (push_base(L, lua_tostring(L, -1), proc_of(L)->sandbox)) lua_rawset(L, -3);
-      else lua_pop(L, 1);
+      if (push_base(L, lua_tostring(L, -1), proc_of(L)->sandbox)) {
+        lua_rawset(L, -3);
+      } else {
+        lua_pop(L, 1);
+        /* require is the package library's: open it (as lazy_index does) */
+        if (lf == sizeof "require" - 1 && memcmp(field, "require", lf) == 0)
+          open_package(L);
+      }
       lua_pop(L, 1);
     } else {
       lua_pop(L, 3);
@@ -684,6 +690,15 @@ int gsi_require(lua_State *L) {
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE); /* 2 */
   if (lua_getfield(L, 2, name) != LUA_TNIL && lua_toboolean(L, -1)) return 1;
   lua_pop(L, 1);
+  /* a standard library not opened here yet (string, table, ...: the codec
+  ** asks for them by name) is opened as lazy_index would, without the
+  ** package library */
+  for (const luaL_Reg *r = lazy_libs; r->name; r++)
+    if (strcmp(name, r->name) == 0) {
+      if (p->sandbox && forbidden(name)) break; /* not found, as require says */
+      luaL_requiref(L, r->name, r->func, 1);
+      return 1;
+    }
   if (!p->sandbox && p->paths != NULL && lua_getfield(L, 2, LUA_LOADLIBNAME) == LUA_TNIL) {
     int r = gsi_modcache_load(L, p->rt->mods, name, gsi_paths_path(p->paths));
     if (r == -1) return lua_error(L);
