@@ -141,6 +141,10 @@ void gsi_codec_invalidate(lua_State *L);
 **   GSI_T_FUNC   varint n, n bytes of lua_dump output, varint nup, then per
 **                upvalue either a value or GSI_T_UPJOIN varint obj,
 **                varint k: "share upvalue k of function object obj"
+**   GSI_T_ENV    then a GSI_T_TABLE: a function's _ENV that was an
+**                environment in the sender (DESIGN §1.4): the table
+**                arrives with a metatable whose __index is the receiver's
+**                globals
 */
 #define GSI_WIRE_MAGIC 0xb0
 #define GSI_WIRE_REFS  0x01
@@ -152,7 +156,7 @@ enum {
   GSI_T_NIL = 0xc0, GSI_T_FALSE, GSI_T_TRUE,
   GSI_T_INT, GSI_T_FLOAT, GSI_T_STR, GSI_T_TABLE, GSI_T_REF,
   GSI_T_PID, GSI_T_IDREF, GSI_T_MODULE, GSI_T_CFUNC, GSI_T_FUNC,
-  GSI_T_UPJOIN,
+  GSI_T_UPJOIN, GSI_T_ENV,
   GSI_T_NEGINT = 0xe0   /* 0xe0 + (n + 32) for n in -32..-1 */
 };
 
