@@ -8,12 +8,11 @@
 -- Run: make test SPECS=spec/codec_spec.lua   (under GENSERVER_WORKERS=1 and 4)
 
 local U = require "pr_util"
-local process = U.process()
+local process = require "genserver.process"
 local genserver = require "genserver"
 local runtime = require "genserver.runtime"
 local pr_mod = require "pr_mod"
 
-local portable = U.portable
 
 local echo
 
@@ -21,7 +20,7 @@ local function rt(v) return U.roundtrip(echo, v) end
 
 --- Runs fn(...) inside the echo process; returns its result (raises if it failed).
 local function there(fn, ...)
-  local ok, v = U.apply(echo, portable(fn), ...)
+  local ok, v = U.apply(echo, fn, ...)
   if not ok then error("in the echo process: " .. tostring(v), 2) end
   return v
 end
@@ -330,7 +329,7 @@ describe("codec", function()
         return fmt("%d:%d:%s:%s", n + x, #t, type(gs.call),
                    tostring(require("genserver.process").self()))
       end
-      local r = there(function(g, arg) return g(arg) end, portable(f), 5)
+      local r = there(function(g, arg) return g(arg) end, f, 5)
       assert.are.equal(("15:4:function:%s"):format(tostring(echo)), r)
       assert.are.equal(3, #t) -- copied, not shared
     end)
@@ -405,7 +404,7 @@ describe("codec", function()
     end)
 
     it("a traceback from a copied function names its source", function()
-      local ok, err = U.apply(echo, portable(function() error("copied_fn_error") end))
+      local ok, err = U.apply(echo, function() error("copied_fn_error") end)
       assert.is_false(ok)
       assert.matches("copied_fn_error", err)
     end)

@@ -19,41 +19,6 @@ local insert = table.insert
 
 -- ----------------------------------------------------------------- helpers
 
--- busted runs every block with its own environment table (a table with a
--- metatable, not a loaded module). A callback copied into a server takes
--- its upvalues along, so a callback that uses a global would carry that
--- table (without its metatable) and find no globals in the server. portable
--- re-points the `_ENV` upvalue of the functions it is given (and of the
--- Lua functions they reach through upvalues) at the real global table,
--- which is `package.loaded._G` and so crosses by name.
-local G = _G
-local function G_cell() return G end
-
-local loaded_values = {}
-for _, v in pairs(package.loaded) do loaded_values[v] = true end
-
-local function portable(x, seen)
-  seen = seen or {}
-  if seen[x] then return x end
-  seen[x] = true
-  if type(x) == "table" and not loaded_values[x] then
-    for _, v in pairs(x) do
-      if type(v) == "function" or type(v) == "table" then portable(v, seen) end
-    end
-  elseif type(x) == "function" and debug.getinfo(x, "S").what ~= "C" then
-    for i = 1, math.huge do
-      local name, v = debug.getupvalue(x, i)
-      if name == nil then break end
-      if name == "_ENV" then
-        if v ~= G then debug.upvaluejoin(x, i, G_cell, 1) end
-      elseif type(v) == "function" or (type(v) == "table" and not loaded_values[v]) then
-        portable(v, seen)
-      end
-    end
-  end
-  return x
-end
-
 local WAIT = 5000 -- ms: upper bound for anything that should happen "soon"
 
 -- Servers started by a test, stopped after it (processes leak otherwise).
@@ -169,7 +134,7 @@ local function logger(extra)
     end,
   }
   for k, v in pairs(extra or {}) do S[k] = v end
-  return portable(S)
+  return S
 end
 
 -- --------------------------------------------------------------------------
@@ -202,7 +167,7 @@ describe("genserver", function()
     end)
 
     it("returning 'ok', state, timeout: handle_info('timeout') runs", function()
-      local S = portable {
+      local S = {
         init = function(main) return "ok", { main = main }, 10 end,
         handle_info = function(msg, st)
           process.send(st.main, { "info", msg })
@@ -215,7 +180,7 @@ describe("genserver", function()
     end)
 
     it("returning 'ok', state, 'hibernate': the server keeps working", function()
-      local S = portable {
+      local S = {
         init = function(arg) return "ok", { v = arg }, "hibernate" end,
         handle_call = function(_, _, st) return "reply", st.v, st end,
       }
@@ -235,7 +200,7 @@ describe("genserver", function()
     end)
 
     it("returning 'ignore': start returns nil, 'ignore' and the process ends", function()
-      local S = portable {
+      local S = {
         init = function(main)
           process.send(main, { "init_pid", process.self() })
           return "ignore"
@@ -252,14 +217,14 @@ describe("genserver", function()
     end)
 
     it("returning 'stop', reason: start returns nil, reason", function()
-      local S = portable { init = function() return "stop", { why = "bad config" } end }
+      local S = { init = function() return "stop", { why = "bad config" } end }
       local pid, reason = gs.start(S, nil)
       assert.is_nil(pid)
       assert.are.same({ why = "bad config" }, reason)
     end)
 
     it("returning 'error', reason: start returns nil, reason", function()
-      local S = portable { init = function() return "error", "no database" end }
+      local S = { init = function() return "error", "no database" end }
       local pid, reason = gs.start(S, nil)
       assert.is_nil(pid)
       assert.are.equal("no database", reason)
@@ -271,7 +236,7 @@ describe("genserver", function()
     end)
 
     it("raising an error: start returns nil, { error =, traceback = } naming the line", function()
-      local S = portable { init = function() error("boom in init") end }
+      local S = { init = function() error("boom in init") end }
       local pid, reason = gs.start(S, nil)
       assert.is_nil(pid)
       assert_crash_reason(reason, "boom in init", line_of(S.init))
@@ -287,7 +252,7 @@ describe("genserver", function()
     end)
 
     it("exiting with process.exit(reason): start returns nil, reason and the name is free", function()
-      local S = portable { init = function() process.exit("left_in_init") end }
+      local S = { init = function() process.exit("left_in_init") end }
       local name = fresh_name()
       local pid, reason = gs.start(S, nil, { name = name })
       assert.is_nil(pid)
@@ -302,14 +267,14 @@ describe("genserver", function()
     end)
 
     it("returning a bad value: start returns nil, { bad_return_value = { ... } }", function()
-      local S = portable { init = function() return "okay", 1 end }
+      local S = { init = function() return "okay", 1 end }
       local pid, reason = gs.start(S, nil)
       assert.is_nil(pid)
       assert.are.same({ bad_return_value = { "okay", 1 } }, reason)
     end)
 
     it("returning 'ok' with an invalid action: bad_return_value", function()
-      local S = portable { init = function() return "ok", 5, "sometime" end }
+      local S = { init = function() return "ok", 5, "sometime" end }
       local pid, reason = gs.start(S, nil)
       assert.is_nil(pid)
       assert.are.same({ bad_return_value = { "ok", 5, "sometime" } }, reason)
@@ -319,7 +284,7 @@ describe("genserver", function()
   -- ================================================== §2.1 handle_call
   describe("handle_call", function()
     it("'reply', reply, state: the caller gets the reply, the state is kept", function()
-      local S = portable {
+      local S = {
         init = function() return "ok", 0 end,
         handle_call = function(req, _from, n) return "reply", { req, n + 1 }, n + 1 end,
       }
@@ -329,7 +294,7 @@ describe("genserver", function()
     end)
 
     it("'noreply' and a later genserver.reply(from, v) from a cast", function()
-      local S = portable {
+      local S = {
         init = function() return "ok", {} end,
         handle_call = function(req, from, st)
           if req == "hold" then
@@ -350,11 +315,11 @@ describe("genserver", function()
     end)
 
     it("'noreply' and a reply sent by another process given `from`", function()
-      local helper = process.spawn(portable(function()
+      local helper = process.spawn(function()
         local m = process.receive(5000)
         if m then gs.reply(m.from, { "from helper", m.request }) end
-      end))
-      local S = portable {
+      end)
+      local S = {
         init = function(h) return "ok", { helper = h } end,
         handle_call = function(req, from, st)
           process.send(st.helper, { from = from, request = req })
@@ -368,7 +333,7 @@ describe("genserver", function()
     end)
 
     it("genserver.reply returns true", function()
-      local S = portable {
+      local S = {
         handle_call = function(_, from, st)
           local r = gs.reply(from, "early")
           st.r = r
@@ -386,7 +351,7 @@ describe("genserver", function()
     end)
 
     it("'stop', reason, reply, state: the caller gets the reply, then the server is gone", function()
-      local S = portable {
+      local S = {
         init = function(main) return "ok", { main = main } end,
         handle_call = function(_, _, st) return "stop", "normal", "goodbye", st end,
         terminate = function(reason, st) process.send(st.main, { "terminated", reason }) end,
@@ -400,7 +365,7 @@ describe("genserver", function()
     end)
 
     it("'stop', reason, state: the caller's call fails with the stop reason", function()
-      local S = portable {
+      local S = {
         handle_call = function(_, _, st) return "stop", "going_away", st end,
       }
       local pid = start_ok(S, {})
@@ -413,7 +378,7 @@ describe("genserver", function()
     end)
 
     it("'reply', reply, state, action: the action applies after the reply", function()
-      local S = portable {
+      local S = {
         init = function(main) return "ok", { main = main } end,
         handle_call = function(req, _, st) return "reply", req, st, 10 end,
         handle_info = function(msg, st)
@@ -447,7 +412,7 @@ describe("genserver", function()
     end)
 
     it("'stop', reason, state: the server exits with the reason", function()
-      local S = portable {
+      local S = {
         init = function(main) return "ok", { main = main } end,
         handle_cast = function(msg, st) return "stop", msg, st end,
         terminate = function(reason, st) process.send(st.main, { "terminated", reason }) end,
@@ -481,7 +446,7 @@ describe("genserver", function()
     end)
 
     it("'stop', reason, state: the server exits with the reason", function()
-      local S = portable {
+      local S = {
         handle_info = function(msg, st) return "stop", msg, st end,
       }
       local pid = start_ok(S, {})
@@ -543,7 +508,7 @@ describe("genserver", function()
     end)
 
     it("missing while a continue is asked for: the server exits with a clear reason", function()
-      local S = portable { init = function() return "ok", {}, { continue = "x" } end }
+      local S = { init = function() return "ok", {}, { continue = "x" } end }
       local pid, ref = gs.start_monitor(S, nil)
       track(pid)
       local reason = await_down(ref)
@@ -551,7 +516,7 @@ describe("genserver", function()
     end)
 
     it("'stop', reason, state from handle_continue stops the server", function()
-      local S = portable {
+      local S = {
         init = function() return "ok", {}, { continue = "now" } end,
         handle_continue = function(_, st) return "stop", "continued_to_death", st end,
       }
@@ -564,7 +529,7 @@ describe("genserver", function()
   -- ===================================================== §2.1 terminate
   describe("terminate", function()
     local function terminating()
-      return portable {
+      return {
         init = function(main) return "ok", { main = main, tag = "state!" } end,
         handle_call = function(req, _, st)
           if req == "crash" then error("crash in call") end
@@ -616,7 +581,7 @@ describe("genserver", function()
   -- ======================================================= §2.1 actions
   describe("actions", function()
     it("a timeout from handle_cast makes handle_info('timeout') run when no message arrives", function()
-      local S = portable {
+      local S = {
         init = function(main) return "ok", { main = main } end,
         handle_cast = function(_, st) return "noreply", st, 5 end,
         handle_info = function(msg, st)
@@ -631,7 +596,7 @@ describe("genserver", function()
     end)
 
     it("a timeout is cancelled by a message that arrives first", function()
-      local S = portable {
+      local S = {
         init = function(main) return "ok", { main = main, fired = 0 }, 300 end,
         handle_call = function(_, _, st) return "reply", st.fired, st end,
         handle_info = function(msg, st)
@@ -650,7 +615,7 @@ describe("genserver", function()
     end)
 
     it("'hibernate' from handle_call and handle_cast: the server keeps its state and keeps working", function()
-      local S = portable {
+      local S = {
         init = function() return "ok", { n = 0, big = {} } end,
         handle_call = function(req, _, st)
           if req == "get" then return "reply", st.n, st end
@@ -682,7 +647,7 @@ describe("genserver", function()
   -- ================================================ bad return values
   describe("a bad return value", function()
     it("from handle_call: the server exits with { bad_return_value = { ... } }", function()
-      local S = portable { handle_call = function() return "rep", 1, 2 end }
+      local S = { handle_call = function() return "rep", 1, 2 end }
       local pid = start_ok(S, {})
       local ref = process.monitor(pid)
       local err = gs_error(gs.call, pid, "x")
@@ -691,7 +656,7 @@ describe("genserver", function()
     end)
 
     it("from handle_cast: { bad_return_value = { ... } }", function()
-      local S = portable { handle_cast = function() return "noreply", 7, "not an action" end }
+      local S = { handle_cast = function() return "noreply", 7, "not an action" end }
       local pid = start_ok(S, {})
       local ref = process.monitor(pid)
       gs.cast(pid, "x")
@@ -699,7 +664,7 @@ describe("genserver", function()
     end)
 
     it("from handle_info: { bad_return_value = { ... } }", function()
-      local S = portable { handle_info = function() return 42 end }
+      local S = { handle_info = function() return 42 end }
       local pid = start_ok(S, {})
       local ref = process.monitor(pid)
       process.send(pid, "x")
@@ -707,7 +672,7 @@ describe("genserver", function()
     end)
 
     it("from handle_continue: { bad_return_value = { ... } }", function()
-      local S = portable {
+      local S = {
         init = function() return "ok", 1, { continue = true } end,
         handle_continue = function() return "huh", "what" end,
       }
@@ -717,7 +682,7 @@ describe("genserver", function()
     end)
 
     it("holds every returned value, even beyond the fourth", function()
-      local S = portable { handle_info = function() return "noreply", 1, 2, 3, 4 end }
+      local S = { handle_info = function() return "noreply", 1, 2, 3, 4 end }
       local pid = start_ok(S, {})
       local ref = process.monitor(pid)
       process.send(pid, "x")
@@ -725,7 +690,7 @@ describe("genserver", function()
     end)
 
     it("from handle_call with six values holds all six", function()
-      local S = portable { handle_call = function() return "reply", 1, 2, 3, 4, 5 end }
+      local S = { handle_call = function() return "reply", 1, 2, 3, 4, 5 end }
       local pid = start_ok(S, {})
       local err = gs_error(gs.call, pid, "x")
       assert.are.same({ bad_return_value = { "reply", 1, 2, 3, 4, 5 } }, err.reason)
@@ -736,7 +701,7 @@ describe("genserver", function()
     -- slip) is "any other return shape" and must not silently set the state
     -- to nil.
     it("'noreply' without a state from handle_cast", function()
-      local S = portable { handle_cast = function() return "noreply" end }
+      local S = { handle_cast = function() return "noreply" end }
       local pid = start_ok(S, {})
       local ref = process.monitor(pid)
       gs.cast(pid, "x")
@@ -745,7 +710,7 @@ describe("genserver", function()
     end)
 
     it("'reply', reply without a state from handle_call", function()
-      local S = portable { handle_call = function() return "reply", "r" end }
+      local S = { handle_call = function() return "reply", "r" end }
       local pid = start_ok(S, {})
       local ref = process.monitor(pid)
       local ok, err = pcall(gs.call, pid, "x", 1000)
@@ -755,7 +720,7 @@ describe("genserver", function()
     end)
 
     it("'ok' without a state from init", function()
-      local S = portable { init = function() return "ok" end }
+      local S = { init = function() return "ok" end }
       local pid, reason = gs.start(S, nil)
       track(pid)
       assert.is_nil(pid)
@@ -766,7 +731,7 @@ describe("genserver", function()
   -- ====================================================== Lua errors
   describe("a Lua error in a callback", function()
     it("in handle_call: the caller gets { error =, traceback = } and the server exits with it", function()
-      local S = portable { handle_call = function() error("boom in handle_call") end }
+      local S = { handle_call = function() error("boom in handle_call") end }
       local pid = start_ok(S, {})
       local ref = process.monitor(pid)
       local err = gs_error(gs.call, pid, "x")
@@ -777,7 +742,7 @@ describe("genserver", function()
     end)
 
     it("in handle_cast", function()
-      local S = portable { handle_cast = function(msg) return msg.missing.field end }
+      local S = { handle_cast = function(msg) return msg.missing.field end }
       local pid = start_ok(S, {})
       local ref = process.monitor(pid)
       gs.cast(pid, {})
@@ -785,7 +750,7 @@ describe("genserver", function()
     end)
 
     it("in handle_info", function()
-      local S = portable { handle_info = function() error("boom in handle_info") end }
+      local S = { handle_info = function() error("boom in handle_info") end }
       local pid = start_ok(S, {})
       local ref = process.monitor(pid)
       process.send(pid, "x")
@@ -793,7 +758,7 @@ describe("genserver", function()
     end)
 
     it("in handle_continue", function()
-      local S = portable {
+      local S = {
         init = function() return "ok", 0, { continue = 1 } end,
         handle_continue = function() error("boom in handle_continue") end,
       }
@@ -803,7 +768,7 @@ describe("genserver", function()
     end)
 
     it("in terminate: the exit reason is the terminate crash, and stop raises it", function()
-      local S = portable { terminate = function() error("boom in terminate") end }
+      local S = { terminate = function() error("boom in terminate") end }
       local pid = start_ok(S, {})
       local ref = process.monitor(pid)
       local err = gs_error(gs.stop, pid)
@@ -813,7 +778,7 @@ describe("genserver", function()
     end)
 
     it("in terminate after stop with a table reason: stop raises the crash, not true", function()
-      local S = portable { terminate = function() error("boom in terminate") end }
+      local S = { terminate = function() error("boom in terminate") end }
       local pid = start_ok(S, {})
       local ok, err = pcall(gs.stop, pid, { shutdown = "maintenance" })
       assert.is_false(ok, "stop returned true although the server exited with a crash")
@@ -831,8 +796,8 @@ describe("genserver", function()
     end)
 
     it("by table: functions with upvalues `gs = require 'genserver'` and `insert = table.insert`", function()
-      -- no `portable` here: these functions use no global at all, only their
-      -- upvalues, which are loaded modules / functions of loaded modules
+      -- these functions use no global at all, only their upvalues, which
+      -- are loaded modules / functions of loaded modules
       local Stack = {
         init = function(arg) return "ok", { items = { arg } } end,
         handle_call = function(req, from, st)
@@ -864,7 +829,7 @@ describe("genserver", function()
     end)
 
     it("releases the name before returning when init fails", function()
-      local S = portable {
+      local S = {
         init = function(arg)
           if arg == "stop" then return "stop", "no" end
           if arg == "error" then return "error", "no" end
@@ -899,7 +864,7 @@ describe("genserver", function()
     end)
 
     it("with opts.timeout shorter than init returns nil, 'timeout'; the server is gone and its name free", function()
-      local S = portable {
+      local S = {
         init = function(arg)
           process.send(arg.main, { "slow_init", process.self() })
           if arg.slow then process.sleep(3000) end
@@ -958,10 +923,10 @@ describe("genserver", function()
     end)
 
     it("a crash of the server reaches a linked caller that traps exits", function()
-      local S = portable {
+      local S = {
         handle_cast = function() error("linked crash") end,
       }
-      process.spawn(portable(function(main, mod)
+      process.spawn(function(main, mod)
         process.trap_exit(true)
         local pid = gs.start_link(mod, {})
         gs.cast(pid, "crash")
@@ -969,7 +934,7 @@ describe("genserver", function()
           return type(msg) == "table" and msg[1] == "EXIT"
         end, 5000)
         process.send(main, { "linked_exit", m and m.pid == pid, m and m.reason })
-      end), ME(), S)
+      end, ME(), S)
       local m = recv("linked_exit")
       assert.is_table(m)
       assert.is_true(m[2])
@@ -990,7 +955,7 @@ describe("genserver", function()
     end)
 
     it("returns nil, reason when init fails", function()
-      local pid, reason = gs.start_monitor(portable { init = function() return "stop", "nope" end }, nil)
+      local pid, reason = gs.start_monitor({ init = function() return "stop", "nope" end }, nil)
       assert.is_nil(pid)
       assert.are.equal("nope", reason)
     end)
@@ -1015,7 +980,7 @@ describe("genserver", function()
     end)
 
     it("times out after 5000 ms by default", function()
-      local S = portable { handle_call = function(_, _, st) return "noreply", st end }
+      local S = { handle_call = function(_, _, st) return "noreply", st end }
       local pid = start_ok(S, {})
       local err = gs_error(gs.call, pid, "never")
       assert.are.equal("timeout", err.reason)
@@ -1024,7 +989,7 @@ describe("genserver", function()
     end)
 
     it("times out after an explicit timeout with a readable error", function()
-      local S = portable { handle_call = function(_, _, st) return "noreply", st end }
+      local S = { handle_call = function(_, _, st) return "noreply", st end }
       local pid = start_ok(S, {})
       local err = gs_error(gs.call, pid, "never", 30)
       assert.are.equal("timeout", err.reason)
@@ -1038,7 +1003,7 @@ describe("genserver", function()
     end)
 
     it("fails with the server's exit reason when it dies during the call", function()
-      local S = portable {
+      local S = {
         handle_call = function(_, _, st)
           process.exit("died_while_calling")
           return "reply", 1, st
@@ -1102,7 +1067,7 @@ describe("genserver", function()
     end)
 
     it("raises timeout when terminate takes longer than the timeout", function()
-      local S = portable { terminate = function() process.sleep(300) end }
+      local S = { terminate = function() process.sleep(300) end }
       local pid = start_ok(S, {})
       local err = gs_error(gs.stop, pid, "normal", 20)
       assert.are.equal("timeout", err.reason)
@@ -1114,7 +1079,7 @@ describe("genserver", function()
   describe("send_request", function()
     -- holds calls until a cast "release" answers all of them
     local function holder()
-      return portable {
+      return {
         init = function() return "ok", { held = {} } end,
         handle_call = function(req, from, st)
           if req == "hold" then
@@ -1191,7 +1156,7 @@ describe("genserver", function()
     end)
 
     it("check_response in a server's handle_info: reply, no_reply and error", function()
-      local asker = portable {
+      local asker = {
         init = function(main) return "ok", { main = main } end,
         handle_cast = function(target, st)
           st.req = gs.send_request(target, { "question" })
@@ -1257,7 +1222,7 @@ describe("genserver", function()
     end)
 
     it("calling_self: a server calling itself (by pid or name) from handle_call", function()
-      local S = portable {
+      local S = {
         handle_call = function(req, _, st)
           local target = req == "by_name" and st.name or process.self()
           local ok, e = pcall(gs.call, target, "again", 1000)
@@ -1278,7 +1243,7 @@ describe("genserver", function()
     end)
 
     it("calling_self: a server stopping itself with genserver.stop", function()
-      local S = portable {
+      local S = {
         handle_call = function(_, _, st)
           local ok, e = pcall(gs.stop, process.self())
           return "reply", { ok, e.reason, e.op }, st
@@ -1289,7 +1254,7 @@ describe("genserver", function()
     end)
 
     it("a crash caused by a failed inner call reads well (no 'table: 0x...')", function()
-      local S = portable {
+      local S = {
         handle_call = function(req, _, st) return "reply", gs.call("gs_spec_nobody_inner", req), st end,
       }
       local pid = start_ok(S, {})
@@ -1302,7 +1267,7 @@ describe("genserver", function()
     end)
 
     it("exit reason: a crashed server's error reads as a crash", function()
-      local S = portable { handle_call = function() error("kaboom") end }
+      local S = { handle_call = function() error("kaboom") end }
       local pid = start_ok(S, {})
       local err = gs_error(gs.call, pid, "x")
       assert.is_table(err.reason)
@@ -1315,7 +1280,7 @@ describe("genserver", function()
   -- ========================================================== bad inputs
   describe("bad inputs", function()
     it("a timed-out call leaves no trace: its late reply is dropped", function()
-      local S = portable {
+      local S = {
         init = function() return "ok", {} end,
         handle_call = function(req, from, st)
           if req == "hold" then
@@ -1340,7 +1305,7 @@ describe("genserver", function()
     end)
 
     it("a timed-out call from a server process leaves no trace either", function()
-      local S = portable {
+      local S = {
         init = function() return "ok", {} end,
         handle_call = function(req, from, st)
           if req == "hold" then
@@ -1355,14 +1320,14 @@ describe("genserver", function()
         end,
       }
       local pid = start_ok(S)
-      process.spawn(portable(function(main, srv)
+      process.spawn(function(main, srv)
         local ok, e = pcall(gs.call, srv, "hold", 30)
         local timed_out = not ok and gs.is_error(e) and e.reason == "timeout"
         gs.cast(srv, "send the late reply now")
         local next_reply = gs.call(srv, "next")
         local stray = process.receive(100)
         process.send(main, { "late_check", timed_out, next_reply, stray })
-      end), ME(), pid)
+      end, ME(), pid)
       local m = recv("late_check")
       assert.is_table(m)
       assert.is_true(m[2])
@@ -1371,7 +1336,7 @@ describe("genserver", function()
     end)
 
     it("a second reply to the same call is dropped", function()
-      local S = portable {
+      local S = {
         handle_call = function(req, from, st)
           gs.reply(from, "first")
           return "reply", "second", st
@@ -1426,7 +1391,7 @@ describe("genserver", function()
     end)
 
     it("an unsendable reply fails in the server, not in the caller's state", function()
-      local S = portable {
+      local S = {
         handle_call = function(req, _, st)
           if req == "bad" then return "reply", io.stdout, st end
           return "reply", req, st
@@ -1525,7 +1490,7 @@ describe("genserver", function()
     it("50 client processes x 200 calls each to one server get their own replies", function()
       local CLIENTS, CALLS = 50, 200
       local server = start_ok("gs_echo")
-      local client = portable(function(main, srv, id, calls)
+      local client = function(main, srv, id, calls)
         local wrong, failed = 0, nil
         local ok, e = pcall(function()
           for i = 1, calls do
@@ -1535,7 +1500,7 @@ describe("genserver", function()
         end)
         if not ok then failed = tostring(e) end
         process.send(main, { "client_done", id, wrong, failed })
-      end)
+      end
       for id = 1, CLIENTS do
         process.spawn(client, ME(), server, id, CALLS)
       end

@@ -74,13 +74,13 @@ describe("out-of-memory injection", function()
     local me = process.self()
     local replies = 0
     for n = 1, SWEEP // 2 do
-      local pid, ref = core.spawn(U.portable(function(parent)
+      local pid, ref = core.spawn(function(parent)
         local P = require "genserver.process"
         local m = P.receive(5000)
         local t = {}
         for i = 1, 10 do t[i] = { m, i } end
         P.send(parent, { "done", #t })
-      end), { monitor = true, fail_alloc = n }, me)
+      end, { monitor = true, fail_alloc = n }, me)
       process.send(pid, "hello")
       local down = down_of(ref)
       assert.is_not_nil(down, "DOWN for n = " .. n)

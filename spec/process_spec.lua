@@ -6,7 +6,7 @@
 -- hanging the run; no test measures time.
 
 local U = require "pr_util"
-local process = U.process() -- genserver.process; spawned bodies made portable
+local process = require "genserver.process"
 local genserver = require "genserver"
 
 local T = U.TIMEOUT

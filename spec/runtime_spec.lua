@@ -6,7 +6,7 @@
 -- Run: make test SPECS=spec/runtime_spec.lua   (under GENSERVER_WORKERS=1 and 4)
 
 local U = require "pr_util"
-local process = U.process()
+local process = require "genserver.process"
 local runtime = require "genserver.runtime"
 
 

@@ -10,7 +10,7 @@ local U = require "pr_util"
 describe("receive with a match function", function()
   it("refuses to receive or wait inside the match function, and loses nothing", function()
     local me = process.self()
-    local pid = process.spawn(U.portable(function(parent)
+    local pid = process.spawn(function(parent)
       local P = require "genserver.process"
       local me2 = P.self()
       for _, v in ipairs({ "a", "b", "c" }) do P.send(me2, v) end
@@ -21,7 +21,7 @@ describe("receive with a match function", function()
       local rest = {}
       for _ = 1, 3 do rest[#rest + 1] = P.receive(100) end
       P.send(parent, { ok = ok, err = tostring(err), rest = rest })
-    end), me)
+    end, me)
     local r = process.receive(function(m) return type(m) == "table" and m.rest end, 5000)
     assert.is_not_nil(r, "the process answered")
     assert.is_false(r.ok)
@@ -36,14 +36,14 @@ describe("fairness", function()
     -- with one worker the pair used to keep the runnext slot forever
     local echo = assert(gs.start("gs_echo", nil))
     local me = process.self()
-    local pinger = process.spawn(U.portable(function(server)
+    local pinger = process.spawn(function(server)
       local g = require "genserver"
       while true do g.call(server, "ping") end
-    end), echo)
+    end, echo)
     process.sleep(20)
-    local late = process.spawn(U.portable(function(parent)
+    local late = process.spawn(function(parent)
       require("genserver.process").send(parent, "late one ran")
-    end), me)
+    end, me)
     assert.are.equal("late one ran", process.receive(function(m) return m == "late one ran" end, 5000))
     process.exit(pinger, "kill")
     gs.stop(echo)
@@ -57,10 +57,10 @@ describe("spawn", function()
     local opts = setmetatable({}, { __index = function(_, k)
       if k == "module" then error("boom") end
     end })
-    local pid = core.spawn(U.portable(function() end), opts)
+    local pid = core.spawn(function() end, opts)
     assert.is_true(core.is_pid(pid))
     local bad = setmetatable({}, { __index = function() error("boom") end })
-    assert.has_error(function() core.spawn(U.portable(function() end), bad) end)
+    assert.has_error(function() core.spawn(function() end, bad) end)
     for _ = 1, 200 do
       if require("genserver.runtime").stats().processes <= before then break end
       process.sleep(5)
@@ -72,25 +72,25 @@ end)
 describe("time-outs near the bound", function()
   it("a time-out of 1.8e13 ms waits (it used to wrap around and expire at once)", function()
     local me = process.self()
-    process.spawn(U.portable(function(parent)
+    process.spawn(function(parent)
       local P = require "genserver.process"
       P.sleep(30)
       P.send(parent, "woke")
-    end), me)
+    end, me)
     assert.are.equal("woke", process.receive(1.8446744e13))
   end)
 end)
 
 describe("busy loops inside nested coroutines", function()
   local function spin_in(kind)
-    return process.spawn(U.portable(function(k)
+    return process.spawn(function(k)
       if k == "wrap" then
         coroutine.wrap(function() while true do end end)()
       else
         local co = coroutine.create(function() local x = 0 while true do x = x + 1 end end)
         coroutine.resume(co)
       end
-    end), kind)
+    end, kind)
   end
 
   for _, kind in ipairs({ "wrap", "resume" }) do
@@ -112,7 +112,7 @@ describe("busy loops inside nested coroutines", function()
 
   it("coroutines keep their usual behaviour in a process", function()
     local me = process.self()
-    process.spawn(U.portable(function(parent)
+    process.spawn(function(parent)
       local P = require "genserver.process"
       local gen = coroutine.wrap(function() for i = 1, 3 do coroutine.yield(i) end return "done" end)
       local out = { gen(), gen(), gen(), gen() }
@@ -123,7 +123,7 @@ describe("busy loops inside nested coroutines", function()
       local ok, e = pcall(coroutine.wrap(function() error("oops") end))
       P.send(parent, { out = out, r1 = r1, r2 = r2, r3 = r3, ok = ok, e = e,
                        st = coroutine.status(co), self = { coroutine.resume(coroutine.running()) } })
-    end), me)
+    end, me)
     local r = process.receive(function(m) return type(m) == "table" and m.out end, 5000)
     assert.are.same({ 1, 2, 3, "done" }, r.out)
     assert.are.same({ true, 3 }, r.r1)

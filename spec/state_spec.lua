@@ -6,7 +6,7 @@
 -- Every wait has a time-out, so a failure cannot hang the run.
 
 local U = require "pr_util"
-local process = U.process() -- genserver.process; spawned bodies made portable
+local process = require "genserver.process"
 local genserver = require "genserver"
 
 local T = U.TIMEOUT
@@ -18,7 +18,7 @@ local function there(fn, ...)
   process.spawn(function(parent, f, ...)
     local P = require "genserver.process"
     P.send(parent, { "there", table.pack(pcall(f, ...)) })
-  end, me, U.portable(fn), ...)
+  end, me, fn, ...)
   local m = process.receive(function(m) return type(m) == "table" and m[1] == "there" end, T)
   assert.is_not_nil(m, "no answer from the process")
   local r = m[2]
@@ -82,11 +82,11 @@ describe("a process's state", function()
   describe("load in a gen_server callback", function()
     it("returns its errors as strings, and the server lives on", function()
       local Srv = {
-        handle_call = U.portable(function(req, from, st)
+        handle_call = function(req, from, st)
           local _, e1 = load("return ((((")
           local _, e2 = load("return " .. ("("):rep(300) .. "1" .. (")"):rep(300))
           return "reply", { type(e1), type(e2) }, st
-        end),
+        end,
       }
       local pid = assert(genserver.start(Srv, 0))
       local r = genserver.call(pid, "go")
@@ -176,12 +176,12 @@ describe("a process's state", function()
   describe("a call's from", function()
     it("is { caller pid, integer tag } and answers through reply", function()
       local Srv = {
-        handle_call = U.portable(function(req, from, st)
+        handle_call = function(req, from, st)
           local P = require "genserver.process"
           local gs = require "genserver"
           gs.reply(from, { P.is_pid(from[1]), math.type(from[2]) })
           return "noreply", st
-        end),
+        end,
       }
       local pid = assert(genserver.start(Srv, 0))
       local r = genserver.call(pid, "who")
@@ -192,11 +192,11 @@ describe("a process's state", function()
 
     it("a from with a forged tag is refused", function()
       local Srv = {
-        handle_call = U.portable(function(req, from, st)
+        handle_call = function(req, from, st)
           local gs = require "genserver"
           local ok = pcall(gs.reply, { from[1], "nope" }, 1)
           return "reply", ok, st
-        end),
+        end,
       }
       local pid = assert(genserver.start(Srv, 0))
       assert.is_false(genserver.call(pid, "x"))

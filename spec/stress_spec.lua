@@ -12,7 +12,7 @@
 
 local U = require "pr_util"
 local gs = require "genserver"
-local process = U.process()
+local process = require "genserver.process"
 local runtime = require "genserver.runtime"
 local fanin = require "st_fanin"
 

@@ -4,44 +4,6 @@ local process = require "genserver.process"
 
 local U = {}
 
--- Busted runs a spec file with its own environment table (a table with a
--- metatable, not a loaded module), so a function defined in a spec and
--- copied into another process would carry that table without its
--- metatable and find no globals there (metatables are not sent,
--- DESIGN.md §1.4). portable(f) re-points the `_ENV` upvalue of f (and of
--- the Lua functions it reaches through upvalues) at the real global table,
--- which is package.loaded._G and so crosses by name.
-local G = _G
-local function G_cell() return G end
-
-function U.portable(x, seen)
-  seen = seen or {}
-  if type(x) ~= "function" or seen[x] then return x end
-  seen[x] = true
-  for i = 1, math.huge do
-    local name, v = debug.getupvalue(x, i)
-    if name == nil then break end
-    if name == "_ENV" then
-      if v ~= G then debug.upvaluejoin(x, i, G_cell, 1) end
-    elseif type(v) == "function" then
-      U.portable(v, seen)
-    end
-  end
-  return x
-end
-
---- genserver.process, with spawn/spawn_link/spawn_monitor making function
--- bodies portable first (see above).
-function U.process()
-  local P = {}
-  for k, v in pairs(process) do P[k] = v end
-  for _, k in ipairs({ "spawn", "spawn_link", "spawn_monitor" }) do
-    local f = process[k]
-    P[k] = function(body, ...) return f(U.portable(body), ...) end
-  end
-  return P
-end
-
 U.TIMEOUT = 5000 -- generous: only a failure ever waits this long
 
 --- Drops everything in the caller's mailbox.
