@@ -160,6 +160,21 @@ static uint64_t resolve(lua_State *L, int idx) {
   return 0;
 }
 
+/* Is self sandboxed and pid a live process outside any sandbox? Such a
+** process is out of a sandbox's reach for what would end it or take it
+** over: exit signals and system requests (stop, sys). Otherwise a sandbox
+** could end every process of the runtime, the main script's included,
+** which is shutting it down (DESIGN §5). */
+static int outside_sandbox(gsi_proc *self, uint64_t pid) {
+  gsi_proc *q;
+  int out;
+  if (!self->sandbox || pid == 0) return 0;
+  if ((q = gsi_pin(self->rt, pid)) == NULL) return 0; /* dead: nothing to end */
+  out = !q->sandbox; /* set before it was published, read-only since */
+  gsi_unpin(q);
+  return out;
+}
+
 /* A time in ms: nil -> def_ms; a number; "infinity" or math.huge -> none.
 ** Returns the ms, or NO_TIMEOUT. Anything past a thousand years is none
 ** too (so no conversion below can overflow). */
@@ -765,6 +780,9 @@ static int l_request(lua_State *L) {
   luaL_checkany(L, 2);
   if (lua_type(L, 3) == LUA_TSTRING && strcmp(lua_tostring(L, 3), "system") == 0)
     kind = GSI_M_SYSTEM;
+  if (kind == GSI_M_SYSTEM && outside_sandbox(p, pid))
+    return luaL_error(L, "genserver: a sandboxed process may not send system requests "
+                         "(stop, sys) to a process outside its sandbox");
   gsi_pushref(L, start_request(L, p, pid, 2, kind, 0));
   return 1;
 }
@@ -1215,6 +1233,9 @@ static int l_exit(lua_State *L) {
   if (lua_gettop(L) >= 2) {
     uint64_t pid = check_pid(L, 1);
     luaL_checkany(L, 2);
+    if (outside_sandbox(p, pid))
+      return luaL_error(L, "genserver.exit: a sandboxed process may not send exit "
+                           "signals to a process outside its sandbox");
     m = encode_msg_to(L, 2, "reason", GSI_M_EXIT, pid_of(p), 0, pid);
     m->flags = (uint8_t)reason_flags(L, 2);
     gsi_deliver(p->rt, pid, m, 0);
@@ -1322,7 +1343,13 @@ static int l_register(lua_State *L) {
 }
 
 static int l_unregister(lua_State *L) {
-  lua_pushboolean(L, gsi_reg_unregister(rt_of(L), luaL_checkstring(L, 1)) == 0);
+  const char *name = luaL_checkstring(L, 1);
+  gsi_proc *self = state_proc(L);
+  /* a sandbox cannot free a name held outside it (and so take it over) */
+  if (self != NULL && self->sandbox && outside_sandbox(self, lookup(L, name)))
+    return luaL_error(L, "genserver.unregister: a sandboxed process may not unregister "
+                         "a name held outside its sandbox");
+  lua_pushboolean(L, gsi_reg_unregister(rt_of(L), name) == 0);
   return 1;
 }
 

@@ -102,6 +102,30 @@ function probes.shutdown()
   return try(core.shutdown, 0)
 end
 
+-- exit signals and system requests (stop) reach sandboxed processes only
+function probes.kill_outside(_, victim)
+  return try(process.exit, victim, "kill")
+end
+
+function probes.stop_outside(_, victim)
+  return try(gs.stop, victim)
+end
+
+function probes.unregister(name)
+  return try(process.unregister, name)
+end
+
+function probes.kill_inside()
+  local pid = assert(gs.start("sb_probe"))
+  local ref = process.monitor(pid)
+  local r = try(process.exit, pid, "kill")
+  local down = process.receive(function(m)
+    return type(m) == "table" and m[1] == "DOWN" and m.ref == ref
+  end, 5000)
+  r.down = down and down.reason
+  return r
+end
+
 function probes.send_fn(_, to)
   return try(gs.cast, to, { cb = function() return 1 end })
 end
