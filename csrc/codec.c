@@ -1145,44 +1145,42 @@ static void encupvalues (lua_State *L, enc *e, int fi, size_t me,
   for (i = 1; i <= ar.nups; i++) {
     const void *id = lua_upvalueid(L, fi, i);
     const seenent *s = seen_find(&e->seen, id);
-    const char *name = lua_getupvalue(L, fi, i);
-    int kind = ENV_NO;
-    if (name != NULL && lua_type(L, -1) == LUA_TTABLE && strcmp(name, "_ENV") == 0)
-      kind = envkind(L, lua_gettop(L));
-    lua_pop(L, 1);
-    if (kind == ENV_RESOLVE) {  /* a copy of its own: no join, no object */
-      frame fu;
-      fu.up = f; fu.kind = F_UPVAL; fu.idx = fi; fu.n = i;
-      lua_getupvalue(L, fi, i);
-      envcopy(L, e, lua_gettop(L), dump, dumplen);
-      emitbyte(L, e, GSI_T_ENV);
-      enctablebody(L, e, lua_gettop(L), &fu);
-      lua_pop(L, 2);
-    }
-    else if (s != NULL && s->upn > 0) {  /* shared with a function sent before */
+    const char *name;
+    int kind = ENV_NO, v;
+    frame fu;
+    if (s != NULL && s->upn > 0) {  /* shared with a function sent before */
       e->flags |= GSI_WIRE_REFS;
       emittagvar(L, e, GSI_T_UPJOIN, s->obj);
       emitvarint(L, e, (uint64_t)s->upn);
+      continue;
+    }
+    name = lua_getupvalue(L, fi, i);
+    v = lua_gettop(L);
+    if (name != NULL && name[0] == '_' && strcmp(name, "_ENV") == 0 &&
+        lua_type(L, v) == LUA_TTABLE)
+      kind = envkind(L, v);
+    fu.up = f; fu.kind = F_UPVAL; fu.idx = fi; fu.n = i;
+    if (kind == ENV_RESOLVE) {  /* a copy of its own: no join, no object */
+      envcopy(L, e, v, dump, dumplen);
+      emitbyte(L, e, GSI_T_ENV);
+      enctablebody(L, e, lua_gettop(L), &fu);
     }
     else {
-      frame fu;
-      fu.up = f; fu.kind = F_UPVAL; fu.idx = fi; fu.n = i;
       if (seen_add(&e->seen, id, me, i) != 0)
         nomem(L, e);
-      lua_getupvalue(L, fi, i);
       if (kind == ENV_DIRECT) {
-        const seenent *t = seen_find(&e->seen, lua_topointer(L, -1));
+        const seenent *t = seen_find(&e->seen, lua_topointer(L, v));
         if (t != NULL)
           emitref(L, e, t->obj);  /* its first time carried the tag */
         else {
           emitbyte(L, e, GSI_T_ENV);
-          enctablebody(L, e, lua_gettop(L), &fu);
+          enctablebody(L, e, v, &fu);
         }
       }
       else
-        encvalue(L, e, lua_gettop(L), &fu);
-      lua_pop(L, 1);
+        encvalue(L, e, v, &fu);
     }
+    lua_settop(L, v - 1);
   }
 }
 
