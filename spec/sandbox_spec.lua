@@ -164,6 +164,15 @@ describe("a sandboxed process", function()
       is_sandboxed(probe("state", string.format, gs))
     end)
 
+    it("cannot be handed io or os functions by name", function()
+      for _, f in ipairs({ os.execute, io.popen, io.open, debug.getregistry, loadfile }) do
+        local ok, err = pcall(gs.call, pid, { "state", f }, T)
+        assert.is_false(ok)
+        assert.matches("undecodable", tostring(err))
+      end
+      is_sandboxed(probe("state"))
+    end)
+
     it("is not sent a function by a timer to its pid", function()
       local ok, err = pcall(process.send_after, 10, pid, { cb = function() end })
       assert.is_false(ok)
