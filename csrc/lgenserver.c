@@ -254,12 +254,14 @@ static gsi_msg *encode_msg_to(lua_State *L, int idx, const char *what, int kind,
   return m;
 }
 
-/* Encode a string constant (reasons made up by the runtime). */
+/* The same for a value whose receiver is not known here, or that holds
+** no function (the runtime's own reasons). */
 static gsi_msg *encode_msg(lua_State *L, int idx, const char *what, int kind,
                            uint64_t from, uint64_t ref) {
   return encode_msg_to(L, idx, what, kind, from, ref, 0);
 }
 
+/* Encode a string constant (reasons made up by the runtime). */
 static gsi_msg *encode_str(lua_State *L, const char *s, int kind,
                            uint64_t from, uint64_t ref) {
   gsi_msg *m;
