@@ -214,6 +214,8 @@ struct gsi_proc {
   size_t heap_cap;     /* max_heap while it is enforced (lifted to die) */
   int heap_refused;    /* the last growth was refused */
   int heap_exceeded;   /* refused twice in a row: the process must end */
+  int unwind;          /* growth allocations to refuse, so that the unwind
+                          hook raises a memory error (preempt.c) */
   uint64_t nallocs;    /* growth allocations so far (for fail_at) */
   uint64_t parent;
   uint64_t start_ref;  /* a gen_server's start request: init's outcome goes to
@@ -286,6 +288,13 @@ GSI_FUNC void gsi_turn_end(gsi_worker *w, gsi_proc *p);
 ** process is resumed, or returns): the watchdog hooks that one. */
 GSI_FUNC void gsi_turn_switch(gsi_worker *w, lua_State *running);
 GSI_FUNC int gsi_open_coroutine(lua_State *L); /* lcoro.c */
+/* p must stop (p->dying) but L cannot yield to its worker (inside a C
+** call, or a nested coroutine): raise an error in L that Lua code cannot
+** keep. Never returns. (preempt.c) */
+GSI_FUNC void gsi_unwind(lua_State *L, gsi_proc *p);
+/* p, running on this thread, has started dying: make sure the hook that
+** ends it runs soon in whatever Lua thread of p runs now. */
+GSI_FUNC void gsi_unwind_arm(gsi_proc *p);
 GSI_FUNC int gsi_watchdog_start(gsi_rt *rt);
 GSI_FUNC void gsi_watchdog_stop(gsi_rt *rt);
 

@@ -427,7 +427,8 @@ static int die(lua_State *L, gsi_proc *p) {
   if (p->fg != NULL) raise_exit(L, p);
   p->want = GSI_W_EXIT;
   if (L == p->L && lua_isyieldable(L)) return lua_yield(L, 0);
-  return luaL_error(L, "genserver: process is exiting");
+  gsi_unwind(L, p); /* inside a C call: an error pcall cannot keep */
+  return 0;
 }
 
 /* Nothing to take yet. Returns 1 if the caller must yield (processes),

@@ -35,7 +35,19 @@ static _Atomic int handler_installed;
 
 /* The hook runs on the worker's thread, in the current turn, in whatever
 ** Lua thread of the process is running (see gsi_turn_switch): the body, or
-** a coroutine the process resumed through lcoro.c's wrappers. */
+** a coroutine the process resumed through lcoro.c's wrappers.
+**
+** A process that must stop (p->dying: killed, an exit signal it does not
+** trap, max_heap) yields to its worker, which ends it. Where it cannot
+** yield (inside a C call: a sort comparator, a gsub function, __tostring,
+** __close, a message handler, a load reader, require; or in a nested
+** coroutine) gsi_unwind raises an error instead, and keeps this hook on
+** at every instruction: a pcall that catches the error is left at its
+** next instruction by the next one, so each raise unwinds at least one
+** protected call, until the body can yield. (A finalizer runs with hooks
+** off: Lua's own rule; see the abandonment in pstate.c for that case.) */
+#define UNWIND_COUNT 1
+
 static void preempt_hook(lua_State *L, lua_Debug *ar) {
   gsi_worker *w = gsi_current_worker();
   gsi_proc *p;
@@ -44,17 +56,25 @@ static void preempt_hook(lua_State *L, lua_Debug *ar) {
     lua_sethook(L, NULL, 0, 0); /* stale: not in a turn any more */
     return;
   }
+  p->unwind = 0; /* a refusal left over from the last raise */
+  if (atomic_load_explicit(&p->sigpend, memory_order_relaxed)) gsi_drain(p);
+  if (p->dying) {
+    if (L == p->L && lua_isyieldable(L)) {
+      lua_sethook(L, NULL, 0, 0);
+      p->want = GSI_W_EXIT;
+      lua_yield(L, 0);
+      return;
+    }
+    gsi_unwind(L, p); /* does not return */
+  }
   if (!lua_isyieldable(L)) return; /* inside a C call: try again later */
   lua_sethook(L, NULL, 0, 0);
-  if (atomic_load_explicit(&p->sigpend, memory_order_relaxed)) gsi_drain(p);
   if (L == p->L) {
-    p->want = p->dying ? GSI_W_EXIT : GSI_W_YIELD;
+    p->want = GSI_W_YIELD;
     lua_yield(L, 0);
     return;
   }
-  /* a nested coroutine: a kill unwinds it; a preemption is relayed by the
-  ** resume wrapper up to the body */
-  if (p->dying) luaL_error(L, "killed");
+  /* a nested coroutine: the resume wrapper relays the yield up to the body */
   p->relay = 1;
   lua_yield(L, 0);
 }
@@ -113,10 +133,45 @@ static void poke_directly(gsi_worker *w) {
 #define TURN_END_UNLOCK() ((void)0)
 #endif
 
+/* Set the unwind hook on co (w runs a dying process). poked: the turn's
+** end clears it, and the watchdog leaves it alone. */
+static void arm_locked(gsi_worker *w, lua_State *co) {
+  atomic_store(&w->poked, 1);
+  if (co != NULL) lua_sethook(co, preempt_hook, LUA_MASKCOUNT, UNWIND_COUNT);
+}
+
 void gsi_turn_switch(gsi_worker *w, lua_State *running) {
+  gsi_proc *p = atomic_load(&w->cur);
   TURN_END_LOCK();
   atomic_store(&w->cur_co, running);
+  /* a dying process's error left a coroutine: go on unwinding here */
+  if (p != NULL && p->dying) arm_locked(w, running);
   TURN_END_UNLOCK();
+}
+
+void gsi_unwind_arm(gsi_proc *p) {
+  gsi_worker *w = gsi_current_worker();
+  if (w == NULL || atomic_load(&w->cur) != p) return; /* not in p's turn */
+  TURN_END_LOCK();
+  arm_locked(w, atomic_load(&w->cur_co));
+  TURN_END_UNLOCK();
+}
+
+/* The error is a memory error, made by refusing the allocation of a
+** userdata: Lua calls no message handler for one (an xpcall handler that
+** loops is called with hooks off when an error is raised from a hook), and
+** its message exists already. The hook stays on, at every instruction. */
+void gsi_unwind(lua_State *L, gsi_proc *p) {
+  gsi_worker *w = gsi_current_worker();
+  TURN_END_LOCK();
+  if (w != NULL && atomic_load(&w->cur) == p) atomic_store(&w->poked, 1);
+  lua_sethook(L, preempt_hook, LUA_MASKCOUNT, UNWIND_COUNT);
+  TURN_END_UNLOCK();
+  p->unwind = 2; /* the allocation, and Lua's retry after its emergency GC */
+  (void)lua_checkstack(L, 1);
+  lua_newuserdatauv(L, 0, 0); /* raises */
+  p->unwind = 0;              /* not reached; if it were: a plain error */
+  luaL_error(L, "killed");
 }
 
 void gsi_turn_end(gsi_worker *w, gsi_proc *p) {

@@ -22,9 +22,18 @@
 /* max_heap: growth past the cap is refused. Lua then collects in an
 ** emergency and asks again; a second refusal in a row is a real overrun:
 ** the process must end (dying) with { max_heap = bytes }, and the cap is
-** lifted so that it can unwind and be reported. A shrink never fails. */
+** lifted so that it can unwind and be reported. The end is the same as a
+** kill's (gsi_unwind_arm): no pcall can keep the process alive at its cap.
+** A shrink never fails, and does not count as the growth that succeeds
+** between two refusals (the emergency collection shrinks the string table
+** between Lua's two tries). */
 static int over_cap(gsi_proc *p, size_t osize, size_t nsize) {
-  if (p->heap_cap == 0 || nsize <= osize || p->mem + (nsize - osize) <= p->heap_cap) {
+  if (nsize <= osize) return 0;
+  if (p->unwind > 0) { /* gsi_unwind raises a memory error */
+    p->unwind--;
+    return 1;
+  }
+  if (p->heap_cap == 0 || p->mem + (nsize - osize) <= p->heap_cap) {
     p->heap_refused = 0;
     return 0;
   }
@@ -32,6 +41,7 @@ static int over_cap(gsi_proc *p, size_t osize, size_t nsize) {
     p->heap_exceeded = 1;
     p->dying = 1;
     p->heap_cap = 0;
+    gsi_unwind_arm(p);
   }
   p->heap_refused = 1;
   return 1;
