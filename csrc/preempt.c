@@ -186,6 +186,42 @@ void gsi_turn_end(gsi_worker *w, gsi_proc *p) {
   if (poked && p->L != NULL) lua_sethook(p->L, NULL, 0, 0);
 }
 
+/* Abandonment (DESIGN §1.2: dying cannot be blocked, a worker is never
+** lost). A process killed (an untrappable exit signal) that still runs
+** ABANDON_NS later, or a state whose close (finalizers, __close handlers)
+** takes longer than that, is given up: Lua runs finalizers with hooks
+** off, so a loop in one cannot be stopped in its thread. The watchdog
+** takes the worker thread's hold (see gsi_ticket), ends the process as
+** "killed" for everyone (gsi_proc_die: nothing if it did already), counts
+** it, and starts a new thread as the worker. The old thread carries on with
+** that process only, gives its slot back if its code ever returns, and
+** leaves. */
+#define ABANDON_NS 1000000000u /* 1 s */
+
+static void abandon(gsi_rt *rt, gsi_worker *w, gsi_ticket *t, uintptr_t h,
+                    uint64_t now) {
+  gsi_proc *p = (gsi_proc *)(h & ~(uintptr_t)1);
+  uint64_t start = (h & 1) ? atomic_load(&t->close_since) : atomic_load(&p->kill_at);
+  if (start == 0 || now < start + ABANDON_NS) return;
+  /* counted first: the old thread may give the slot back at once */
+  atomic_fetch_add(&rt->orphan_threads, 1);
+  atomic_fetch_add(&rt->abandoned_live, 1);
+  if (!atomic_compare_exchange_strong(&t->hold, &h, GSI_ABANDONED)) {
+    atomic_fetch_sub(&rt->abandoned_live, 1); /* it moved on meanwhile */
+    atomic_fetch_sub(&rt->orphan_threads, 1);
+    return;
+  }
+  atomic_fetch_add(&rt->abandoned, 1);
+  if (!(h & 1)) { /* killed while it ran: it has not died yet */
+    gsi_buf b;
+    gsi_buf_init(&b);
+    gsi_encode_cstring(&b, "killed");
+    gsi_proc_die(p, b.data, b.len, 0);
+    gsi_buf_free(&b);
+  }
+  gsi_worker_replace(w);
+}
+
 static void *watchdog_main(void *arg) {
   gsi_rt *rt = arg;
   struct timespec tick = {0, TICK_NS};
@@ -193,7 +229,11 @@ static void *watchdog_main(void *arg) {
     uint64_t now = gsi_now_ns();
     for (int i = 0; i < rt->nworkers; i++) {
       gsi_worker *w = &rt->workers[i];
-      uint64_t since = atomic_load(&w->since);
+      gsi_ticket *t = atomic_load(&w->ticket);
+      uintptr_t h = t != NULL ? atomic_load(&t->hold) : 0;
+      uint64_t since;
+      if (h > GSI_ABANDONED) abandon(rt, w, t, h, now);
+      since = atomic_load(&w->since);
       if (since != 0 && now > since + SLICE_NS && !atomic_load(&w->poked)) {
         atomic_store(&w->poked, 1);
         POKE(w);
@@ -201,6 +241,7 @@ static void *watchdog_main(void *arg) {
     }
     nanosleep(&tick, NULL);
   }
+  gsi_msg_thread_done(); /* abandon() may have sent messages */
   return NULL;
 }
 

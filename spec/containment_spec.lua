@@ -67,3 +67,42 @@ describe("max_heap", function()
     end
   end
 end)
+
+describe("a finalizer that never returns", function()
+  for _, workers in ipairs({ 1, 2 }) do
+    it(("when the state closes: DOWN, the name released, the others run, the state counted as abandoned (%d worker(s))"):format(workers), function()
+      local code, out = child("ct_gcloop", { CT_END = "close", GENSERVER_WORKERS = workers })
+      assert.are.equal(0, code, out)
+      assert.matches("DOWN normal\nname nil\nother ran\nabandoned 1\nend\n", out, 1, true)
+    end)
+
+    it(("while it runs, killed: DOWN killed, the name released, the others run, counted (%d worker(s))"):format(workers), function()
+      local code, out = child("ct_gcloop", { CT_END = "kill", GENSERVER_WORKERS = workers })
+      assert.are.equal(0, code, out)
+      assert.matches("DOWN killed\nname nil\nother ran\nabandoned 1\nend\n", out, 1, true)
+    end)
+  end
+end)
+
+describe("program end", function()
+  -- the library stays loaded while a worker still runs its code: before,
+  -- the interpreter unloaded it at lua_close under such a worker (SIGSEGV)
+  for _, workers in ipairs({ 1, 2 }) do
+    it(("while a process loops in a finalizer calling the library ends cleanly, every time (%d worker(s))"):format(workers), function()
+      for _ = 1, 2 do
+        local code, out = child("ct_gcloop", { CT_END = "exit", GENSERVER_WORKERS = workers })
+        assert.are.equal(0, code, out)
+        assert.matches("end\n", out, 1, true)
+      end
+    end)
+
+    it(("while a process loops in a sort comparator ends cleanly, every time (%d worker(s))"):format(workers), function()
+      for _ = 1, 3 do
+        local code, out = child("ct_cloop", { CT_SITE = "sort", CT_END = "exit",
+                                              GENSERVER_WORKERS = workers })
+        assert.are.equal(0, code, out)
+        assert.matches("end\n", out, 1, true)
+      end
+    end)
+  end
+end)

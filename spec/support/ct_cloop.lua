@@ -2,6 +2,7 @@
 -- process loops forever in Lua code called back from a C function (the
 -- site named by $CT_SITE); the main script kills it and prints what it saw.
 -- $CT_CATCH=1 wraps the loop in pcall calls, so the kill must get past them.
+-- $CT_END=exit: the program just ends while it loops (prints "end").
 -- Prints "other ran before" (with more than one worker, another process
 -- runs meanwhile), then "DOWN <reason>", "other ran after".
 local process = require "genserver.process"
@@ -57,6 +58,10 @@ local self = process.self()
 local pid = process.spawn(body, self, site, catch)
 local ref = process.monitor(pid)
 assert(process.receive(function(m) return m == "in" end, 10000), "the looper did not start")
+if os.getenv("CT_END") == "exit" then -- the program ends while it loops
+  print("end")
+  return
+end
 
 -- another process, started while the looper loops
 local other = process.spawn(function(parent)
