@@ -52,6 +52,18 @@ static void preempt_hook(lua_State *L, lua_Debug *ar) {
   gsi_worker *w = gsi_current_worker();
   gsi_proc *p;
   (void)ar;
+  if (w == NULL && gsi_orphaned()) {
+    /* abandoned (see below), and back from where it was stuck: it has
+    ** ended for everyone, so its code stops here, as a killed one's does */
+    p = *(gsi_proc **)lua_getextraspace(L);
+    if (L == p->L && lua_isyieldable(L)) {
+      lua_sethook(L, NULL, 0, 0);
+      p->want = GSI_W_EXIT;
+      lua_yield(L, 0);
+      return;
+    }
+    gsi_unwind(L, p); /* does not return */
+  }
   if (w == NULL || (p = atomic_load(&w->cur)) == NULL) {
     lua_sethook(L, NULL, 0, 0); /* stale: not in a turn any more */
     return;
@@ -141,7 +153,12 @@ static void arm_locked(gsi_worker *w, lua_State *co) {
 }
 
 void gsi_turn_switch(gsi_worker *w, lua_State *running) {
-  gsi_proc *p = atomic_load(&w->cur);
+  gsi_proc *p;
+  if (gsi_orphaned()) { /* abandoned meanwhile: w is another thread's */
+    if (running != NULL) lua_sethook(running, preempt_hook, LUA_MASKCOUNT, UNWIND_COUNT);
+    return;
+  }
+  p = atomic_load(&w->cur);
   TURN_END_LOCK();
   atomic_store(&w->cur_co, running);
   /* a dying process's error left a coroutine: go on unwinding here */
@@ -201,7 +218,14 @@ void gsi_turn_end(gsi_worker *w, gsi_proc *p) {
 static void abandon(gsi_rt *rt, gsi_worker *w, gsi_ticket *t, uintptr_t h,
                     uint64_t now) {
   gsi_proc *p = (gsi_proc *)(h & ~(uintptr_t)1);
-  uint64_t start = (h & 1) ? atomic_load(&t->close_since) : atomic_load(&p->kill_at);
+  uint64_t start;
+  if (h & 1) {
+    start = atomic_load(&t->close_since);
+  } else { /* killed, and in this turn for the whole bound */
+    uint64_t turn = atomic_load(&w->since);
+    start = atomic_load(&p->kill_at);
+    if (start != 0 && turn > start) start = turn;
+  }
   if (start == 0 || now < start + ABANDON_NS) return;
   /* counted first: the old thread may give the slot back at once */
   atomic_fetch_add(&rt->orphan_threads, 1);

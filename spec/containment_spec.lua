@@ -76,6 +76,12 @@ describe("a finalizer that never returns", function()
       assert.matches("DOWN normal\nname nil\nother ran\nabandoned 1\nend\n", out, 1, true)
     end)
 
+    it(("that returns after the process was abandoned: its code stops, its thread leaves (%d worker(s))"):format(workers), function()
+      local code, out = child("ct_gcloop", { CT_END = "return", GENSERVER_WORKERS = workers })
+      assert.are.equal(0, code, out)
+      assert.matches("DOWN killed\nname nil\nother ran\nabandoned 1\nthreads back\nend\n", out, 1, true)
+    end)
+
     it(("while it runs, killed: DOWN killed, the name released, the others run, counted (%d worker(s))"):format(workers), function()
       local code, out = child("ct_gcloop", { CT_END = "kill", GENSERVER_WORKERS = workers })
       assert.are.equal(0, code, out)
