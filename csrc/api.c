@@ -1807,16 +1807,16 @@ static uint64_t messages_total(gsi_rt *c) {
 
 int gs_runtime_stats(gs_runtime *rt, gs_stats *st) {
   gsi_rt *c;
-  size_t live, nf;
+  size_t nf;
   /* no enter(): stats stay readable after gs_runtime_stop */
   if (rt == NULL || st == NULL) return fail(GS_EINVAL, "gs_runtime_stats: NULL argument");
   c = rt->core;
   memset(st, 0, sizeof *st);
-  live = atomic_load(&c->live);
   nf = atomic_load(&c->nforeign);
   st->workers = c->nworkers;
   st->started = atomic_load(&c->started);
-  st->processes = live > nf ? live - nf : 0;
+  st->processes = gsi_rt_lua_procs(c);
+  st->abandoned_states = atomic_load(&c->abandoned);
   st->foreign = nf;
   st->run_queue = atomic_load(&c->rq.len);
   st->spawned = atomic_load(&c->spawned);
@@ -1894,10 +1894,7 @@ int gs_runtime_configure(gs_runtime *rt, const gs_config *cfg) {
   return leave(rt, rc);
 }
 
-static size_t lua_procs(gsi_rt *c) {
-  size_t live = atomic_load(&c->live), nf = atomic_load(&c->nforeign);
-  return live > nf ? live - nf : 0;
-}
+static size_t lua_procs(gsi_rt *c) { return gsi_rt_lua_procs(c); }
 
 int gs_runtime_stop(gs_runtime *rt, int timeout_ms) {
   uint64_t ms, deadline;

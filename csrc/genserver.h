@@ -196,6 +196,10 @@ typedef struct gs_stats {
   uint64_t spawned;  /* processes started so far */
   uint64_t messages; /* messages pushed to mailboxes so far (all kinds,
                         processes now dead included) */
+  uint64_t abandoned_states; /* processes given up on so far: killed but
+                        still running a second later (a finalizer that
+                        loops), or whose state took longer than that to
+                        close; each one's thread was replaced as a worker */
 } gs_stats;
 
 GS_API int gs_runtime_stats(gs_runtime *rt, gs_stats *st);

@@ -161,6 +161,10 @@ struct gsi_proc {
   _Atomic int alive;     /* accepts messages; see gsi_pin */
   _Atomic int sched;     /* GSI_IDLE.. */
   _Atomic int sigpend;   /* an exit signal was pushed: drain soon */
+  _Atomic uint64_t kill_at; /* when an untrappable exit signal was pushed
+                               (ns; 0 = none): the watchdog abandons a
+                               process that does not end soon after */
+  _Atomic int died;      /* gsi_proc_die ran (signal.c) */
   _Atomic uint64_t msgs_in;   /* pushed to this mailbox (by senders) */
   uint32_t index;
   gsi_rt *rt;
@@ -214,6 +218,8 @@ struct gsi_proc {
   size_t heap_cap;     /* max_heap while it is enforced (lifted to die) */
   int heap_refused;    /* the last growth was refused */
   int heap_exceeded;   /* refused twice in a row: the process must end */
+  int unwind;          /* growth allocations to refuse, so that the unwind
+                          hook raises a memory error (preempt.c) */
   uint64_t nallocs;    /* growth allocations so far (for fail_at) */
   uint64_t parent;
   uint64_t start_ref;  /* a gen_server's start request: init's outcome goes to
@@ -274,7 +280,31 @@ struct gsi_worker {
   lua_State *_Atomic cur_co;
   _Atomic uint64_t since; /* start of the current turn (ns), 0 = idle */
   _Atomic int poked;      /* the watchdog signalled this turn */
+  /* the ticket of the thread that is this worker now (sched.c); replaced
+  ** by the watchdog only */
+  struct gsi_ticket *_Atomic ticket;
 };
+
+/* A worker thread's hold on what it runs, for the watchdog (sched.c):
+** `hold` is the process in its turn (its address), or that address | 1
+** while its state closes (since `close_since`), or 0; GSI_ABANDONED once
+** the watchdog gave up on it: the thread is then no worker any more. The
+** thread and the watchdog change `hold` only by exchange / compare-and-
+** swap, so exactly one of them decides what happens to the process. */
+#define GSI_ABANDONED ((uintptr_t)2)
+typedef struct gsi_ticket {
+  _Atomic uintptr_t hold;
+  _Atomic uint64_t close_since;
+} gsi_ticket;
+/* The calling worker thread holds p (closing: its state is being closed).
+** gsi_unhold: 0, or 1 if the watchdog abandoned it meanwhile: the caller
+** then finishes p on its own (gsi_orphan_done at the end) and the thread
+** leaves; it is not a worker any more (gsi_current_worker is NULL). */
+GSI_FUNC void gsi_hold(gsi_proc *p, int closing);
+GSI_FUNC int gsi_unhold(void);
+GSI_FUNC int gsi_orphaned(void);
+/* The watchdog: a new thread for w (its old one was abandoned). */
+GSI_FUNC int gsi_worker_replace(gsi_worker *w);
 
 /* Make p runnable after a message was pushed to it. */
 GSI_FUNC void gsi_notify(gsi_proc *p, int handoff);
@@ -289,6 +319,13 @@ GSI_FUNC void gsi_turn_end(gsi_worker *w, gsi_proc *p);
 ** process is resumed, or returns): the watchdog hooks that one. */
 GSI_FUNC void gsi_turn_switch(gsi_worker *w, lua_State *running);
 GSI_FUNC int gsi_open_coroutine(lua_State *L); /* lcoro.c */
+/* p must stop (p->dying) but L cannot yield to its worker (inside a C
+** call, or a nested coroutine): raise an error in L that Lua code cannot
+** keep. Never returns. (preempt.c) */
+GSI_FUNC void gsi_unwind(lua_State *L, gsi_proc *p);
+/* p, running on this thread, has started dying: make sure the hook that
+** ends it runs soon in whatever Lua thread of p runs now. */
+GSI_FUNC void gsi_unwind_arm(gsi_proc *p);
 GSI_FUNC int gsi_watchdog_start(gsi_rt *rt);
 GSI_FUNC void gsi_watchdog_stop(gsi_rt *rt);
 
@@ -338,9 +375,14 @@ GSI_FUNC void gsi_demonitor(gsi_proc *self, uint64_t ref);
 GSI_FUNC void gsi_exit_signal(gsi_rt *rt, uint64_t from, uint64_t to,
                               const void *reason, size_t len, int flags);
 /* The death protocol: links, monitors, name, mailbox; frees the slot.
-** `normal`: the reason is "normal" (linked processes live on). */
+** `normal`: the reason is "normal" (linked processes live on). It is
+** gsi_proc_die (what others see: name, links, monitors; once, any thread)
+** then gsi_proc_reap (owner data, the slot; after the state is closed). */
 GSI_FUNC void gsi_proc_exit(gsi_proc *p, const void *reason, size_t len,
                             int normal);
+GSI_FUNC void gsi_proc_die(gsi_proc *p, const void *reason, size_t len,
+                           int normal);
+GSI_FUNC void gsi_proc_reap(gsi_proc *p);
 
 /* Owner-side mailbox (recv.c). */
 GSI_FUNC size_t gsi_drain(gsi_proc *p);
@@ -438,6 +480,15 @@ struct gsi_rt {
   _Atomic uint64_t next_ref;
   _Atomic uint64_t msgs_dead; /* messages received by processes now dead */
   _Atomic uint64_t spawned;
+  /* Abandoned processes (preempt.c): `abandoned` counts them all (stats);
+  ** `abandoned_live` those whose slot is not back yet (not Lua processes
+  ** any more: lua_procs leaves them out); `orphan_threads` the threads
+  ** left running them, which may still touch this runtime: while any is,
+  ** gsi_rt_free leaves the table, module cache and struct in place. */
+  _Atomic uint64_t abandoned;
+  _Atomic size_t abandoned_live;
+  _Atomic size_t orphan_threads;
+  _Atomic int leaked; /* gsi_rt_free left it for such a thread */
   gsi_runq rq;
   gsi_worker *workers;
   pthread_t watchdog;
@@ -464,6 +515,8 @@ GSI_FUNC const gsi_codec_limits *gsi_rt_limits(gsi_rt *rt);
 GSI_FUNC int gsi_rt_configure(gsi_rt *rt, int workers, uint32_t max_procs,
                               const gsi_codec_limits *lim, int budget);
 GSI_FUNC int gsi_rt_ensure_started(gsi_rt *rt);
+/* Lua processes alive: slots in use but for foreign and abandoned ones. */
+GSI_FUNC size_t gsi_rt_lua_procs(gsi_rt *rt);
 /* Stop every process (exit signal `reason`, then kill after half of ms);
 ** 0 when none is left. */
 GSI_FUNC int gsi_rt_stop_all(gsi_rt *rt, const void *reason, size_t len,

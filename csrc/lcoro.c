@@ -90,7 +90,8 @@ static int check_dying(lua_State *L) {
     p->want = GSI_W_EXIT;
     return 1;
   }
-  return luaL_error(L, "killed");
+  gsi_unwind(L, p); /* does not return */
+  return 0;
 }
 
 /* coroutine.resume(co, ...) */
@@ -172,13 +173,36 @@ static int co_wrap(lua_State *L) {
   return 1;
 }
 
-/* luaopen for process states: the standard library, with resume and wrap
-** replaced. */
+/* coroutine.close(co): the library's (upvalue 1), with the worker told
+** that co runs meanwhile (its pending __close handlers run there), so that
+** a kill reaches them. */
+static int co_close(lua_State *L) {
+  lua_State *co = lua_tothread(L, 1);
+  gsi_worker *w = gsi_current_worker();
+  int st;
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  if (co == NULL || co == L || w == NULL) {
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+  }
+  gsi_turn_switch(w, co);
+  st = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0);
+  gsi_turn_switch(w, L);
+  if (st != LUA_OK) return lua_error(L);
+  return lua_gettop(L);
+}
+
+/* luaopen for process states: the standard library, with resume, wrap
+** and close replaced. */
 int gsi_open_coroutine(lua_State *L) {
   luaopen_coroutine(L);
   lua_pushcfunction(L, co_resume);
   lua_setfield(L, -2, "resume");
   lua_pushcfunction(L, co_wrap);
   lua_setfield(L, -2, "wrap");
+  lua_getfield(L, -1, "close");
+  lua_pushcclosure(L, co_close, 1);
+  lua_setfield(L, -2, "close");
   return 1;
 }

@@ -450,7 +450,8 @@ static int die(lua_State *L, gsi_proc *p) {
   if (p->fg != NULL) raise_exit(L, p);
   p->want = GSI_W_EXIT;
   if (L == p->L && lua_isyieldable(L)) return lua_yield(L, 0);
-  return luaL_error(L, "genserver: process is exiting");
+  gsi_unwind(L, p); /* inside a C call: an error pcall cannot keep */
+  return 0;
 }
 
 /* Nothing to take yet. Returns 1 if the caller must yield (processes),
@@ -1641,13 +1642,14 @@ static int l_stats(lua_State *L) {
   gs_stats st;
   if (gs_runtime_stats(api_of(L), &st) != GS_OK)
     return luaL_error(L, "genserver: %s", gs_errmsg());
-  lua_createtable(L, 0, 7);
+  lua_createtable(L, 0, 8);
   set_int(L, "workers", st.workers);
   set_int(L, "processes", (lua_Integer)st.processes);
   set_int(L, "foreign", (lua_Integer)st.foreign);
   set_int(L, "run_queue", (lua_Integer)st.run_queue);
   set_int(L, "messages", (lua_Integer)st.messages);
   set_int(L, "spawned", (lua_Integer)st.spawned);
+  set_int(L, "abandoned_states", (lua_Integer)st.abandoned_states);
   lua_pushboolean(L, st.started);
   lua_setfield(L, -2, "started");
   return 1;

@@ -144,9 +144,15 @@ int gsi_deliver(gsi_rt *rt, uint64_t pid, gsi_msg *m, int handoff) {
   if (p->mbox_limit != 0 && limited(m) && queued(p) >= p->mbox_limit)
     return overflow(rt, p, pid, m);
   int is_signal = m->kind == GSI_M_EXIT;
+  int m_flags = m->flags;
   /* after the push m belongs to the receiver: read nothing from it */
   gsi_mpsc_push(&p->mbox, m);
-  if (is_signal) atomic_store(&p->sigpend, 1);
+  if (is_signal) {
+    uint64_t none = 0;
+    atomic_store(&p->sigpend, 1);
+    if (m_flags & (GSI_XF_KILL | GSI_XF_UNTRAP))
+      atomic_compare_exchange_strong(&p->kill_at, &none, gsi_now_ns());
+  }
   atomic_fetch_add_explicit(&p->msgs_in, 1, memory_order_relaxed);
   gsi_notify(p, handoff);
   gsi_unpin(p);

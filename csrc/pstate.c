@@ -22,9 +22,18 @@
 /* max_heap: growth past the cap is refused. Lua then collects in an
 ** emergency and asks again; a second refusal in a row is a real overrun:
 ** the process must end (dying) with { max_heap = bytes }, and the cap is
-** lifted so that it can unwind and be reported. A shrink never fails. */
+** lifted so that it can unwind and be reported. The end is the same as a
+** kill's (gsi_unwind_arm): no pcall can keep the process alive at its cap.
+** A shrink never fails, and does not count as the growth that succeeds
+** between two refusals (the emergency collection shrinks the string table
+** between Lua's two tries). */
 static int over_cap(gsi_proc *p, size_t osize, size_t nsize) {
-  if (p->heap_cap == 0 || nsize <= osize || p->mem + (nsize - osize) <= p->heap_cap) {
+  if (nsize <= osize) return 0;
+  if (p->unwind > 0) { /* gsi_unwind raises a memory error */
+    p->unwind--;
+    return 1;
+  }
+  if (p->heap_cap == 0 || p->mem + (nsize - osize) <= p->heap_cap) {
     p->heap_refused = 0;
     return 0;
   }
@@ -32,6 +41,7 @@ static int over_cap(gsi_proc *p, size_t osize, size_t nsize) {
     p->heap_exceeded = 1;
     p->dying = 1;
     p->heap_cap = 0;
+    gsi_unwind_arm(p);
   }
   p->heap_refused = 1;
   return 1;
@@ -344,6 +354,7 @@ static void close_hook(lua_State *L, lua_Debug *ar) {
 /* Close p's state and free its arena. */
 static void close_state(gsi_proc *p) {
   if (p->fc != NULL) p->fc->off = 1; /* lua_close frees straight to malloc */
+  p->unwind = 0;
   if (p->L != NULL) {
     lua_sethook(p->L, close_hook, LUA_MASKCOUNT, CLOSE_COUNT);
     lua_close(p->L);
@@ -948,8 +959,27 @@ int gsi_check_code_to(lua_State *L, int idx, const char *what, gsi_rt *rt,
   return -1;
 }
 
-/* The process is done: compute the reason, close the state, then run the
-** death protocol. */
+
+/* The end of a process that has a state (DESIGN §1.2: dying cannot be
+** blocked): first what others see (DOWN, EXIT, its name released), then
+** its state is closed, which runs finalizers and pending __close handlers
+** that may never end. The watchdog abandons a close that takes longer
+** than its bound (preempt.c): this thread then leaves when (if ever) the
+** close returns, and a new thread is the worker. */
+static void end_process(gsi_proc *p, const void *reason, size_t len, int normal) {
+  gsi_proc_die(p, reason, len, normal);
+  gsi_hold(p, 1);
+  close_state(p);
+  if (gsi_unhold()) {
+    gsi_rt *rt = p->rt;
+    atomic_fetch_sub(&rt->abandoned_live, 1);
+    gsi_proc_reap(p);
+    atomic_fetch_sub(&rt->orphan_threads, 1); /* the last touch of rt */
+    return;
+  }
+  gsi_proc_reap(p);
+}
+
 /* Protected (1 = the reason_ctx, 2 = the crash value): the reason of a
 ** body that crashed, encoded. A reason that cannot be sent is replaced
 ** by its tostring(). */
@@ -1029,10 +1059,9 @@ static void finish(gsi_proc *p, int st) {
     rm = gsi_msg_new(GSI_M_EXIT, 0, 0, b.data, b.len);
     gsi_buf_free(&b);
   }
-  close_state(p);
-  if (rm == NULL) gsi_proc_exit(p, NULL, 0, normal);
+  if (rm == NULL) end_process(p, NULL, 0, normal);
   else {
-    gsi_proc_exit(p, GSI_MSG_DATA(rm), rm->len, normal);
+    end_process(p, GSI_MSG_DATA(rm), rm->len, normal);
     gsi_msg_free(rm);
   }
 }
@@ -1042,6 +1071,20 @@ static void cancel_wait_timer(gsi_proc *p) {
     gsi_timer_cancel(p->rt, p->wait_timer);
     p->wait_timer = 0;
   }
+}
+
+/* The watchdog abandoned p while it ran (killed, it did not end within
+** the bound: a finalizer that loops, where no hook runs) and has run
+** gsi_proc_die for it. The code returned after all: close the state and
+** give the slot back; this thread then leaves (see worker_main). Nothing
+** here touches the worker. */
+static void abandoned_end(gsi_proc *p) {
+  gsi_rt *rt = p->rt;
+  arena_close(p);
+  close_state(p);
+  atomic_fetch_sub(&rt->abandoned_live, 1);
+  gsi_proc_reap(p);
+  atomic_fetch_sub(&rt->orphan_threads, 1); /* the last touch of rt */
 }
 
 void gsi_run(gsi_worker *w, gsi_proc *p) {
@@ -1061,8 +1104,7 @@ void gsi_run(gsi_worker *w, gsi_proc *p) {
       gsi_encode_field_int(&b, "max_heap", (lua_Integer)p->max_heap);
     else
       gsi_encode_cstring(&b, "out of memory");
-    close_state(p);
-    gsi_proc_exit(p, b.data, b.len, 0);
+    end_process(p, b.data, b.len, 0);
     gsi_buf_free(&b);
     return;
   }
@@ -1076,7 +1118,12 @@ void gsi_run(gsi_worker *w, gsi_proc *p) {
       return;
     }
     gsi_turn_begin(w, p);
+    gsi_hold(p, 0);
     st = lua_resume(p->L, NULL, nargs, &nres);
+    if (gsi_unhold()) { /* abandoned by the watchdog: w is not ours */
+      abandoned_end(p);
+      return;
+    }
     gsi_turn_end(w, p);
     arena_close(p); /* the first turn ends the boot */
     nargs = 0;

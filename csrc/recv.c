@@ -106,6 +106,7 @@ static int on_exit_signal(gsi_proc *p, gsi_msg *m) {
   if (!p->dying) {
     p->dying = 1;
     p->exit_msg = m;
+    gsi_unwind_arm(p); /* it may be inside a C call that never waits */
   } else {
     gsi_msg_free(m);
   }

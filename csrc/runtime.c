@@ -131,9 +131,14 @@ int gsi_rt_ensure_started(gsi_rt *rt) {
   return rc;
 }
 
-static size_t lua_procs(gsi_rt *rt) {
-  return atomic_load(&rt->live) - atomic_load(&rt->nforeign);
+size_t gsi_rt_lua_procs(gsi_rt *rt) {
+  /* abandoned_live is read last: a slot given back meanwhile then counts
+  ** once too often rather than one process too few */
+  size_t live = atomic_load(&rt->live), nf = atomic_load(&rt->nforeign);
+  size_t ab = atomic_load(&rt->abandoned_live);
+  return live > nf + ab ? live - nf - ab : 0;
 }
+#define lua_procs gsi_rt_lua_procs
 
 /* Send an exit signal to every live non-foreign process. */
 static void signal_all(gsi_rt *rt, const void *reason, size_t len, int flags) {
@@ -202,6 +207,13 @@ void gsi_rt_free(gsi_rt *rt) {
     gsi_sched_stop(rt);
     gsi_timer_stop(rt);
   }
+  /* a thread left running an abandoned process may still use the process
+  ** table, the module cache and the struct: they stay (a leak, once per
+  ** runtime that had such a process still running at its end) */
+  if (atomic_load(&rt->orphan_threads) > 0) {
+    atomic_store(&rt->leaked, 1);
+    return;
+  }
   for (uint32_t c = 0; c < rt->nchunks_max; c++) {
     gsi_proc *chunk = atomic_load(&rt->chunks[c]);
     if (chunk == NULL) continue;
@@ -249,4 +261,6 @@ void gsi_rt_free(gsi_rt *rt) {
 }
 
 void gsi_rt_destroy(gsi_rt *rt);
-void gsi_rt_destroy(gsi_rt *rt) { free(rt); }
+void gsi_rt_destroy(gsi_rt *rt) {
+  if (!atomic_load(&rt->leaked)) free(rt);
+}

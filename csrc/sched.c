@@ -11,6 +11,7 @@
 ** RUNNING->IDLE; if that CAS fails the process was NOTIFIED and runs
 ** again, so no wake-up is lost and a process is never queued twice.
 */
+#include <dlfcn.h>
 #include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -54,7 +55,32 @@ static int spin_step(unsigned *i, uint64_t *t0, uint64_t budget) {
   return 1;
 }
 
-gsi_worker *gsi_current_worker(void) { return tls_worker; }
+/* This thread's ticket (see gsi_ticket), if it is a worker thread. */
+static _Thread_local gsi_ticket *tls_ticket;
+
+int gsi_orphaned(void) {
+  return tls_ticket != NULL &&
+         atomic_load_explicit(&tls_ticket->hold, memory_order_acquire) == GSI_ABANDONED;
+}
+
+/* An abandoned thread is nobody's worker: it must not touch the worker
+** (a new thread is that worker now). */
+gsi_worker *gsi_current_worker(void) {
+  if (tls_worker != NULL && gsi_orphaned()) return NULL;
+  return tls_worker;
+}
+
+void gsi_hold(gsi_proc *p, int closing) {
+  if (tls_ticket == NULL) return;
+  if (closing) atomic_store(&tls_ticket->close_since, gsi_now_ns());
+  atomic_store(&tls_ticket->hold, (uintptr_t)p | (closing ? 1u : 0u));
+}
+
+int gsi_unhold(void) {
+  if (tls_ticket == NULL) return 0;
+  return atomic_exchange(&tls_ticket->hold, 0) == GSI_ABANDONED ? (
+    atomic_store(&tls_ticket->hold, GSI_ABANDONED), 1) : 0;
+}
 
 uint64_t gsi_now_ns(void) {
   struct timespec ts;
@@ -145,6 +171,7 @@ static void *worker_main(void *arg) {
   gsi_worker *w = arg;
   unsigned ticks = 0;
   tls_worker = w;
+  tls_ticket = atomic_load(&w->ticket);
   w->scratch = gsi_scratch_get();
   for (;;) {
     gsi_proc *p = NULL;
@@ -153,26 +180,70 @@ static void *worker_main(void *arg) {
     if (p == NULL) p = take(w->rt);
     if (p == NULL) break;
     gsi_run(w, p);
+    if (gsi_orphaned()) { /* abandoned: w is another thread's now */
+      free(tls_ticket);   /* nobody else looks at it any more */
+      break;
+    }
   }
+  tls_ticket = NULL; /* a worker's own is freed by gsi_sched_stop */
   tls_worker = NULL;
   gsi_scratch_release();
   gsi_msg_thread_done();
   return NULL;
 }
 
+/* The library is never unloaded while a thread of it may still run: a
+** worker stuck in a call that never returns (a finalizer that loops, a
+** host's C function) outlives a runtime that could not stop it, and the
+** interpreter's lua_close unloads C modules (dlclose) at program end. So
+** once threads start, the shared object that holds this code is opened
+** again with RTLD_NODELETE, which keeps it mapped until the program ends.
+** (Linked statically into a host program, dladdr names the program:
+** pinning it changes nothing.) */
+static pthread_once_t pin_once = PTHREAD_ONCE_INIT;
+static void pin_library(void) {
+  Dl_info info;
+  if (dladdr((void *)&gsi_sched_start, &info) != 0 && info.dli_fname != NULL)
+    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 int gsi_sched_start(gsi_rt *rt) {
+  pthread_once(&pin_once, pin_library);
   rt->workers = calloc((size_t)rt->nworkers, sizeof(gsi_worker));
   if (rt->workers == NULL) return -1;
   for (int i = 0; i < rt->nworkers; i++) {
     gsi_worker *w = &rt->workers[i];
     w->rt = rt;
     w->id = i;
-    if (pthread_create(&w->th, NULL, worker_main, w) != 0) {
+    atomic_store(&w->ticket, calloc(1, sizeof(gsi_ticket)));
+    if (atomic_load(&w->ticket) == NULL ||
+        pthread_create(&w->th, NULL, worker_main, w) != 0) {
+      free(atomic_load(&w->ticket));
       rt->nworkers = i;
       return -1;
     }
   }
   return gsi_watchdog_start(rt);
+}
+
+/* The watchdog gave up on w's thread (which keeps its ticket and leaves
+** when it can): a new thread with a new ticket is w from now on. The
+** watchdog is the only one that writes w->th while threads run. */
+int gsi_worker_replace(gsi_worker *w) {
+  gsi_ticket *t = calloc(1, sizeof *t);
+  pthread_t old = w->th;
+  if (t == NULL) return -1;
+  atomic_store(&w->ticket, t);
+  atomic_store(&w->cur, NULL);
+  atomic_store(&w->cur_co, NULL);
+  atomic_store(&w->since, 0);
+  atomic_store(&w->poked, 0);
+  if (pthread_create(&w->th, NULL, worker_main, w) != 0) {
+    w->th = old; /* lost: the runtime has a worker less */
+    return -1;
+  }
+  pthread_detach(old);
+  return 0;
 }
 
 /* Called once no process is left: wake everybody and join. */
@@ -184,6 +255,7 @@ void gsi_sched_stop(gsi_rt *rt) {
   pthread_mutex_unlock(&q->mu);
   gsi_watchdog_stop(rt);
   for (int i = 0; i < rt->nworkers; i++) pthread_join(rt->workers[i].th, NULL);
+  for (int i = 0; i < rt->nworkers; i++) free(atomic_load(&rt->workers[i].ticket));
   free(rt->workers);
   rt->workers = NULL;
 }
@@ -191,7 +263,7 @@ void gsi_sched_stop(gsi_rt *rt) {
 /* -------------------------------------------------------------- notify */
 
 static void wake(gsi_proc *p, int handoff) {
-  gsi_worker *w = tls_worker;
+  gsi_worker *w = gsi_current_worker();
   if (p->fg != NULL) {
     /* the foreign thread re-checks p->sched under fg->mu before waiting */
     pthread_mutex_lock(&p->fg->mu);

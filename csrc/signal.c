@@ -105,8 +105,9 @@ static void free_list(gsi_msg *m) {
   }
 }
 
-/* Owner side of death. The Lua state is already closed. `normal` tells
-** linked processes that the reason is "normal" (they live on). */
+/* Death, seen from outside: DOWN to monitors, exit signals to links.
+** `normal` tells linked processes that the reason is "normal" (they live
+** on). */
 static void fire(gsi_proc *p, uint64_t me, gsi_idvec *links,
                  gsi_idvec *mons, const void *reason, size_t len,
                  int normal) {
@@ -118,8 +119,6 @@ static void fire(gsi_proc *p, uint64_t me, gsi_idvec *links,
   for (size_t i = 0; i < links->n; i++)
     gsi_exit_signal(rt, me, links->v[i], reason, len,
                     GSI_XF_LINK | (normal ? GSI_XF_NORMAL : 0));
-  for (size_t i = 0; i + 1 < p->mon_out.n; i += 2)
-    drop_remote_monitor(rt, p->mon_out.v[i + 1], p->mon_out.v[i]);
 }
 
 static void drain_all(gsi_proc *p) {
@@ -130,9 +129,16 @@ static void drain_all(gsi_proc *p) {
   p->sv_len = 0;
 }
 
-void gsi_proc_exit(gsi_proc *p, const void *reason, size_t len, int normal) {
+/* The first half of death, before the process's state is closed (its
+** finalizers may never end, DESIGN §1.2): from here on the pid is dead to
+** everyone. Any thread may run it, exactly once per process: the owner,
+** or the watchdog for a process it abandons (preempt.c); `died` decides.
+** Touches only what is shared or locked. */
+void gsi_proc_die(gsi_proc *p, const void *reason, size_t len, int normal) {
   uint64_t me = gsi_proc_pid(p);
   gsi_idvec links, mons;
+  int no = 0;
+  if (!atomic_compare_exchange_strong(&p->died, &no, 1)) return;
   pthread_mutex_lock(&p->lk);
   p->exiting = 1;
   links = p->links;
@@ -147,8 +153,19 @@ void gsi_proc_exit(gsi_proc *p, const void *reason, size_t len, int normal) {
   gsi_idvec_free(&mons);
   /* see gsi_pin: after this no sender can reach the mailbox */
   while (atomic_load(&p->pins) != 0) sched_yield();
+}
+
+/* The second half, on the thread that ran the process, once its state is
+** closed: the owner's data, then the slot goes back. */
+void gsi_proc_reap(gsi_proc *p) {
+  for (size_t i = 0; i + 1 < p->mon_out.n; i += 2)
+    drop_remote_monitor(p->rt, p->mon_out.v[i + 1], p->mon_out.v[i]);
   drain_all(p);
   gsi_idvec_free(&p->mon_out);
+  pthread_mutex_lock(&p->lk); /* added by the state's last code, if any */
+  gsi_idvec_free(&p->links);
+  gsi_idvec_free(&p->monitors);
+  pthread_mutex_unlock(&p->lk);
   free(p->pend);
   p->pend = NULL;
   p->npend = p->cappend = 0;
@@ -164,6 +181,7 @@ void gsi_proc_exit(gsi_proc *p, const void *reason, size_t len, int normal) {
   atomic_store(&p->drained_pub, 0);
   atomic_store(&p->svlen_pub, 0);
   atomic_store(&p->sigpend, 0);
+  atomic_store(&p->kill_at, 0);
   atomic_store(&p->sched, GSI_IDLE);
   p->parent = p->start_ref = p->wait_timer = p->deadline = 0;
   p->from_tab = NULL;
@@ -175,10 +193,16 @@ void gsi_proc_exit(gsi_proc *p, const void *reason, size_t len, int normal) {
   p->overflow = 0;
   p->max_heap = p->heap_cap = 0;
   p->fail_at = p->nallocs = 0;
-  p->sandbox = p->heap_refused = p->heap_exceeded = 0;
+  p->sandbox = p->heap_refused = p->heap_exceeded = p->unwind = 0;
   atomic_store(&p->overflowed, 0);
   pthread_mutex_lock(&p->lk);
   p->exiting = 0;
   pthread_mutex_unlock(&p->lk);
+  atomic_store(&p->died, 0);
   gsi_proc_release(p);
+}
+
+void gsi_proc_exit(gsi_proc *p, const void *reason, size_t len, int normal) {
+  gsi_proc_die(p, reason, len, normal);
+  gsi_proc_reap(p);
 }

@@ -13,7 +13,13 @@ local M = {}
 -- changes. (The C API's gs_runtime_configure, on the default runtime.)
 M.configure = core.configure
 
---- `{ workers, processes, foreign, run_queue, messages, spawned, started }`.
+--- `{ workers, processes, foreign, run_queue, messages, spawned, started,
+-- abandoned_states }`. `abandoned_states` counts the processes the runtime
+-- gave up on (DESIGN.md §1.2): killed but still running a second later (a
+-- finalizer that loops: Lua runs finalizers with hooks off, so nothing
+-- stops one), or whose state took longer than that to close (finalizers,
+-- pending `<close>` handlers). Each one had already ended for everyone
+-- else (DOWN, EXIT, name released); its thread was replaced as a worker.
 M.stats = core.stats
 
 --- Stops every process (exit signal "shutdown", then "kill" after half of
