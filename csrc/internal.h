@@ -180,6 +180,12 @@ struct gsi_proc {
   uint64_t fail_at;    /* fault injection: fail growth allocation number
                           fail_at (and Lua's retry after it), 0 = off */
   _Atomic uint64_t overflowed; /* messages the limit refused */
+  /* introspection (process.info, sys.statistics): written by the owner
+  ** only (a relaxed load + store, no read-modify-write), read by anyone */
+  _Atomic uint64_t msgs_out;   /* messages this process sent */
+  _Atomic uint64_t reductions; /* gen_server callbacks run */
+  const char *_Atomic current; /* the callback running: a static string
+                                  or NULL */
   gsi_proc *rq_next; /* run queue link, guarded by the run queue lock */
   gsi_proc *free_next; /* free list link, guarded by the table lock */
 
@@ -236,7 +242,16 @@ struct gsi_proc {
   int relay;           /* a nested coroutine was preempted (lcoro.c) */
   int crashed;         /* the body raised: its error is on top of L */
   char module[64];     /* for info()/crash reports */
+  char vsn[48];        /* the module's version, for info(); under lk */
 };
+
+/* Count one on an owner-written counter (msgs_out, reductions): only the
+** owner writes it, so a relaxed load + store is enough; readers may see
+** a slightly old value, never a torn one. */
+static inline void gsi_count(_Atomic uint64_t *c) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
 
 GSI_FUNC gsi_proc *gsi_proc_alloc(gsi_rt *rt); /* slot with alive=0 */
 GSI_FUNC void gsi_proc_release(gsi_proc *p);   /* back to the free list */

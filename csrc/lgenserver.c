@@ -560,10 +560,21 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
   gsi_proc *p = self_of(L);
   (void)status;
   for (;;) {
-    gsi_drain_front(p);
+    gsi_msg *m = NULL;
+    if (ctx) { /* suspended (sys): only system messages and the parent's
+                  EXIT; everything else stays queued in order */
+      gsi_drain(p);
+      for (m = p->sv_head; m != NULL;
+           m = atomic_load_explicit(&m->next, memory_order_relaxed))
+        if (m->kind == GSI_M_SYSTEM ||
+            (m->kind == GSI_M_EXIT && p->parent != 0 && m->from == p->parent))
+          break;
+    } else {
+      gsi_drain_front(p);
+      m = p->sv_head;
+    }
     if (p->dying) return die(L, p);
-    if (p->sv_head != NULL) {
-      gsi_msg *m = p->sv_head;
+    if (m != NULL) {
       int kind = m->kind, n = 2, rc;
       end_wait(p);
       switch (kind) {
@@ -620,12 +631,14 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
   }
 }
 
+/* next([timeout [, system_only]]) */
 static int l_next(lua_State *L) {
   gsi_proc *p = self_of(L);
+  lua_KContext sysonly = lua_toboolean(L, 2);
   begin_wait(L, p, opt_deadline(L, 1, HUGE_VAL));
   lua_settop(L, 0);
-  if (over_budget(L, p)) return lua_yieldk(L, 0, 0, next_k);
-  return next_k(L, LUA_OK, 0);
+  if (over_budget(L, p)) return lua_yieldk(L, 0, sysonly, next_k);
+  return next_k(L, LUA_OK, sysonly);
 }
 
 /* sleep(ms): wait for the time only; messages stay queued. */
@@ -675,6 +688,7 @@ static uint64_t start_request(lua_State *L, gsi_proc *p, uint64_t pid,
     raise_encode_error(L);
   rc = gsi_request(p, pid, kind, b->data, b->len, handoff, &ref);
   if (rc == GSI_REQ_NOMEM) luaL_error(L, "genserver: out of memory");
+  gsi_count(&p->msgs_out);
   if (rc != GSI_REQ_OK) {
     /* keep it pending, answered at once, so that every wait sees one path */
     if (gsi_pending_add(p, ref, pid) != 0) luaL_error(L, "genserver: out of memory");
@@ -824,6 +838,7 @@ int gsi_reply_from(lua_State *L, int fidx, int idx) {
   if (b->cap > (1u << 20)) gsi_buf_free(b);
   if (m == NULL) luaL_error(L, "genserver: out of memory");
   gsi_deliver(p->rt, p->from_pid, m, 1);
+  gsi_count(&p->msgs_out);
   return 1;
 }
 
@@ -867,6 +882,7 @@ static int l_reply(lua_State *L) {
   lua_pop(L, 2);
   m = encode_msg_to(L, 2, "reply", GSI_M_REPLY, pid_of(p), ref, pid);
   gsi_deliver(p->rt, pid, m, 1);
+  gsi_count(&p->msgs_out);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -900,6 +916,7 @@ static int send_kind(lua_State *L, int kind) {
   switch (kind == GSI_M_CAST ? gs_cast(api, pid, L) : gs_send(api, pid, L)) {
   case GS_OK:
   case GS_ENOPROC: /* OTP: a message to a dead process is silently dropped */
+    gsi_count(&p->msgs_out);
     break;
   case GS_EFULL:
     lua_pushboolean(L, 0); /* a bounded mailbox refused it */
@@ -1215,7 +1232,11 @@ static int l_unlink(lua_State *L) {
 static int l_trap_exit(lua_State *L) {
   gsi_proc *p = self_of(L);
   int old = p->trap_exit;
-  if (!lua_isnoneornil(L, 1)) p->trap_exit = lua_toboolean(L, 1);
+  if (!lua_isnoneornil(L, 1)) { /* owner reads it freely; info() under lk */
+    pthread_mutex_lock(&p->lk);
+    p->trap_exit = lua_toboolean(L, 1);
+    pthread_mutex_unlock(&p->lk);
+  }
   lua_pushboolean(L, old);
   return 1;
 }
@@ -1526,11 +1547,12 @@ static int l_info(lua_State *L) {
   gsi_proc *t = gsi_pin(rt, pid);
   gsi_idvec links = {0}, mons = {0};
   char name[GSI_NAME_MAX + 1] = "";
-  char module[sizeof t->module];
-  uint64_t in, drained, overflowed;
+  char module[sizeof t->module], vsn[sizeof t->vsn];
+  const char *current;
+  uint64_t in, drained, overflowed, out, reds;
   uint32_t limit;
   size_t sv, mem, max_heap;
-  int st, foreign;
+  int st, foreign, trap;
   if (t == NULL) {
     lua_pushnil(L);
     return 1;
@@ -1540,8 +1562,14 @@ static int l_info(lua_State *L) {
   for (size_t i = 0; i < t->monitors.n; i++)
     gsi_idvec_push(&mons, t->monitors.v[i]);
   memcpy(module, t->module, sizeof module);
+  memcpy(vsn, t->vsn, sizeof vsn);
+  trap = t->trap_exit;
   pthread_mutex_unlock(&t->lk);
   module[sizeof module - 1] = '\0';
+  vsn[sizeof vsn - 1] = '\0';
+  out = atomic_load_explicit(&t->msgs_out, memory_order_relaxed);
+  reds = atomic_load_explicit(&t->reductions, memory_order_relaxed);
+  current = atomic_load_explicit(&t->current, memory_order_relaxed);
   st = atomic_load(&t->sched);
   foreign = t->fg != NULL;
   in = atomic_load_explicit(&t->msgs_in, memory_order_relaxed);
@@ -1571,6 +1599,12 @@ static int l_info(lua_State *L) {
   push_ids(L, &mons, 2, 1);
   lua_setfield(L, -2, "monitored_by");
   set_int(L, "monitors", (lua_Integer)(mons.n / 2));
+  set_int(L, "messages_out", (lua_Integer)out);
+  set_int(L, "reductions", (lua_Integer)reds);
+  lua_pushboolean(L, trap);
+  lua_setfield(L, -2, "trap_exit");
+  if (vsn[0]) lua_pushstring(L, vsn), lua_setfield(L, -2, "vsn");
+  if (current) lua_pushstring(L, current), lua_setfield(L, -2, "current");
   gsi_idvec_free(&links);
   gsi_idvec_free(&mons);
   return 1;
@@ -1655,12 +1689,18 @@ static int l_stats(lua_State *L) {
   return 1;
 }
 
-/* module is read by info() on other threads: written under lk */
+/* set_module(name [, vsn]): module and vsn are read by info() on other
+** threads: written under lk. A vsn that is not a string or a number
+** leaves the version unset. */
 static int l_set_module(lua_State *L) {
   gsi_proc *p = self_of(L);
   const char *name = luaL_checkstring(L, 1);
+  const char *vsn = NULL;
+  if (lua_type(L, 2) == LUA_TSTRING || lua_type(L, 2) == LUA_TNUMBER)
+    vsn = lua_tostring(L, 2); /* converts a number in place: stack slot */
   pthread_mutex_lock(&p->lk);
   snprintf(p->module, sizeof p->module, "%s", name);
+  snprintf(p->vsn, sizeof p->vsn, "%s", vsn ? vsn : "");
   pthread_mutex_unlock(&p->lk);
   return 0;
 }

@@ -40,7 +40,12 @@ enum {
   S_REPLYV,   /* that answer */
   S_MODNAME,  /* module name for logs */
   S_HIB,      /* opts.hibernate_after (ms) or nil, read once */
-  S_BASE = S_HIB
+  S_SYS,      /* sys context (genserver.sys) or nil until the first system
+                 message other than stop: suspended flag, debug options */
+  S_DBG,      /* the sys debug hook (trace/log/statistics) or nil */
+  S_DL,       /* deadline of the idle time-out (ns, integer) or nil: a
+                 system message does not reset it */
+  S_BASE = S_DL
 };
 
 /* phases of serve_k */
@@ -52,6 +57,7 @@ enum {
   P_CALL,      /* handle_call returned */
   P_NOREPLY,   /* handle_cast / handle_info / handle_continue returned */
   P_TERM,      /* terminate returned: reply, report, exit */
+  P_SYS,       /* the sys handler (genserver.sys) returned */
   P_DEAD       /* exit() never returns */
 };
 
@@ -71,6 +77,16 @@ static int opt_field(lua_State *L, const char *k) {
     return LUA_TNIL;
   }
   return lua_getfield(L, S_OPTS, k);
+}
+
+/* The process of this state (for its introspection counters). */
+static gsi_proc *me(lua_State *L) { return *(gsi_proc **)lua_getextraspace(L); }
+
+/* A callback is about to run: count it and name it for info(). */
+static void running(lua_State *L, const char *callback) {
+  gsi_proc *p = me(L);
+  gsi_count(&p->reductions);
+  atomic_store_explicit(&p->current, callback, memory_order_relaxed);
 }
 
 /* push one of genserver.core's functions (light: allocates nothing) */
@@ -184,9 +200,27 @@ static void report(lua_State *L) {
   if (lua_pcall(L, 7, 0, 0) != LUA_OK) lua_pop(L, 1);
 }
 
+/* The sys debug hook, when one is set (trace, log):
+** hook(ctx, event, a, b, c) with the values at slots a, b, c (0: nil).
+** Its errors are ignored: a debug option never ends a server. It cannot
+** wait (a plain protected call). */
+static void debug_event(lua_State *L, const char *event, int a, int b, int c) {
+  int top = lua_gettop(L);
+  if (lua_isnil(L, S_DBG) || !lua_checkstack(L, 8)) return;
+  lua_pushvalue(L, S_DBG);
+  lua_pushvalue(L, S_SYS);
+  lua_pushstring(L, event);
+  if (a) lua_pushvalue(L, a); else lua_pushnil(L);
+  if (b) lua_pushvalue(L, b); else lua_pushnil(L);
+  if (c) lua_pushvalue(L, c); else lua_pushnil(L);
+  (void)lua_pcall(L, 5, 0, 0);
+  lua_settop(L, top);
+}
+
 /* ------------------------------------------------------- the machine */
 
 static int serve_k(lua_State *L, int status, lua_KContext ctx);
+static int run_sys(lua_State *L);
 
 /* Start terminating with the reason on top of the stack: terminate(reason,
 ** state) if defined, then (after_terminate) the delayed reply in
@@ -199,6 +233,7 @@ static int begin_terminate(lua_State *L) {
     lua_pop(L, 1);
     return serve_k(L, LUA_OK, P_TERM);
   }
+  running(L, "terminate");
   lua_pushvalue(L, S_REASON);
   lua_pushvalue(L, S_STATE);
   return lua_pcallk(L, 2, 0, S_MSGH, P_TERM, serve_k) == LUA_OK
@@ -208,8 +243,11 @@ static int begin_terminate(lua_State *L) {
 
 /* A message-handling callback: push the function and its n args above
 ** S_BASE, then call it protected; the continuation checks the result. */
-static int run_callback(lua_State *L, int nargs, int phase) {
-  int st = lua_pcallk(L, nargs, LUA_MULTRET, S_MSGH, phase, serve_k);
+static int run_callback(lua_State *L, int nargs, int phase,
+                        const char *callback) {
+  int st;
+  running(L, callback);
+  st = lua_pcallk(L, nargs, LUA_MULTRET, S_MSGH, phase, serve_k);
   return serve_k(L, st, phase);
 }
 
@@ -262,6 +300,18 @@ static int after_init(lua_State *L, int st) {
       lua_call(L, 1, 0);
     }
     lua_settop(L, S_BASE);
+    if (opt_field(L, "debug") == LUA_TTABLE) { /* sys options from the start */
+      lua_createtable(L, 2, 0);
+      lua_pushliteral(L, "$debug");
+      lua_rawseti(L, -2, 1);
+      lua_insert(L, -2);
+      lua_rawseti(L, -2, 2);
+      lua_replace(L, S_MSG); /* { "$debug", opts.debug }, from nil */
+      lua_pushnil(L);
+      lua_replace(L, S_MFROM);
+      return run_sys(L);
+    }
+    lua_settop(L, S_BASE);
     return serve_k(L, LUA_OK, P_LOOP);
   }
   if (is_str(L, S_BASE + 1, "ignore") && n == 1) {
@@ -288,6 +338,7 @@ static int after_call(lua_State *L, int st) {
   int n = lua_gettop(L) - S_BASE;
   if (st != LUA_OK) return begin_terminate(L);
   if (is_str(L, S_BASE + 1, "reply") && (n == 3 || n == 4) && valid_action(L, S_BASE + 4)) {
+    debug_event(L, "reply", S_BASE + 2, S_MFROM, S_BASE + 3);
     lua_pushvalue(L, S_MFROM);
     lua_pushvalue(L, S_BASE + 2);
     if (do_reply(L) != LUA_OK) {
@@ -314,6 +365,7 @@ static int after_noreply(lua_State *L, int st) {
   int n = lua_gettop(L) - S_BASE;
   if (st != LUA_OK) return begin_terminate(L);
   if (is_str(L, S_BASE + 1, "noreply") && (n == 2 || n == 3) && valid_action(L, S_BASE + 3)) {
+    debug_event(L, "noreply", S_BASE + 2, 0, 0);
     lua_copy(L, S_BASE + 2, S_STATE);
     lua_copy(L, S_BASE + 3, S_ACTION);
     return serve_k(L, LUA_OK, P_LOOP);
@@ -351,6 +403,68 @@ static int terminate_with(lua_State *L, const char *why) {
   return begin_terminate(L);
 }
 
+/* A system message other than stop (in S_MSG, S_MFROM): handled in Lua,
+** by genserver.sys.system(request, from, ctx) -- loaded by the servers
+** that get one only. ctx (S_SYS) carries the state and module in and out
+** (so that replace_state and change_code can change them), and keeps
+** the sys settings: suspended, debug options, the hook. */
+static int run_sys(lua_State *L) {
+  lua_settop(L, S_BASE);
+  if (lua_isnil(L, S_SYS)) {
+    lua_createtable(L, 0, 6);
+    lua_replace(L, S_SYS);
+  }
+  lua_pushvalue(L, S_STATE);
+  lua_setfield(L, S_SYS, "state");
+  lua_pushvalue(L, S_MOD);
+  lua_setfield(L, S_SYS, "module");
+  lua_pushvalue(L, S_MODNAME);
+  lua_setfield(L, S_SYS, "modname");
+  lua_pushcfunction(L, gsi_require);
+  lua_pushliteral(L, "genserver.sys");
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK || lua_type(L, -1) != LUA_TTABLE ||
+      lua_getfield(L, -1, "system") != LUA_TFUNCTION) {
+    /* no sys here (a broken installation): refuse, live on */
+    lua_settop(L, S_BASE);
+    if (lua_type(L, S_MFROM) == LUA_TTABLE) {
+      lua_pushvalue(L, S_MFROM);
+      lua_createtable(L, 2, 0);
+      lua_pushliteral(L, "error");
+      lua_rawseti(L, -2, 1);
+      lua_pushliteral(L, "genserver.sys cannot be loaded");
+      lua_rawseti(L, -2, 2);
+      do_reply(L);
+    }
+    lua_settop(L, S_BASE);
+    return serve_k(L, LUA_OK, P_LOOP);
+  }
+  lua_remove(L, -2);
+  lua_pushvalue(L, S_MSG);
+  lua_pushvalue(L, S_MFROM);
+  lua_pushvalue(L, S_SYS);
+  atomic_store_explicit(&me(L)->current, "system", memory_order_relaxed);
+  return serve_k(L, lua_pcallk(L, 3, 0, S_MSGH, P_SYS, serve_k), P_SYS);
+}
+
+/* The sys handler returned: take the state, module and hook it left in
+** ctx (it crashed only by a bug or out of memory: then the server ends). */
+static int after_sys(lua_State *L, int st) {
+  if (st != LUA_OK) return begin_terminate(L);
+  lua_settop(L, S_BASE);
+  lua_getfield(L, S_SYS, "state");
+  lua_replace(L, S_STATE);
+  lua_getfield(L, S_SYS, "module");
+  if (lua_type(L, -1) == LUA_TTABLE) lua_replace(L, S_MOD);
+  else lua_pop(L, 1);
+  lua_getfield(L, S_SYS, "hook");
+  lua_replace(L, S_DBG);
+  lua_pushnil(L);
+  lua_setfield(L, S_SYS, "state"); /* S_STATE holds it */
+  lua_pushnil(L);
+  lua_setfield(L, S_SYS, "module");
+  return serve_k(L, LUA_OK, P_LOOP);
+}
+
 /* A message arrived: kind, a, b at S_BASE+1.. (kind nil: time-out). */
 static int dispatch(lua_State *L) {
   int kind = (int)lua_tointeger(L, S_BASE + 1);
@@ -358,6 +472,11 @@ static int dispatch(lua_State *L) {
   lua_copy(L, S_BASE + 2, S_MSG);
   lua_copy(L, S_BASE + 3, S_MFROM);
   lua_settop(L, S_BASE);
+  if (kind != GSI_K_SYSTEM) {
+    lua_pushnil(L); /* a message came (or the time-out): a new wait next */
+    lua_replace(L, S_DL);
+    debug_event(L, "in", S_KIND, S_MSG, S_MFROM);
+  }
   switch (kind) {
   case GSI_K_CALL:
     if (lua_getfield(L, S_MOD, "handle_call") != LUA_TFUNCTION)
@@ -365,13 +484,13 @@ static int dispatch(lua_State *L) {
     lua_pushvalue(L, S_MSG);
     lua_pushvalue(L, S_MFROM);
     lua_pushvalue(L, S_STATE);
-    return run_callback(L, 3, P_CALL);
+    return run_callback(L, 3, P_CALL, "handle_call");
   case GSI_K_CAST:
     if (lua_getfield(L, S_MOD, "handle_cast") != LUA_TFUNCTION)
       return terminate_with(L, "no handle_cast callback in the module");
     lua_pushvalue(L, S_MSG);
     lua_pushvalue(L, S_STATE);
-    return run_callback(L, 2, P_NOREPLY);
+    return run_callback(L, 2, P_NOREPLY, "handle_cast");
   case GSI_K_SYSTEM:
     if (lua_type(L, S_MSG) == LUA_TTABLE) {
       lua_rawgeti(L, S_MSG, 1);
@@ -379,22 +498,9 @@ static int dispatch(lua_State *L) {
         lua_rawgeti(L, S_MSG, 2);
         return begin_terminate(L);
       }
-      if (is_str(L, -1, "get_state")) {
-        lua_pushvalue(L, S_MFROM);
-        lua_pushvalue(L, S_STATE);
-        if (do_reply(L) != LUA_OK) return begin_terminate(L);
-        lua_settop(L, S_BASE);
-        return serve_k(L, LUA_OK, P_LOOP);
-      }
       lua_pop(L, 1);
     }
-    lua_pushvalue(L, S_MFROM);
-    lua_createtable(L, 0, 1);
-    lua_pushliteral(L, "unknown system message");
-    lua_setfield(L, -2, "error");
-    do_reply(L);
-    lua_settop(L, S_BASE);
-    return serve_k(L, LUA_OK, P_LOOP);
+    return run_sys(L);
   default:
     break;
   }
@@ -417,7 +523,7 @@ static int dispatch(lua_State *L) {
   if (kind == 0) lua_pushliteral(L, "timeout");
   else lua_pushvalue(L, S_MSG);
   lua_pushvalue(L, S_STATE);
-  return run_callback(L, 2, P_NOREPLY);
+  return run_callback(L, 2, P_NOREPLY, "handle_info");
 }
 
 /* Top of the loop: act on the pending action, then wait. */
@@ -426,6 +532,7 @@ static int loop_top(lua_State *L) {
   lua_settop(L, S_BASE);
   lua_pushnil(L);
   lua_replace(L, S_REPLYTO);
+  atomic_store_explicit(&me(L)->current, NULL, memory_order_relaxed);
   if (lua_type(L, S_ACTION) == LUA_TTABLE) { /* { continue = v } */
     lua_getfield(L, S_ACTION, "continue");
     lua_pushnil(L);
@@ -437,11 +544,30 @@ static int loop_top(lua_State *L) {
       return terminate_with(L, "no handle_continue callback in the module");
     lua_insert(L, -2);
     lua_pushvalue(L, S_STATE);
-    return run_callback(L, 2, P_NOREPLY);
+    debug_event(L, "in", S_KIND, S_MSG, 0);
+    return run_callback(L, 2, P_NOREPLY, "handle_continue");
+  }
+  if (lua_type(L, S_SYS) == LUA_TTABLE) {
+    int suspended = lua_getfield(L, S_SYS, "suspended") != LUA_TNIL &&
+                    lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (suspended) { /* sys.suspend: system messages only, no time-out */
+      core_fn(L, next);
+      lua_pushnil(L);
+      lua_pushboolean(L, 1);
+      lua_callk(L, 2, 3, P_GOT, serve_k);
+      return serve_k(L, LUA_OK, P_GOT);
+    }
   }
   core_fn(L, next);
   if (lua_type(L, S_ACTION) == LUA_TNUMBER) {
+    /* the idle time-out: its deadline outlives system messages */
+    lua_pushnumber(L, (lua_Number)gsi_now_ns() + lua_tonumber(L, S_ACTION) * 1e6);
+    lua_replace(L, S_DL);
     lua_pushvalue(L, S_ACTION);
+  } else if (lua_type(L, S_DL) == LUA_TNUMBER) {
+    lua_Number left = (lua_tonumber(L, S_DL) - (lua_Number)gsi_now_ns()) / 1e6;
+    lua_pushnumber(L, left > 0 ? left : 0);
   } else {
     if (is_str(L, S_ACTION, "hibernate")) hibernate(L);
     hib_wait = lua_type(L, S_HIB) == LUA_TNUMBER;
@@ -472,6 +598,7 @@ static int serve_k(lua_State *L, int status, lua_KContext ctx) {
   case P_CALL: return after_call(L, st);
   case P_NOREPLY: return after_noreply(L, st);
   case P_TERM: return after_terminate(L, st);
+  case P_SYS: return after_sys(L, st);
   default: return luaL_error(L, "genserver: exit returned");
   }
 }
@@ -538,7 +665,9 @@ int gsi_serve(lua_State *L) {
   }
   core_fn(L, set_module);
   lua_pushvalue(L, S_MODNAME);
-  lua_call(L, 1, 0);
+  lua_pushliteral(L, "vsn");
+  lua_rawget(L, S_MOD);
+  lua_call(L, 2, 0);
   /* the spawn arguments and the module's main chunk are garbage now:
   ** collected while the state boots, their memory serves init (pstate.c's
   ** boot arena does not reuse a block freed after the boot) */
@@ -550,5 +679,5 @@ int gsi_serve(lua_State *L) {
     return after_init(L, LUA_OK);
   }
   lua_pushvalue(L, S_STATE);
-  return run_callback(L, 1, P_INIT);
+  return run_callback(L, 1, P_INIT, "init");
 }

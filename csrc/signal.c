@@ -189,6 +189,10 @@ void gsi_proc_reap(gsi_proc *p) {
   p->want = p->trap_exit = p->dying = p->timed_out = p->in_match = 0;
   p->relay = 0;
   p->module[0] = '\0';
+  p->vsn[0] = '\0';
+  atomic_store(&p->msgs_out, 0);
+  atomic_store(&p->reductions, 0);
+  atomic_store(&p->current, NULL);
   p->mbox_limit = 0;
   p->overflow = 0;
   p->max_heap = p->heap_cap = 0;

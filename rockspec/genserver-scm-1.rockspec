@@ -59,5 +59,6 @@ build = {
     ["genserver.runtime"] = "lua/genserver/runtime.lua",
     ["genserver.server"] = "lua/genserver/server.lua",
     ["genserver.supervisor"] = "lua/genserver/supervisor.lua",
+    ["genserver.sys"] = "lua/genserver/sys.lua",
   },
 }

@@ -113,9 +113,10 @@ local function do_start(fname, mod, arg, opts, link, monitor)
   end
   opts = check_opts(opts, fname)
   local send_opts -- nil when empty: an empty table would cost each server's state
-  if opts.name ~= nil or opts.hibernate_after ~= nil or opts.trap_exit ~= nil then
+  if opts.name ~= nil or opts.hibernate_after ~= nil or opts.trap_exit ~= nil
+     or opts.debug ~= nil then
     send_opts = { name = opts.name, hibernate_after = opts.hibernate_after,
-                  trap_exit = opts.trap_exit }
+                  trap_exit = opts.trap_exit, debug = opts.debug }
   end
   local o = opts.overflow
   if o ~= nil and o ~= "drop" and o ~= "reject" and o ~= "kill" then
@@ -155,7 +156,9 @@ end
 -- @param arg passed to `init`
 -- @param opts `{ name =, timeout = 5000, hibernate_after = ms,
 --   mailbox_limit = n, overflow = "drop" | "reject" | "kill", trap_exit = bool,
---   max_heap = bytes, sandbox = bool, fail_alloc = n }` (fail_alloc is for
+--   max_heap = bytes, sandbox = bool, debug = { "trace" | "log" |
+--   "statistics" ... } (genserver.sys options from the start),
+--   fail_alloc = n }` (fail_alloc is for
 --   tests: the n-th allocation in the server's state fails, see
 --   spec/oom_spec.lua)
 -- @return pid, or nil and a reason

@@ -18,6 +18,12 @@
 --       message), message_kind = "call"|"cast"|"info"|"system",
 --       caller = (pid, for a call), state = (through format_status), time = }
 --
+-- A trace event (genserver.sys.trace):
+--
+--     { kind = "trace", pid =, name =, module =, event = "in"|"reply"|"noreply",
+--       event_kind = "call"|"cast"|"info"|"timeout"|"continue" (for "in"),
+--       message =, from =, reply =, to =, state =, time = }
+--
 -- A supervisor report:
 --
 --     { kind = "supervisor", supervisor = pid, supervisor_name =,
@@ -104,6 +110,21 @@ local function format_supervisor(r)
   return table.concat(lines, "\n")
 end
 
+-- A trace event of genserver.sys.trace: one line.
+local function format_trace(r)
+  local head = ("=TRACE==== %s (module %s)"):format(who(r.pid, r.name), tostring(r.module))
+  local e = r.event
+  if e == "in" then
+    local from = r.from ~= nil and type(r.from) == "table" and (" from " .. tostring(r.from[1])) or ""
+    if r.event_kind == "timeout" then return head .. " got time-out" end
+    return ("%s got %s %s%s"):format(head, tostring(r.event_kind), describe(r.message), from)
+  elseif e == "reply" then
+    return ("%s replied %s to %s, state %s"):format(head, describe(r.reply),
+      tostring(r.to), describe(r.state))
+  end
+  return ("%s new state %s"):format(head, describe(r.state))
+end
+
 --- A report as readable text (several lines, no final newline): what the
 -- default handler prints. Handlers may use it too.
 -- @param r a crash or supervisor report
@@ -112,6 +133,7 @@ function M.format(r)
   if type(r) ~= "table" then return "=REPORT==== " .. describe(r) end
   if r.kind == "crash" then return format_crash(r) end
   if r.kind == "supervisor" then return format_supervisor(r) end
+  if r.kind == "trace" then return format_trace(r) end
   return "=REPORT==== " .. describe(r)
 end
 
