@@ -54,11 +54,13 @@ build = {
       libraries = { "pthread", "m" },
     },
     ["genserver"] = "lua/genserver/init.lua",
+    ["genserver.agent"] = "lua/genserver/agent.lua",
     ["genserver.logger"] = "lua/genserver/logger.lua",
     ["genserver.process"] = "lua/genserver/process.lua",
     ["genserver.runtime"] = "lua/genserver/runtime.lua",
     ["genserver.server"] = "lua/genserver/server.lua",
     ["genserver.supervisor"] = "lua/genserver/supervisor.lua",
     ["genserver.sys"] = "lua/genserver/sys.lua",
+    ["genserver.task"] = "lua/genserver/task.lua",
   },
 }
