@@ -242,7 +242,10 @@ struct gsi_proc {
   int relay;           /* a nested coroutine was preempted (lcoro.c) */
   int crashed;         /* the body raised: its error is on top of L */
   char module[64];     /* for info()/crash reports */
-  char vsn[48];        /* the module's version, for info(); under lk */
+  char vsn[48];        /* the module's vsn field as a string, or "";
+                          for info(); under lk */
+  uint64_t vsn_n;      /* else its module cache counter, or 0; under lk */
+  int server;          /* a gen_server (it called set_module); under lk */
 };
 
 /* Count one on an owner-written counter (msgs_out, reductions): only the
@@ -555,6 +558,19 @@ GSI_FUNC void gsi_modcache_put(lua_State *L, gsi_modcache *c, const char *name,
 
 /* The package paths of a process, shared by every process started with
 ** the same ones (a reference; NULL when out of memory). */
+/* Hot code reload (genserver.code): make the function at the top of L,
+** compiled from `file`, the current version of (name, path), replacing a
+** cached one (servers that loaded the old one keep it). vsn: the module's
+** vsn field as a string, or NULL. Returns the new version counter (1 for
+** a first version), 0 when it cannot be kept (out of memory, cache full).
+** Never raises. */
+GSI_FUNC uint64_t gsi_modcache_replace(lua_State *L, gsi_modcache *c,
+                                       const char *name, const char *path,
+                                       const char *file, const char *vsn);
+/* The current version counter of (name, path), 0 if not cached; its vsn
+** string (empty if none) is copied to vsn (size n). */
+GSI_FUNC uint64_t gsi_modcache_version(gsi_modcache *c, const char *name,
+                                       const char *path, char *vsn, size_t n);
 GSI_FUNC gsi_paths *gsi_paths_get(gsi_modcache *c, const char *path, size_t plen,
                                   const char *cpath, size_t clen);
 GSI_FUNC void gsi_paths_put(gsi_modcache *c, gsi_paths *e);

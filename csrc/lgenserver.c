@@ -1549,10 +1549,10 @@ static int l_info(lua_State *L) {
   char name[GSI_NAME_MAX + 1] = "";
   char module[sizeof t->module], vsn[sizeof t->vsn];
   const char *current;
-  uint64_t in, drained, overflowed, out, reds;
+  uint64_t in, drained, overflowed, out, reds, vsn_n;
   uint32_t limit;
   size_t sv, mem, max_heap;
-  int st, foreign, trap;
+  int st, foreign, trap, server;
   if (t == NULL) {
     lua_pushnil(L);
     return 1;
@@ -1563,7 +1563,9 @@ static int l_info(lua_State *L) {
     gsi_idvec_push(&mons, t->monitors.v[i]);
   memcpy(module, t->module, sizeof module);
   memcpy(vsn, t->vsn, sizeof vsn);
+  vsn_n = t->vsn_n;
   trap = t->trap_exit;
+  server = t->server;
   pthread_mutex_unlock(&t->lk);
   module[sizeof module - 1] = '\0';
   vsn[sizeof vsn - 1] = '\0';
@@ -1603,7 +1605,9 @@ static int l_info(lua_State *L) {
   set_int(L, "reductions", (lua_Integer)reds);
   lua_pushboolean(L, trap);
   lua_setfield(L, -2, "trap_exit");
+  if (server) lua_pushboolean(L, 1), lua_setfield(L, -2, "server");
   if (vsn[0]) lua_pushstring(L, vsn), lua_setfield(L, -2, "vsn");
+  else if (vsn_n) set_int(L, "vsn", (lua_Integer)vsn_n);
   if (current) lua_pushstring(L, current), lua_setfield(L, -2, "current");
   gsi_idvec_free(&links);
   gsi_idvec_free(&mons);
@@ -1689,20 +1693,63 @@ static int l_stats(lua_State *L) {
   return 1;
 }
 
-/* set_module(name [, vsn]): module and vsn are read by info() on other
-** threads: written under lk. A vsn that is not a string or a number
-** leaves the version unset. */
+/* set_module(name [, vsn]): a gen_server names its module and version.
+** module and vsn are read by info() on other threads: written under lk.
+** Without a vsn (a string or a number), the version is the module cache's
+** counter for the name (genserver.code), if it has one. */
 static int l_set_module(lua_State *L) {
   gsi_proc *p = self_of(L);
   const char *name = luaL_checkstring(L, 1);
-  const char *vsn = NULL;
+  char vsn[sizeof p->vsn] = "";
+  uint64_t n = 0;
   if (lua_type(L, 2) == LUA_TSTRING || lua_type(L, 2) == LUA_TNUMBER)
-    vsn = lua_tostring(L, 2); /* converts a number in place: stack slot */
+    snprintf(vsn, sizeof vsn, "%s", lua_tostring(L, 2));
+  else if (p->paths != NULL)
+    n = gsi_modcache_version(p->rt->mods, name, gsi_paths_path(p->paths), NULL, 0);
   pthread_mutex_lock(&p->lk);
   snprintf(p->module, sizeof p->module, "%s", name);
-  snprintf(p->vsn, sizeof p->vsn, "%s", vsn ? vsn : "");
+  memcpy(p->vsn, vsn, sizeof vsn);
+  p->vsn_n = n;
+  p->server = 1;
   pthread_mutex_unlock(&p->lk);
   return 0;
+}
+
+/* code_reload(name, path, fn, file [, vsn]) -> version | nil: make fn
+** (compiled from file) the current version of (name, path) in the
+** runtime's module cache (genserver.code.reload). */
+static int l_code_reload(lua_State *L) {
+  gsi_rt *rt = rt_of(L);
+  const char *name = luaL_checkstring(L, 1);
+  const char *path = luaL_checkstring(L, 2);
+  const char *file = luaL_checkstring(L, 4);
+  const char *vsn = NULL;
+  uint64_t v;
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  if (lua_type(L, 5) == LUA_TSTRING || lua_type(L, 5) == LUA_TNUMBER)
+    vsn = lua_tostring(L, 5);
+  lua_settop(L, 3);
+  v = gsi_modcache_replace(L, rt->mods, name, path, file, vsn);
+  if (v == 0) lua_pushnil(L);
+  else lua_pushinteger(L, (lua_Integer)v);
+  return 1;
+}
+
+/* code_version(name, path) -> version counter, vsn string | nil */
+static int l_code_version(lua_State *L) {
+  gsi_rt *rt = rt_of(L);
+  const char *name = luaL_checkstring(L, 1);
+  const char *path = luaL_checkstring(L, 2);
+  char vsn[48];
+  uint64_t v = gsi_modcache_version(rt->mods, name, path, vsn, sizeof vsn);
+  if (v == 0) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_pushinteger(L, (lua_Integer)v);
+  if (vsn[0]) lua_pushstring(L, vsn);
+  else lua_pushnil(L);
+  return 2;
 }
 
 static int l_parent(lua_State *L) {
@@ -1893,6 +1940,7 @@ static const luaL_Reg funcs[] = {
     {"shutdown", l_shutdown},   {"set_module", l_set_module},
     {"parent", l_parent},       {"error_mt", l_error_mt},
     {"clock", l_clock},         {"serve", gsi_serve},
+    {"code_reload", l_code_reload}, {"code_version", l_code_version},
     {NULL, NULL}};
 
 const gsi_core_fns gsi_core = {l_next, l_reply,     l_self,       l_exit,

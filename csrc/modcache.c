@@ -11,12 +11,15 @@
 ** same source names and line numbers, without touching the file system.
 **
 ** As in OTP, code is loaded once per runtime: editing a module's file
-** while the runtime runs changes nothing for the servers started after;
-** a new runtime (a new program) reads it again.
+** while the runtime runs changes nothing for the servers started after,
+** until genserver.code.reload makes the file's new contents the current
+** version (gsi_modcache_replace); servers that run the old version keep
+** it until sys.change_code. A new runtime (a new program) reads it again.
 **
 ** Sandboxed states never use the cache (they load text chunks only,
 ** through their own searcher).
 */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,11 +28,13 @@
 #include "internal.h"
 
 /* One compiled module. Immutable once published in the table, and freed
-** only with the runtime, so a reader may keep using an entry after it
-** dropped the table's lock. */
+** only with the runtime (a replaced entry moves to the retired list), so
+** a reader may keep using an entry after it dropped the table's lock. */
 typedef struct gsi_modent {
   struct gsi_modent *next;
   uint64_t hash;
+  uint64_t version;  /* 1, then one more at each reload */
+  char vsn[48];      /* the module's vsn field as given to reload, or "" */
   size_t nlen, plen; /* module name and package.path, in key[] */
   char *file;        /* "@" + the file found, the chunk's source name */
   unsigned char *code;
@@ -59,6 +64,7 @@ struct gsi_modcache {
   gsi_modent **tab;
   size_t cap, n;
   size_t bytes; /* code kept, for the limit */
+  gsi_modent *retired; /* versions replaced by a reload, kept for readers */
   struct gsi_paths *paths; /* see gsi_paths_get */
 };
 
@@ -88,6 +94,12 @@ void gsi_modcache_free(gsi_modcache *c) {
       free(e);
     }
   free(c->tab);
+  for (gsi_modent *e = c->retired, *next; e != NULL; e = next) {
+    next = e->next;
+    free(e->file);
+    free(e->code);
+    free(e);
+  }
   while (c->paths != NULL) { /* processes never closed (the runtime died) */
     struct gsi_paths *next = c->paths->next;
     free(c->paths);
@@ -165,37 +177,50 @@ static int write_chunk(lua_State *L, const void *p, size_t sz, void *ud) {
   return 0;
 }
 
-/* Remember the Lua function at the top of L (just compiled from `file`)
-** as (name, path). Best effort: out of memory or over the limit, nothing
-** is kept. Never raises. */
-void gsi_modcache_put(lua_State *L, gsi_modcache *c, const char *name,
-                      const char *path, const char *file) {
+/* A new entry for the Lua function at the top of L (compiled from file),
+** not yet published; NULL when out of memory. */
+static gsi_modent *new_entry(lua_State *L, const char *name, const char *path,
+                             const char *file) {
   size_t nlen = strlen(name), plen = strlen(path), flen = strlen(file);
-  uint64_t h = hash_key(name, nlen, path, plen);
   gsi_buf b;
   gsi_modent *e;
-  if (c == NULL || !lua_isfunction(L, -1) || lua_iscfunction(L, -1)) return;
+  if (!lua_isfunction(L, -1) || lua_iscfunction(L, -1)) return NULL;
   gsi_buf_init(&b);
   if (lua_dump(L, write_chunk, &b, 0) != 0 || b.len == 0) {
     gsi_buf_free(&b);
-    return;
+    return NULL;
   }
   e = malloc(sizeof *e + nlen + plen);
   if (e != NULL) e->file = malloc(flen + 2);
   if (e == NULL || e->file == NULL) {
     free(e);
     gsi_buf_free(&b);
-    return;
+    return NULL;
   }
   e->file[0] = '@';
   memcpy(e->file + 1, file, flen + 1);
-  e->hash = h;
+  e->hash = hash_key(name, nlen, path, plen);
+  e->version = 1;
+  e->vsn[0] = '\0';
   e->nlen = nlen;
   e->plen = plen;
   memcpy(e->key, name, nlen);
   memcpy(e->key + nlen, path, plen);
   e->code = b.data;
   e->len = b.len;
+  return e;
+}
+
+/* Remember the Lua function at the top of L (just compiled from `file`)
+** as (name, path). Best effort: out of memory or over the limit, nothing
+** is kept. Never raises. */
+void gsi_modcache_put(lua_State *L, gsi_modcache *c, const char *name,
+                      const char *path, const char *file) {
+  size_t nlen = strlen(name), plen = strlen(path);
+  uint64_t h;
+  gsi_modent *e;
+  if (c == NULL || (e = new_entry(L, name, path, file)) == NULL) return;
+  h = e->hash;
   pthread_mutex_lock(&c->mu);
   if (c->n >= c->cap) grow(c);
   if (c->cap == 0 || c->bytes + e->len > MODCACHE_MAX_BYTES ||
@@ -211,6 +236,60 @@ void gsi_modcache_put(lua_State *L, gsi_modcache *c, const char *name,
   c->n++;
   c->bytes += e->len;
   pthread_mutex_unlock(&c->mu);
+}
+
+uint64_t gsi_modcache_replace(lua_State *L, gsi_modcache *c, const char *name,
+                              const char *path, const char *file, const char *vsn) {
+  size_t nlen = strlen(name), plen = strlen(path);
+  gsi_modent *e, *old, **pp;
+  uint64_t version;
+  if (c == NULL || (e = new_entry(L, name, path, file)) == NULL) return 0;
+  if (vsn != NULL) snprintf(e->vsn, sizeof e->vsn, "%s", vsn);
+  pthread_mutex_lock(&c->mu);
+  if (c->n >= c->cap) grow(c);
+  if (c->cap == 0 || c->bytes + e->len > MODCACHE_MAX_BYTES) {
+    pthread_mutex_unlock(&c->mu);
+    free(e->file);
+    free(e->code);
+    free(e);
+    return 0;
+  }
+  /* the old entry leaves the chain for the retired list: a reader that
+  ** found it before keeps a valid pointer (see gsi_modent) */
+  old = find(c, e->hash, name, nlen, path, plen);
+  if (old != NULL) {
+    for (pp = &c->tab[old->hash & (c->cap - 1)]; *pp != old; pp = &(*pp)->next) {
+    }
+    *pp = old->next;
+    old->next = c->retired;
+    c->retired = old;
+    c->n--;
+    e->version = old->version + 1;
+  }
+  e->next = c->tab[e->hash & (c->cap - 1)];
+  c->tab[e->hash & (c->cap - 1)] = e;
+  c->n++;
+  c->bytes += e->len;
+  version = e->version;
+  pthread_mutex_unlock(&c->mu);
+  return version;
+}
+
+uint64_t gsi_modcache_version(gsi_modcache *c, const char *name, const char *path,
+                              char *vsn, size_t n) {
+  size_t nlen = strlen(name), plen = strlen(path);
+  gsi_modent *e;
+  uint64_t version = 0;
+  if (n > 0) vsn[0] = '\0';
+  if (c == NULL) return 0;
+  pthread_mutex_lock(&c->mu);
+  e = find(c, hash_key(name, nlen, path, plen), name, nlen, path, plen);
+  if (e != NULL) {
+    version = e->version;
+    if (n > 0) snprintf(vsn, n, "%s", e->vsn);
+  }
+  pthread_mutex_unlock(&c->mu);
+  return version;
 }
 
 gsi_paths *gsi_paths_get(gsi_modcache *c, const char *path, size_t plen,

@@ -55,6 +55,7 @@ build = {
     },
     ["genserver"] = "lua/genserver/init.lua",
     ["genserver.agent"] = "lua/genserver/agent.lua",
+    ["genserver.code"] = "lua/genserver/code.lua",
     ["genserver.logger"] = "lua/genserver/logger.lua",
     ["genserver.process"] = "lua/genserver/process.lua",
     ["genserver.runtime"] = "lua/genserver/runtime.lua",

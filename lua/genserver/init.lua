@@ -270,7 +270,7 @@ M.whereis = core.whereis
 -- genserver.process, genserver.runtime, ... are also reachable as fields,
 -- loaded on first use (a server's state need not load them).
 local submodules = { process = true, runtime = true, supervisor = true, sys = true,
-                     agent = true, task = true }
+                     agent = true, task = true, code = true }
 return setmetatable(M, { __index = function(t, k)
   if not submodules[k] then return nil end
   local mod = require("genserver." .. k)

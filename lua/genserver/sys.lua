@@ -27,7 +27,7 @@ local core = require "genserver.core"
 
 local M = {}
 
-local type, pairs, next, pcall, error, select = type, pairs, next, pcall, error, select
+local type, pairs, next, pcall, error = type, pairs, next, pcall, error
 local setmetatable, getmetatable, tostring = setmetatable, getmetatable, tostring
 local crequest, cwait = core.request, core.wait
 
@@ -150,6 +150,16 @@ function M.change_code(server, module, old_vsn, extra, timeout)
   return nil, v
 end
 
+--- change_code with the server's own version as old_vsn (for
+-- genserver.code.upgrade).
+-- @local
+function M.change_code_own(server, module, extra, timeout)
+  local ok, v = request("change_code", server,
+                        { "change_code", module, nil, extra, own_vsn = true }, timeout)
+  if ok then return true end
+  return nil, v
+end
+
 --- Turns tracing on or off: the server reports every message it handles
 -- and every reply or new state through genserver.logger
 -- (`{ kind = "trace", ... }`, printed as `=TRACE====` lines).
@@ -222,12 +232,12 @@ end
 -- Runs fn(...) so that a failure leaves ctx.state as it was: the tables
 -- reachable from the state are snapshotted first (a cost paid by
 -- replace_state and change_code only) and put back if fn raises.
--- Returns true, results... or false, error.
+-- Returns the snapshot (for undo), then true, results... or false, error.
 local function guarded(ctx, fn, ...)
   local seen = snapshot(ctx.state, {})
   local res = table.pack(pcall(fn, ...))
   if not res[1] then undo(seen) end
-  return table.unpack(res, 1, res.n)
+  return seen, table.unpack(res, 1, res.n)
 end
 
 local kind_names = { [core.K_CALL] = "call", [core.K_CAST] = "cast",
@@ -315,15 +325,12 @@ local function log_option(ctx, flag)
   return true
 end
 
--- The vsn a module shows: its vsn field, else the code version of its name.
-local function vsn_of(mod, name)
+-- The version this server runs: its module's vsn field, else the module
+-- cache's counter it was started or changed with (info().vsn).
+local function own_vsn(mod)
   local v = type(mod) == "table" and rawget(mod, "vsn") or nil
   if v ~= nil then return v end
-  if type(name) == "string" then
-    local ok, cv = pcall(core.code_version, name)
-    if ok then return cv end
-  end
-  return nil
+  return self_info().vsn
 end
 
 local function get_status(ctx)
@@ -331,7 +338,7 @@ local function get_status(ctx)
   local mod = ctx.module
   local status = {
     pid = core.self(), name = info.name, module = ctx.modname,
-    vsn = vsn_of(mod, ctx.modname),
+    vsn = own_vsn(mod),
     status = ctx.suspended and "suspended" or "running",
     parent = core.parent(), state = ctx.state,
     messages_in = info.messages_in, messages_out = info.messages_out,
@@ -349,9 +356,10 @@ end
 -- change_code(name, old_vsn, extra) in the server: load the current
 -- version of `name`, run its code_change; on any failure the old module
 -- (package.loaded too) and the old state stay.
-local function change_code(ctx, name, old_vsn, extra)
+local function change_code(ctx, name, old_vsn, extra, own)
   if not ctx.suspended then return false, "not_suspended" end
   if name ~= ctx.modname then return false, "not_running_module" end
+  if own then old_vsn = own_vsn(ctx.module) end
   local loaded = package.loaded
   local old = loaded[name]
   loaded[name] = nil
@@ -363,12 +371,13 @@ local function change_code(ctx, name, old_vsn, extra)
   local cc = new.code_change
   local state = ctx.state
   if type(cc) == "function" then
-    local done, tag, st = guarded(ctx, cc, old_vsn, ctx.state, extra)
+    local seen, done, tag, st = guarded(ctx, cc, old_vsn, ctx.state, extra)
     if not done then
       loaded[name] = old
       return false, { error = tag }
     end
     if tag ~= "ok" then
+      undo(seen) -- what code_change changed before refusing goes too
       loaded[name] = old
       if tag == "error" then return false, st end
       return false, { bad_return_value = { tag, st } }
@@ -376,7 +385,7 @@ local function change_code(ctx, name, old_vsn, extra)
     state = st
   end
   ctx.module, ctx.state = new, state
-  core.set_module(name, vsn_of(new, name))
+  core.set_module(name, rawget(new, "vsn")) -- without one: the cache's counter
   return true
 end
 
@@ -386,7 +395,7 @@ local handlers = {
   replace_state = function(ctx, req)
     local fn = req[2]
     if type(fn) ~= "function" then return false, "fn must be a function" end
-    local ok, new = guarded(ctx, fn, ctx.state)
+    local _, ok, new = guarded(ctx, fn, ctx.state)
     if not ok then return false, new end
     ctx.state = new
     return true, new
@@ -394,7 +403,9 @@ local handlers = {
   get_status = function(ctx) return true, get_status(ctx) end,
   suspend = function(ctx) ctx.suspended = true return true, true end,
   resume = function(ctx) ctx.suspended = nil return true, true end,
-  change_code = function(ctx, req) return change_code(ctx, req[2], req[3], req[4]) end,
+  change_code = function(ctx, req)
+    return change_code(ctx, req[2], req[3], req[4], req.own_vsn)
+  end,
   trace = function(ctx, req)
     ctx.trace = req[2] == true or nil
     set_hook(ctx)
