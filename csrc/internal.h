@@ -206,6 +206,9 @@ struct gsi_proc {
   gsi_pending *pend;
   size_t npend, cappend;
   gsi_idvec mon_out; /* (ref, target) monitors I hold */
+  gsi_idvec mon_user; /* the ones of them made by monitor()/spawn_monitor
+                         (not a request's), for info(); written by the
+                         owner under lk */
   gsi_msg *spawn_msg; /* body + args, consumed by the first run */
   gsi_msg *exit_msg;  /* encoded reason when dying by signal */
   size_t mem;
@@ -281,6 +284,10 @@ GSI_FUNC int gsi_idvec_remove(gsi_idvec *v, uint64_t a); /* one id */
 GSI_FUNC int gsi_idvec_remove_pair(gsi_idvec *v, uint64_t a); /* pair with first = a */
 GSI_FUNC int gsi_idvec_has(const gsi_idvec *v, uint64_t a);
 GSI_FUNC void gsi_idvec_free(gsi_idvec *v);
+/* p's list of user monitors (mon_user), under p->lk: add (ref, target),
+** remove ref's pair. */
+GSI_FUNC void gsi_mon_user_add(gsi_proc *p, uint64_t ref, uint64_t target);
+GSI_FUNC void gsi_mon_user_remove(gsi_proc *p, uint64_t ref);
 
 /* ----------------------------------------------------------- scheduler */
 
@@ -361,6 +368,11 @@ GSI_FUNC void gsi_timer_stop(gsi_rt *rt);
 ** GSI_M_TIMEOUT message gets its ref set to the timer id. */
 GSI_FUNC uint64_t gsi_timer_arm(gsi_rt *rt, uint64_t ms, uint64_t pid,
                                 const char *name, gsi_msg *m);
+/* A repeating timer: every ms (>= 1) a copy of m goes to pid (or name),
+** until cancelled or the destination is gone (a dead pid, a name nobody
+** holds). Returns the timer id, 0 when out of memory. */
+GSI_FUNC uint64_t gsi_timer_arm_every(gsi_rt *rt, uint64_t ms, uint64_t pid,
+                                      const char *name, gsi_msg *m);
 /* Cancel: returns ms left (>= 0) or -1 if the timer already fired or is
 ** unknown. */
 GSI_FUNC int64_t gsi_timer_cancel(gsi_rt *rt, uint64_t id);

@@ -1156,6 +1156,7 @@ static int l_spawn(lua_State *L) {
   if (mon) {
     ref = gsi_new_ref(rt);
     gsi_monitor(self, pid, ref);
+    gsi_mon_user_add(self, ref, pid);
   }
   if (req != 0) gsi_monitor(self, pid, req);
   atomic_fetch_add_explicit(&rt->spawned, 1, memory_order_relaxed);
@@ -1176,6 +1177,8 @@ static int l_monitor(lua_State *L) {
     gsi_idvec_push(&p->mon_out, ref);
     gsi_idvec_push(&p->mon_out, pid);
     self_down_noproc(L, p, ref, pid);
+  } else {
+    gsi_mon_user_add(p, ref, pid);
   }
   gsi_pushref(L, ref);
   return 1;
@@ -1192,6 +1195,7 @@ static int l_demonitor(lua_State *L) {
   ** known); any DOWN arriving after this is dropped when drained. */
   gsi_drain(p);
   gsi_demonitor(p, ref);
+  gsi_mon_user_remove(p, ref);
   if (flush) {
     gsi_msg *m = p->sv_head;
     while (m != NULL) {
@@ -1418,7 +1422,8 @@ static int l_registered(lua_State *L) {
 
 /* -------------------------------------------------------------- timers */
 
-static int l_send_after(lua_State *L) {
+/* send_after(ms, dest, msg) / send_interval(ms, dest, msg) -> tref */
+static int arm_timer(lua_State *L, int every) {
   ENTER(L, p);
   uint64_t ms = opt_ms(L, 1, 0);
   const char *name = NULL;
@@ -1430,14 +1435,26 @@ static int l_send_after(lua_State *L) {
   luaL_checkany(L, 3);
   if (gsi_rt_ensure_started(p->rt) != 0)
     return luaL_error(L, "genserver: runtime stopped");
+  if (every && (lua_tonumber(L, 1) < 1 || lua_tonumber(L, 1) == HUGE_VAL))
+    return luaL_argerror(L, 1, "send_interval: the interval must be at least 1 ms");
   m = encode_msg_to(L, 3, "message", GSI_M_USER, pid_of(p), 0, pid);
   /* "never" is a timer that outlives the program: it can still be cancelled */
-  id = gsi_timer_arm(p->rt, ms, pid, name, m);
+  id = every ? gsi_timer_arm_every(p->rt, ms, pid, name, m)
+             : gsi_timer_arm(p->rt, ms, pid, name, m);
   if (id == 0) {
     gsi_msg_free(m);
     return luaL_error(L, "genserver: out of memory");
   }
   gsi_pushref(L, id);
+  return 1;
+}
+
+static int l_send_after(lua_State *L) { return arm_timer(L, 0); }
+static int l_send_interval(lua_State *L) { return arm_timer(L, 1); }
+
+/* now() -> ms, monotonic (a float) */
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)gsi_now_ns() / 1e6);
   return 1;
 }
 
@@ -1545,7 +1562,7 @@ static int l_info(lua_State *L) {
   gsi_rt *rt = rt_of(L);
   uint64_t pid = check_pid(L, 1);
   gsi_proc *t = gsi_pin(rt, pid);
-  gsi_idvec links = {0}, mons = {0};
+  gsi_idvec links = {0}, mons = {0}, mine = {0};
   char name[GSI_NAME_MAX + 1] = "";
   char module[sizeof t->module], vsn[sizeof t->vsn];
   const char *current;
@@ -1561,6 +1578,8 @@ static int l_info(lua_State *L) {
   for (size_t i = 0; i < t->links.n; i++) gsi_idvec_push(&links, t->links.v[i]);
   for (size_t i = 0; i < t->monitors.n; i++)
     gsi_idvec_push(&mons, t->monitors.v[i]);
+  for (size_t i = 0; i < t->mon_user.n; i++)
+    gsi_idvec_push(&mine, t->mon_user.v[i]);
   memcpy(module, t->module, sizeof module);
   memcpy(vsn, t->vsn, sizeof vsn);
   vsn_n = t->vsn_n;
@@ -1600,7 +1619,8 @@ static int l_info(lua_State *L) {
   lua_setfield(L, -2, "links");
   push_ids(L, &mons, 2, 1);
   lua_setfield(L, -2, "monitored_by");
-  set_int(L, "monitors", (lua_Integer)(mons.n / 2));
+  push_ids(L, &mine, 2, 1);
+  lua_setfield(L, -2, "monitors");
   set_int(L, "messages_out", (lua_Integer)out);
   set_int(L, "reductions", (lua_Integer)reds);
   lua_pushboolean(L, trap);
@@ -1611,6 +1631,7 @@ static int l_info(lua_State *L) {
   if (current) lua_pushstring(L, current), lua_setfield(L, -2, "current");
   gsi_idvec_free(&links);
   gsi_idvec_free(&mons);
+  gsi_idvec_free(&mine);
   return 1;
 }
 
@@ -1941,6 +1962,7 @@ static const luaL_Reg funcs[] = {
     {"parent", l_parent},       {"error_mt", l_error_mt},
     {"clock", l_clock},         {"serve", gsi_serve},
     {"code_reload", l_code_reload}, {"code_version", l_code_version},
+    {"send_interval", l_send_interval}, {"now", l_now},
     {NULL, NULL}};
 
 const gsi_core_fns gsi_core = {l_next, l_reply,     l_self,       l_exit,

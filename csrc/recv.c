@@ -121,6 +121,7 @@ static void on_answer(gsi_proc *p, gsi_msg *m) {
     gsi_sv_append(p, m);
   } else if (m->kind == GSI_M_DOWN && e == NULL &&
              gsi_idvec_remove_pair(&p->mon_out, m->ref)) {
+    gsi_mon_user_remove(p, m->ref);
     gsi_sv_append(p, m); /* an ordinary monitor fired */
   } else {
     gsi_msg_free(m); /* late reply, or DOWN after demonitor */

@@ -82,6 +82,20 @@ static void drop_remote_monitor(gsi_rt *rt, uint64_t target, uint64_t ref) {
   gsi_unpin(t);
 }
 
+void gsi_mon_user_add(gsi_proc *p, uint64_t ref, uint64_t target) {
+  pthread_mutex_lock(&p->lk);
+  gsi_idvec_push(&p->mon_user, ref);
+  gsi_idvec_push(&p->mon_user, target);
+  pthread_mutex_unlock(&p->lk);
+}
+
+void gsi_mon_user_remove(gsi_proc *p, uint64_t ref) {
+  if (p->mon_user.n == 0) return; /* the owner may read it unlocked */
+  pthread_mutex_lock(&p->lk);
+  gsi_idvec_remove_pair(&p->mon_user, ref);
+  pthread_mutex_unlock(&p->lk);
+}
+
 void gsi_demonitor(gsi_proc *self, uint64_t ref) {
   uint64_t target = mon_out_target(self, ref);
   if (target == 0) return;
@@ -165,6 +179,7 @@ void gsi_proc_reap(gsi_proc *p) {
   pthread_mutex_lock(&p->lk); /* added by the state's last code, if any */
   gsi_idvec_free(&p->links);
   gsi_idvec_free(&p->monitors);
+  gsi_idvec_free(&p->mon_user);
   pthread_mutex_unlock(&p->lk);
   free(p->pend);
   p->pend = NULL;

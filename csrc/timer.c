@@ -1,6 +1,8 @@
 /*
 ** timer.c - one timer thread for every time-out in the runtime: call and
-** receive time-outs, sleep, send_after and the gen_server idle time-out.
+** receive time-outs, sleep, send_after, send_interval (a repeating timer
+** keeps its slot and id, and delivers a copy of its message at each tick)
+** and the gen_server idle time-out.
 **
 ** Timers live in a slab (index + generation, like pids: a timer id is a
 ** handle, never a pointer) ordered by a binary min-heap of slab indexes.
@@ -18,7 +20,8 @@ typedef struct tentry {
   uint64_t deadline; /* ns, CLOCK_MONOTONIC */
   uint64_t pid;
   char *name;  /* deliver to this registered name instead, if set */
-  gsi_msg *m;  /* what to deliver */
+  gsi_msg *m;  /* what to deliver (a repeating timer delivers copies) */
+  uint64_t interval; /* ns between ticks of a repeating timer, 0 = once */
   uint32_t gen;
   uint32_t hidx; /* position in the heap */
   uint32_t next_free;
@@ -127,6 +130,7 @@ typedef struct fired {
   uint64_t pid;
   char *name;
   gsi_msg *m;
+  uint64_t every; /* the id of a repeating timer, else 0 */
 } fired;
 
 static void deliver_fired(gsi_rt *rt, fired *f, size_t n) {
@@ -136,8 +140,34 @@ static void deliver_fired(gsi_rt *rt, fired *f, size_t n) {
       pid = gsi_reg_whereis(rt, f[i].name);
       free(f[i].name);
     }
-    gsi_deliver(rt, pid, f[i].m, 0);
+    /* a repeating timer whose destination is gone stops */
+    if (gsi_deliver(rt, pid, f[i].m, 0) == 0 && f[i].every != 0)
+      gsi_timer_cancel(rt, f[i].every);
   }
+}
+
+/* A tick of the repeating timer i (under mu): a copy of its message for
+** the batch, and the next deadline. A copy that cannot be made (out of
+** memory) skips this tick. Returns 1 if f was filled. */
+static int tick(gsi_timers *t, uint32_t i, uint64_t now, fired *f) {
+  tentry *e = &t->ents[i];
+  gsi_msg *m = e->m;
+  int ok = 0;
+  f->m = gsi_msg_new(m->kind, m->from, m->ref, GSI_MSG_DATA(m), m->len);
+  f->name = NULL;
+  if (f->m != NULL && e->name != NULL && (f->name = strdup(e->name)) == NULL) {
+    gsi_msg_free(f->m);
+    f->m = NULL;
+  }
+  if (f->m != NULL) {
+    f->pid = e->pid;
+    f->every = ID_OF(i, e->gen);
+    ok = 1;
+  }
+  e->deadline += e->interval;
+  if (e->deadline <= now) e->deadline = now + e->interval; /* late: no burst */
+  sift_down(t, e->hidx);
+  return ok;
 }
 
 static void *timer_main(void *arg) {
@@ -155,6 +185,11 @@ static void *timer_main(void *arg) {
     now = gsi_now_ns();
     while (t->hlen > 0 && n < 64 && t->ents[t->heap[0]].deadline <= now) {
       uint32_t i = t->heap[0];
+      if (t->ents[i].interval != 0) {
+        n += (size_t)tick(t, i, now, &batch[n]);
+        continue;
+      }
+      batch[n].every = 0;
       batch[n].pid = t->ents[i].pid;
       batch[n].name = t->ents[i].name;
       batch[n].m = t->ents[i].m;
@@ -215,8 +250,8 @@ void gsi_timer_stop(gsi_rt *rt) {
   rt->timers = NULL;
 }
 
-uint64_t gsi_timer_arm(gsi_rt *rt, uint64_t ms, uint64_t pid, const char *name,
-                       gsi_msg *m) {
+static uint64_t arm(gsi_rt *rt, uint64_t ms, uint64_t pid, const char *name,
+                    gsi_msg *m, int every) {
   gsi_timers *t = rt->timers;
   char *nm = NULL;
   int64_t i;
@@ -232,6 +267,7 @@ uint64_t gsi_timer_arm(gsi_rt *rt, uint64_t ms, uint64_t pid, const char *name,
   tentry *e = &t->ents[i];
   if (ms > UINT64_MAX / 2000000u) ms = UINT64_MAX / 2000000u;
   e->deadline = gsi_now_ns() + ms * 1000000u;
+  e->interval = every ? ms * 1000000u : 0;
   e->pid = pid;
   e->name = nm;
   e->m = m;
@@ -243,6 +279,16 @@ uint64_t gsi_timer_arm(gsi_rt *rt, uint64_t ms, uint64_t pid, const char *name,
   if (e->hidx == 0) pthread_cond_signal(&t->cv);
   pthread_mutex_unlock(&t->mu);
   return id;
+}
+
+uint64_t gsi_timer_arm(gsi_rt *rt, uint64_t ms, uint64_t pid, const char *name,
+                       gsi_msg *m) {
+  return arm(rt, ms, pid, name, m, 0);
+}
+
+uint64_t gsi_timer_arm_every(gsi_rt *rt, uint64_t ms, uint64_t pid,
+                             const char *name, gsi_msg *m) {
+  return arm(rt, ms < 1 ? 1 : ms, pid, name, m, 1);
 }
 
 int64_t gsi_timer_cancel(gsi_rt *rt, uint64_t id) {

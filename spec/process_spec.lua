@@ -1238,11 +1238,11 @@ describe("genserver.process", function()
       U.flush()
     end)
 
-    it("info counts monitors", function()
+    it("info lists the monitors on a process in monitored_by", function()
       local pid = process.spawn(U.sleeper)
       local r1, r2 = process.monitor(pid), process.monitor(pid)
       local info = process.info(pid)
-      assert.are.equal(2, info.monitors)
+      assert.are.same({ process.self(), process.self() }, info.monitored_by)
       process.demonitor(r1)
       process.demonitor(r2)
       process.send(pid, "stop")
@@ -1369,7 +1369,7 @@ describe("genserver.process", function()
       end, old)
       -- make sure the watcher monitors us before we die
       for _ = 1, 2000 do
-        if (process.info(old) or { monitors = 1 }).monitors > 0 then break end
+        if #(process.info(old) or { monitored_by = { 1 } }).monitored_by > 0 then break end
         process.sleep(1)
       end
       process.spawn_link(function() require("genserver.process").exit("fg_died") end)

@@ -86,8 +86,22 @@ M.registered = core.registered
 -- @return a timer reference for `cancel_timer`
 M.send_after = core.send_after
 
---- Cancels a timer. @return the ms that were left, or false if it already fired
+--- Sends `msg` to `dest` (pid or name, resolved at each tick) every `ms`
+-- (at least 1), until the timer is cancelled or `dest` is gone (a dead
+-- pid, a name nobody holds). Ticks that come late are not made up.
+-- @param ms the interval
+-- @param dest pid or registered name
+-- @param msg the message (encoded once, copied at each tick)
+-- @return a timer reference for `cancel_timer`
+M.send_interval = core.send_interval
+
+--- Cancels a timer. @return the ms that were left (to the next tick for
+-- `send_interval`), or false if it already fired or was cancelled
 M.cancel_timer = core.cancel_timer
+
+--- A monotonic clock: milliseconds (a float) since an arbitrary point.
+-- @return ms
+M.now = core.now
 
 --- A new unique reference.
 M.make_ref = core.make_ref
@@ -98,7 +112,16 @@ M.alive = core.alive
 --- The pids of every live process.
 M.list = core.list
 
---- `{ status, mailbox, memory, name, module, links, monitors, messages_in, … }` or nil.
+--- What a process is doing, or nil when it is not alive:
+-- `{ status = "waiting"|"runnable"|"running", mailbox (messages queued),
+-- memory (bytes of its state), name, module, vsn (a gen_server's module
+-- version), links = { pid… }, monitors = { pid… } (processes it
+-- monitors), monitored_by = { pid… }, trap_exit, messages_in,
+-- messages_out, reductions (gen_server callbacks run), current (the
+-- callback running, if any), server (true for a gen_server), foreign,
+-- overflowed, mailbox_limit, max_heap }`.
+-- @param pid
+-- @return table or nil
 M.info = core.info
 
 --- True if `v` is a pid.
