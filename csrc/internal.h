@@ -132,6 +132,10 @@ enum { GSI_IDLE = 0, GSI_QUEUED, GSI_RUNNING, GSI_NOTIFIED };
 /* Why a process yielded back to its worker. */
 enum { GSI_W_NONE = 0, GSI_W_WAIT, GSI_W_YIELD, GSI_W_EXIT };
 
+/* gen_server callbacks, for info().current (names: lgenserver.c) */
+enum { GSI_CB_NONE = 0, GSI_CB_INIT, GSI_CB_CALL, GSI_CB_CAST, GSI_CB_INFO,
+       GSI_CB_CONTINUE, GSI_CB_TERMINATE, GSI_CB_SYSTEM };
+
 typedef struct gsi_idvec {
   uint64_t *v; /* pairs for monitors: (ref, pid) */
   size_t n, cap;
@@ -184,8 +188,6 @@ struct gsi_proc {
   ** only (a relaxed load + store, no read-modify-write), read by anyone */
   _Atomic uint64_t msgs_out;   /* messages this process sent */
   _Atomic uint64_t reductions; /* gen_server callbacks run */
-  const char *_Atomic current; /* the callback running: a static string
-                                  or NULL */
   gsi_proc *rq_next; /* run queue link, guarded by the run queue lock */
   gsi_proc *free_next; /* free list link, guarded by the table lock */
 
@@ -206,9 +208,9 @@ struct gsi_proc {
   gsi_pending *pend;
   size_t npend, cappend;
   gsi_idvec mon_out; /* (ref, target) monitors I hold */
-  gsi_idvec mon_user; /* the ones of them made by monitor()/spawn_monitor
-                         (not a request's), for info(); written by the
-                         owner under lk */
+  gsi_idvec *mon_user; /* the ones of them made by monitor()/spawn_monitor
+                          (not a request's), for info(): allocated on
+                          first use, written by the owner under lk */
   gsi_msg *spawn_msg; /* body + args, consumed by the first run */
   gsi_msg *exit_msg;  /* encoded reason when dying by signal */
   size_t mem;
@@ -245,10 +247,13 @@ struct gsi_proc {
   int relay;           /* a nested coroutine was preempted (lcoro.c) */
   int crashed;         /* the body raised: its error is on top of L */
   char module[64];     /* for info()/crash reports */
-  char vsn[48];        /* the module's vsn field as a string, or "";
-                          for info(); under lk */
-  uint64_t vsn_n;      /* else its module cache counter, or 0; under lk */
-  int server;          /* a gen_server (it called set_module); under lk */
+  char *vsn;           /* the module's vsn field as a string (malloc), or
+                          NULL; for info(); under lk */
+  uint32_t vsn_n;      /* else its module cache counter, or 0; under lk */
+  uint8_t server;      /* a gen_server (it called set_module); under lk */
+  _Atomic uint8_t current; /* the gen_server callback running (GSI_CB_*,
+                              0 = none): written by the owner, read by
+                              info() (relaxed) */
 };
 
 /* Count one on an owner-written counter (msgs_out, reductions): only the
@@ -288,6 +293,8 @@ GSI_FUNC void gsi_idvec_free(gsi_idvec *v);
 ** remove ref's pair. */
 GSI_FUNC void gsi_mon_user_add(gsi_proc *p, uint64_t ref, uint64_t target);
 GSI_FUNC void gsi_mon_user_remove(gsi_proc *p, uint64_t ref);
+/* Free mon_user and vsn (the process is gone, or the runtime). */
+GSI_FUNC void gsi_proc_introspection_free(gsi_proc *p);
 
 /* ----------------------------------------------------------- scheduler */
 

@@ -1539,6 +1539,10 @@ static int l_list(lua_State *L) {
   return 1;
 }
 
+static const char *const callback_names[] = {
+    NULL, "init", "handle_call", "handle_cast", "handle_info",
+    "handle_continue", "terminate", "system"};
+
 static const char *const status_names[] = {"waiting", "runnable", "running",
                                            "running"};
 
@@ -1564,8 +1568,8 @@ static int l_info(lua_State *L) {
   gsi_proc *t = gsi_pin(rt, pid);
   gsi_idvec links = {0}, mons = {0}, mine = {0};
   char name[GSI_NAME_MAX + 1] = "";
-  char module[sizeof t->module], vsn[sizeof t->vsn];
-  const char *current;
+  char module[sizeof t->module], vsn[48] = "";
+  int current;
   uint64_t in, drained, overflowed, out, reds, vsn_n;
   uint32_t limit;
   size_t sv, mem, max_heap;
@@ -1578,16 +1582,16 @@ static int l_info(lua_State *L) {
   for (size_t i = 0; i < t->links.n; i++) gsi_idvec_push(&links, t->links.v[i]);
   for (size_t i = 0; i < t->monitors.n; i++)
     gsi_idvec_push(&mons, t->monitors.v[i]);
-  for (size_t i = 0; i < t->mon_user.n; i++)
-    gsi_idvec_push(&mine, t->mon_user.v[i]);
+  if (t->mon_user != NULL)
+    for (size_t i = 0; i < t->mon_user->n; i++)
+      gsi_idvec_push(&mine, t->mon_user->v[i]);
   memcpy(module, t->module, sizeof module);
-  memcpy(vsn, t->vsn, sizeof vsn);
+  if (t->vsn != NULL) snprintf(vsn, sizeof vsn, "%s", t->vsn);
   vsn_n = t->vsn_n;
   trap = t->trap_exit;
   server = t->server;
   pthread_mutex_unlock(&t->lk);
   module[sizeof module - 1] = '\0';
-  vsn[sizeof vsn - 1] = '\0';
   out = atomic_load_explicit(&t->msgs_out, memory_order_relaxed);
   reds = atomic_load_explicit(&t->reductions, memory_order_relaxed);
   current = atomic_load_explicit(&t->current, memory_order_relaxed);
@@ -1628,7 +1632,8 @@ static int l_info(lua_State *L) {
   if (server) lua_pushboolean(L, 1), lua_setfield(L, -2, "server");
   if (vsn[0]) lua_pushstring(L, vsn), lua_setfield(L, -2, "vsn");
   else if (vsn_n) set_int(L, "vsn", (lua_Integer)vsn_n);
-  if (current) lua_pushstring(L, current), lua_setfield(L, -2, "current");
+  if (current > GSI_CB_NONE && current <= GSI_CB_SYSTEM)
+    lua_pushstring(L, callback_names[current]), lua_setfield(L, -2, "current");
   gsi_idvec_free(&links);
   gsi_idvec_free(&mons);
   gsi_idvec_free(&mine);
@@ -1721,18 +1726,27 @@ static int l_stats(lua_State *L) {
 static int l_set_module(lua_State *L) {
   gsi_proc *p = self_of(L);
   const char *name = luaL_checkstring(L, 1);
-  char vsn[sizeof p->vsn] = "";
+  char *vsn = NULL, *old;
   uint64_t n = 0;
-  if (lua_type(L, 2) == LUA_TSTRING || lua_type(L, 2) == LUA_TNUMBER)
-    snprintf(vsn, sizeof vsn, "%s", lua_tostring(L, 2));
-  else if (p->paths != NULL)
+  if (lua_type(L, 2) == LUA_TSTRING || lua_type(L, 2) == LUA_TNUMBER) {
+    size_t len;
+    const char *s = lua_tolstring(L, 2, &len);
+    if (len > 47) len = 47; /* a version, not a document */
+    if ((vsn = malloc(len + 1)) != NULL) {
+      memcpy(vsn, s, len);
+      vsn[len] = '\0';
+    }
+  } else if (p->paths != NULL) {
     n = gsi_modcache_version(p->rt->mods, name, gsi_paths_path(p->paths), NULL, 0);
+  }
   pthread_mutex_lock(&p->lk);
   snprintf(p->module, sizeof p->module, "%s", name);
-  memcpy(p->vsn, vsn, sizeof vsn);
-  p->vsn_n = n;
+  old = p->vsn;
+  p->vsn = vsn;
+  p->vsn_n = (uint32_t)n;
   p->server = 1;
   pthread_mutex_unlock(&p->lk);
+  free(old);
   return 0;
 }
 

@@ -83,10 +83,10 @@ static int opt_field(lua_State *L, const char *k) {
 static gsi_proc *me(lua_State *L) { return *(gsi_proc **)lua_getextraspace(L); }
 
 /* A callback is about to run: count it and name it for info(). */
-static void running(lua_State *L, const char *callback) {
+static void running(lua_State *L, int callback) {
   gsi_proc *p = me(L);
   gsi_count(&p->reductions);
-  atomic_store_explicit(&p->current, callback, memory_order_relaxed);
+  atomic_store_explicit(&p->current, (uint8_t)callback, memory_order_relaxed);
 }
 
 /* push one of genserver.core's functions (light: allocates nothing) */
@@ -233,7 +233,7 @@ static int begin_terminate(lua_State *L) {
     lua_pop(L, 1);
     return serve_k(L, LUA_OK, P_TERM);
   }
-  running(L, "terminate");
+  running(L, GSI_CB_TERMINATE);
   lua_pushvalue(L, S_REASON);
   lua_pushvalue(L, S_STATE);
   return lua_pcallk(L, 2, 0, S_MSGH, P_TERM, serve_k) == LUA_OK
@@ -244,7 +244,7 @@ static int begin_terminate(lua_State *L) {
 /* A message-handling callback: push the function and its n args above
 ** S_BASE, then call it protected; the continuation checks the result. */
 static int run_callback(lua_State *L, int nargs, int phase,
-                        const char *callback) {
+                        int callback) {
   int st;
   running(L, callback);
   st = lua_pcallk(L, nargs, LUA_MULTRET, S_MSGH, phase, serve_k);
@@ -442,7 +442,7 @@ static int run_sys(lua_State *L) {
   lua_pushvalue(L, S_MSG);
   lua_pushvalue(L, S_MFROM);
   lua_pushvalue(L, S_SYS);
-  atomic_store_explicit(&me(L)->current, "system", memory_order_relaxed);
+  atomic_store_explicit(&me(L)->current, GSI_CB_SYSTEM, memory_order_relaxed);
   return serve_k(L, lua_pcallk(L, 3, 0, S_MSGH, P_SYS, serve_k), P_SYS);
 }
 
@@ -484,13 +484,13 @@ static int dispatch(lua_State *L) {
     lua_pushvalue(L, S_MSG);
     lua_pushvalue(L, S_MFROM);
     lua_pushvalue(L, S_STATE);
-    return run_callback(L, 3, P_CALL, "handle_call");
+    return run_callback(L, 3, P_CALL, GSI_CB_CALL);
   case GSI_K_CAST:
     if (lua_getfield(L, S_MOD, "handle_cast") != LUA_TFUNCTION)
       return terminate_with(L, "no handle_cast callback in the module");
     lua_pushvalue(L, S_MSG);
     lua_pushvalue(L, S_STATE);
-    return run_callback(L, 2, P_NOREPLY, "handle_cast");
+    return run_callback(L, 2, P_NOREPLY, GSI_CB_CAST);
   case GSI_K_SYSTEM:
     if (lua_type(L, S_MSG) == LUA_TTABLE) {
       lua_rawgeti(L, S_MSG, 1);
@@ -523,7 +523,7 @@ static int dispatch(lua_State *L) {
   if (kind == 0) lua_pushliteral(L, "timeout");
   else lua_pushvalue(L, S_MSG);
   lua_pushvalue(L, S_STATE);
-  return run_callback(L, 2, P_NOREPLY, "handle_info");
+  return run_callback(L, 2, P_NOREPLY, GSI_CB_INFO);
 }
 
 /* Top of the loop: act on the pending action, then wait. */
@@ -532,7 +532,7 @@ static int loop_top(lua_State *L) {
   lua_settop(L, S_BASE);
   lua_pushnil(L);
   lua_replace(L, S_REPLYTO);
-  atomic_store_explicit(&me(L)->current, NULL, memory_order_relaxed);
+  atomic_store_explicit(&me(L)->current, GSI_CB_NONE, memory_order_relaxed);
   if (lua_type(L, S_ACTION) == LUA_TTABLE) { /* { continue = v } */
     lua_getfield(L, S_ACTION, "continue");
     lua_pushnil(L);
@@ -545,7 +545,7 @@ static int loop_top(lua_State *L) {
     lua_insert(L, -2);
     lua_pushvalue(L, S_STATE);
     debug_event(L, "in", S_KIND, S_MSG, 0);
-    return run_callback(L, 2, P_NOREPLY, "handle_continue");
+    return run_callback(L, 2, P_NOREPLY, GSI_CB_CONTINUE);
   }
   if (lua_type(L, S_SYS) == LUA_TTABLE) {
     int suspended = lua_getfield(L, S_SYS, "suspended") != LUA_TNIL &&
@@ -679,5 +679,5 @@ int gsi_serve(lua_State *L) {
     return after_init(L, LUA_OK);
   }
   lua_pushvalue(L, S_STATE);
-  return run_callback(L, 1, P_INIT, "init");
+  return run_callback(L, 1, P_INIT, GSI_CB_INIT);
 }

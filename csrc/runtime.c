@@ -234,7 +234,7 @@ void gsi_rt_free(gsi_rt *rt) {
       gsi_idvec_free(&p->links);
       gsi_idvec_free(&p->monitors);
       gsi_idvec_free(&p->mon_out);
-      gsi_idvec_free(&p->mon_user);
+      gsi_proc_introspection_free(p);
       free(p->pend);
       gsi_msg_free(p->spawn_msg);
       gsi_msg_free(p->exit_msg);

@@ -82,18 +82,33 @@ static void drop_remote_monitor(gsi_rt *rt, uint64_t target, uint64_t ref) {
   gsi_unpin(t);
 }
 
+/* Out of memory, a monitor just goes unlisted (info() only). */
 void gsi_mon_user_add(gsi_proc *p, uint64_t ref, uint64_t target) {
+  gsi_idvec *v = p->mon_user;
+  if (v == NULL && (v = calloc(1, sizeof *v)) == NULL) return;
   pthread_mutex_lock(&p->lk);
-  gsi_idvec_push(&p->mon_user, ref);
-  gsi_idvec_push(&p->mon_user, target);
+  p->mon_user = v;
+  gsi_idvec_push(v, ref);
+  gsi_idvec_push(v, target);
   pthread_mutex_unlock(&p->lk);
 }
 
 void gsi_mon_user_remove(gsi_proc *p, uint64_t ref) {
-  if (p->mon_user.n == 0) return; /* the owner may read it unlocked */
+  /* the owner is the only writer: it may read the list unlocked */
+  if (p->mon_user == NULL || p->mon_user->n == 0) return;
   pthread_mutex_lock(&p->lk);
-  gsi_idvec_remove_pair(&p->mon_user, ref);
+  gsi_idvec_remove_pair(p->mon_user, ref);
   pthread_mutex_unlock(&p->lk);
+}
+
+void gsi_proc_introspection_free(gsi_proc *p) {
+  if (p->mon_user != NULL) {
+    gsi_idvec_free(p->mon_user);
+    free(p->mon_user);
+    p->mon_user = NULL;
+  }
+  free(p->vsn);
+  p->vsn = NULL;
 }
 
 void gsi_demonitor(gsi_proc *self, uint64_t ref) {
@@ -179,7 +194,7 @@ void gsi_proc_reap(gsi_proc *p) {
   pthread_mutex_lock(&p->lk); /* added by the state's last code, if any */
   gsi_idvec_free(&p->links);
   gsi_idvec_free(&p->monitors);
-  gsi_idvec_free(&p->mon_user);
+  gsi_proc_introspection_free(p);
   pthread_mutex_unlock(&p->lk);
   free(p->pend);
   p->pend = NULL;
@@ -204,12 +219,11 @@ void gsi_proc_reap(gsi_proc *p) {
   p->want = p->trap_exit = p->dying = p->timed_out = p->in_match = 0;
   p->relay = 0;
   p->module[0] = '\0';
-  p->vsn[0] = '\0';
   p->vsn_n = 0;
   p->server = 0;
   atomic_store(&p->msgs_out, 0);
   atomic_store(&p->reductions, 0);
-  atomic_store(&p->current, NULL);
+  atomic_store(&p->current, GSI_CB_NONE);
   p->mbox_limit = 0;
   p->overflow = 0;
   p->max_heap = p->heap_cap = 0;
