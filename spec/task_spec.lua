@@ -100,9 +100,10 @@ describe("task.async and task.await", function()
     process.trap_exit(true)
     local t = task.async(function() process.exit("gave_up") end)
     local err = raises(function() task.await(t) end)
-    process.trap_exit(false)
     assert.are.equal("gave_up", err.reason)
+    -- the EXIT comes after the DOWN: trap until it is here
     local exit = process.receive(function(m) return type(m) == "table" and m[1] == "EXIT" end, 5000)
+    process.trap_exit(false)
     assert.are.equal("gave_up", exit.reason)
   end)
 

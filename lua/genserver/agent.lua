@@ -56,38 +56,40 @@ local function check_fn(fn, fname)
 end
 
 --- Starts an agent whose value is `fn()` (run in the agent's process).
--- @param fn function() -> initial value
--- @param opts as for `genserver.start` (name, timeout, ...)
--- @return pid, or nil and a reason
+---@param fn function function() -> initial value
+---@param opts table? as for `genserver.start` (name, timeout, ...)
+---@return userdata|nil # pid, or nil and a reason
+---@return any
 function M.start(fn, opts)
   check_fn(fn, "start")
   return gs.start("genserver.agent", fn, opts)
 end
 
 --- As `start`, linked to the caller.
--- @param fn function() -> initial value
--- @param opts as for `genserver.start`
--- @return pid, or nil and a reason
+---@param fn function function() -> initial value
+---@param opts table? as for `genserver.start`
+---@return userdata|nil # pid, or nil and a reason
+---@return any
 function M.start_link(fn, opts)
   check_fn(fn, "start_link")
   return gs.start_link("genserver.agent", fn, opts)
 end
 
 --- `fn(value)`, computed in the agent.
--- @param agent pid or registered name
--- @param fn function(value) -> result
--- @param timeout ms (default 5000) or "infinity"
--- @return fn's result
+---@param agent userdata|string pid or registered name
+---@param fn function function(value) -> result
+---@param timeout number|string? ms (default 5000) or "infinity"
+---@return any # fn's result
 function M.get(agent, fn, timeout)
   check_fn(fn, "get")
   return gs.call(agent, { "get", fn }, timeout)
 end
 
 --- Replaces the value with `fn(value)`.
--- @param agent pid or registered name
--- @param fn function(value) -> new value
--- @param timeout ms (default 5000) or "infinity"
--- @return true
+---@param agent userdata|string pid or registered name
+---@param fn function function(value) -> new value
+---@param timeout number|string? ms (default 5000) or "infinity"
+---@return boolean # true
 function M.update(agent, fn, timeout)
   check_fn(fn, "update")
   return gs.call(agent, { "update", fn }, timeout)
@@ -95,29 +97,29 @@ end
 
 --- Runs `fn(value)`, which returns `reply, new_value`: the value becomes
 -- new_value and reply is returned.
--- @param agent pid or registered name
--- @param fn function(value) -> reply, new value
--- @param timeout ms (default 5000) or "infinity"
--- @return reply
+---@param agent userdata|string pid or registered name
+---@param fn function function(value) -> reply, new value
+---@param timeout number|string? ms (default 5000) or "infinity"
+---@return any # reply
 function M.get_and_update(agent, fn, timeout)
   check_fn(fn, "get_and_update")
   return gs.call(agent, { "get_and_update", fn }, timeout)
 end
 
 --- Replaces the value with `fn(value)` without waiting.
--- @param agent pid or registered name
--- @param fn function(value) -> new value
--- @return true (false when a bounded mailbox refused it)
+---@param agent userdata|string pid or registered name
+---@param fn function function(value) -> new value
+---@return boolean # true (false when a bounded mailbox refused it)
 function M.cast(agent, fn)
   check_fn(fn, "cast")
   return gs.cast(agent, { "cast", fn })
 end
 
 --- Stops the agent (as `genserver.stop`).
--- @param agent pid or registered name
--- @param reason default "normal"
--- @param timeout default "infinity"
--- @return true
+---@param agent userdata|string pid or registered name
+---@param reason any? default "normal"
+---@param timeout number|string? default "infinity"
+---@return boolean # true
 function M.stop(agent, reason, timeout)
   return gs.stop(agent, reason, timeout)
 end

@@ -44,10 +44,11 @@ local function probe(owner, tag, chunk, name, file)
 end
 
 --- Reads the module's file again and makes it the current version.
--- @param name module name (as for require)
--- @return the new version (the module's `vsn` field, else a counter), or
+---@param name string module name (as for require)
+---@return string|integer|nil # the new version (the module's `vsn` field, else a counter), or
 --   nil and a reason: the file is not found, does not compile, or raises
 --   while loading (the current version stays as it was)
+---@return string?
 function M.reload(name)
   if type(name) ~= "string" then error("genserver.code.reload: name must be a module name", 2) end
   local path = package.path
@@ -72,8 +73,8 @@ function M.reload(name)
 end
 
 --- The current version of a module in this runtime.
--- @param name module name
--- @return its `vsn` field, else its counter; nil if the runtime has not
+---@param name string module name
+---@return string|integer|nil # its `vsn` field, else its counter; nil if the runtime has not
 --   loaded it by name yet
 function M.which(name)
   if type(name) ~= "string" then error("genserver.code.which: name must be a module name", 2) end
@@ -84,8 +85,8 @@ function M.which(name)
 end
 
 --- The live gen_servers running module `name` (but the caller).
--- @param name module name
--- @return a list of pids
+---@param name string module name
+---@return userdata[] # a list of pids
 function M.servers(name)
   local out, me = {}, core.self()
   for _, pid in ipairs(core.list()) do
@@ -99,10 +100,11 @@ end
 -- version: `sys.suspend`, `sys.change_code` (with the server's own
 -- version as old_vsn, and `extra`), `sys.resume`. A server whose change
 -- fails stays on its old code and state, and keeps running.
--- @param name module name
--- @param extra passed to each server's code_change
--- @return `{ [pid] = true | reason }` for every server of the module, or
+---@param name string module name
+---@param extra any? passed to each server's code_change
+---@return table|nil # `{ [pid] = true | reason }` for every server of the module, or
 --   nil and a reason when the reload itself failed (no server touched)
+---@return string?
 function M.upgrade(name, extra)
   if type(name) ~= "string" then error("genserver.code.upgrade: name must be a module name", 2) end
   local vsn, why = M.reload(name)

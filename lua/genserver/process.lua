@@ -89,10 +89,10 @@ M.send_after = core.send_after
 --- Sends `msg` to `dest` (pid or name, resolved at each tick) every `ms`
 -- (at least 1), until the timer is cancelled or `dest` is gone (a dead
 -- pid, a name nobody holds). Ticks that come late are not made up.
--- @param ms the interval
--- @param dest pid or registered name
--- @param msg the message (encoded once, copied at each tick)
--- @return a timer reference for `cancel_timer`
+---@param ms number the interval
+---@param dest userdata|string pid or registered name
+---@param msg any the message (encoded once, copied at each tick)
+---@return userdata # a timer reference for `cancel_timer`
 M.send_interval = core.send_interval
 
 --- Cancels a timer. @return the ms that were left (to the next tick for
@@ -100,7 +100,7 @@ M.send_interval = core.send_interval
 M.cancel_timer = core.cancel_timer
 
 --- A monotonic clock: milliseconds (a float) since an arbitrary point.
--- @return ms
+---@return number # ms
 M.now = core.now
 
 --- A new unique reference.
@@ -120,8 +120,8 @@ M.list = core.list
 -- messages_out, reductions (gen_server callbacks run), current (the
 -- callback running, if any), server (true for a gen_server), foreign,
 -- overflowed, mailbox_limit, max_heap }`.
--- @param pid
--- @return table or nil
+---@param pid userdata
+---@return table|nil
 M.info = core.info
 
 --- True if `v` is a pid.

@@ -75,9 +75,9 @@ local function must(op, server, req, timeout)
 end
 
 --- The state of a server (a copy).
--- @param server pid or registered name
--- @param timeout ms (default 5000) or "infinity"
--- @return the state
+---@param server userdata|string pid or registered name
+---@param timeout number|string? ms (default 5000) or "infinity"
+---@return any # the state
 function M.get_state(server, timeout)
   return must("get_state", server, { "get_state" }, timeout)
 end
@@ -87,10 +87,10 @@ end
 -- keeps the state it had before the call -- changes `fn` made to it before
 -- raising are undone -- and the error is raised here (a genserver error
 -- whose `reason` is `fn`'s error).
--- @param server pid or registered name
--- @param fn function(state) -> new_state
--- @param timeout ms (default 5000) or "infinity"
--- @return the new state (a copy)
+---@param server userdata|string pid or registered name
+---@param fn function function(state) -> new_state
+---@param timeout number|string? ms (default 5000) or "infinity"
+---@return any # the new state (a copy)
 function M.replace_state(server, fn, timeout)
   if type(fn) ~= "function" then
     error("genserver.sys.replace_state: fn must be a function", 2)
@@ -102,9 +102,9 @@ end
 -- "suspended", parent, state, messages_in, messages_out, mailbox,
 -- reductions, debug = { trace, log, statistics } }`, passed through the
 -- module's `format_status(status)` when it has one (to redact secrets).
--- @param server pid or registered name
--- @param timeout ms (default 5000) or "infinity"
--- @return table
+---@param server userdata|string pid or registered name
+---@param timeout number|string? ms (default 5000) or "infinity"
+---@return table # table
 function M.get_status(server, timeout)
   return must("get_status", server, { "get_status" }, timeout)
 end
@@ -112,18 +112,18 @@ end
 --- Suspends a server: it answers only system messages until `resume`;
 -- calls wait (and may time out), casts and other messages stay queued in
 -- order.
--- @param server pid or registered name
--- @param timeout ms (default 5000) or "infinity"
--- @return true
+---@param server userdata|string pid or registered name
+---@param timeout number|string? ms (default 5000) or "infinity"
+---@return boolean # true
 function M.suspend(server, timeout)
   return must("suspend", server, { "suspend" }, timeout)
 end
 
 --- Resumes a suspended server: the messages that queued meanwhile are
 -- handled in order.
--- @param server pid or registered name
--- @param timeout ms (default 5000) or "infinity"
--- @return true
+---@param server userdata|string pid or registered name
+---@param timeout number|string? ms (default 5000) or "infinity"
+---@return boolean # true
 function M.resume(server, timeout)
   return must("resume", server, { "resume" }, timeout)
 end
@@ -133,13 +133,14 @@ end
 -- `code_change(old_vsn, state, extra)`, which returns `"ok", new_state`.
 -- `"error", reason`, a crash, or a module that does not load leave the
 -- server on its old code and state.
--- @param server pid or registered name
--- @param module the module name the server runs
--- @param old_vsn passed to code_change
--- @param extra passed to code_change
--- @param timeout ms (default 5000) or "infinity"
--- @return true, or nil and a reason (`"not_suspended"` when the server is
+---@param server userdata|string pid or registered name
+---@param module string the module name the server runs
+---@param old_vsn any passed to code_change
+---@param extra any? passed to code_change
+---@param timeout number|string? ms (default 5000) or "infinity"
+---@return boolean|nil # true, or nil and a reason (`"not_suspended"` when the server is
 --   not suspended: nothing changes)
+---@return any
 function M.change_code(server, module, old_vsn, extra, timeout)
   if type(module) ~= "string" then
     error("genserver.sys.change_code: module must be a module name", 2)
@@ -163,10 +164,10 @@ end
 --- Turns tracing on or off: the server reports every message it handles
 -- and every reply or new state through genserver.logger
 -- (`{ kind = "trace", ... }`, printed as `=TRACE====` lines).
--- @param server pid or registered name
--- @param flag boolean
--- @param timeout ms (default 5000) or "infinity"
--- @return true
+---@param server userdata|string pid or registered name
+---@param flag boolean|integer|string boolean
+---@param timeout number|string? ms (default 5000) or "infinity"
+---@return boolean # true
 function M.trace(server, flag, timeout)
   if type(flag) ~= "boolean" then error("genserver.sys.trace: flag must be a boolean", 2) end
   return must("trace", server, { "trace", flag }, timeout)
@@ -176,10 +177,10 @@ end
 -- `{ start_time, current_time (monotonic ms), messages_in, messages_out,
 -- reductions (callbacks run), mailbox }` counted since `true`, or false
 -- when not collecting.
--- @param server pid or registered name
--- @param flag true | false | "get"
--- @param timeout ms (default 5000) or "infinity"
--- @return true, or the statistics for "get"
+---@param server userdata|string pid or registered name
+---@param flag boolean|integer|string true | false | "get"
+---@param timeout number|string? ms (default 5000) or "infinity"
+---@return boolean|table # true, or the statistics for "get"
 function M.statistics(server, flag, timeout)
   if type(flag) ~= "boolean" and flag ~= "get" then
     error('genserver.sys.statistics: flag must be true, false or "get"', 2)
@@ -192,10 +193,10 @@ end
 -- (`{ event = "in", kind = "call"|"cast"|"info"|"timeout"|"continue",
 -- message, from }`, `{ event = "reply", reply, to, state }`,
 -- `{ event = "noreply", state }`).
--- @param server pid or registered name
--- @param flag true | false | n | "get"
--- @param timeout ms (default 5000) or "infinity"
--- @return true, or the list of events for "get"
+---@param server userdata|string pid or registered name
+---@param flag boolean|integer|string true | false | n | "get"
+---@param timeout number|string? ms (default 5000) or "infinity"
+---@return boolean|table # true, or the list of events for "get"
 function M.log(server, flag, timeout)
   if not (type(flag) == "boolean" or flag == "get"
           or (math.type(flag) == "integer" and flag > 0)) then
@@ -430,9 +431,9 @@ local handlers = {
 -- (`suspended`, `trace`, `log`, `stats`, `hook`) from one request to the
 -- next.
 -- @local
--- @param req the request ({ name, args... })
--- @param from the caller's from, or nil (the debug start option)
--- @param ctx the server's sys context
+---@param req table the request ({ name, args... })
+---@param from table? the caller's from, or nil (the debug start option)
+---@param ctx table the server's sys context
 function M.system(req, from, ctx)
   local h = type(req) == "table" and handlers[req[1]] or nil
   local ok, v

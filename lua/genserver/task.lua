@@ -52,18 +52,18 @@ local function new_task(fn, link, ...)
 end
 
 --- Runs `fn(...)` in a new process linked to and monitored by the caller.
--- @param fn function (copied into the task's process with its upvalues)
--- @param ... its arguments (copied)
--- @return the task: `{ pid = , ref = }` (pass it to await, yield, shutdown)
+---@param fn function function (copied into the task's process with its upvalues)
+---@param ... any its arguments (copied)
+---@return table # the task: `{ pid = , ref = }` (pass it to await, yield, shutdown)
 function M.async(fn, ...)
   return new_task(fn, true, ...)
 end
 
 --- As `async`, but only monitored: a crash of the task is a result (`yield`
 -- gives `false, reason`, `await` raises), never an exit signal.
--- @param fn function
--- @param ... its arguments
--- @return the task
+---@param fn function function
+---@param ... any its arguments
+---@return table # the task
 function M.async_nolink(fn, ...)
   return new_task(fn, false, ...)
 end
@@ -139,9 +139,9 @@ end
 -- "await"`) with the task's crash reason, or with `"timeout"`, in which
 -- case the task is killed first (it is dead when await raises). A task
 -- can be awaited once.
--- @param t the task
--- @param timeout ms (default 5000) or "infinity"
--- @return the results of fn
+---@param t table the task
+---@param timeout number|string? ms (default 5000) or "infinity"
+---@return any ... # the results of fn
 function M.await(t, timeout)
   check_task(t, "await")
   timeout = check_timeout(timeout, "await")
@@ -156,10 +156,11 @@ function M.await(t, timeout)
 end
 
 --- Waits at most `timeout` for the task.
--- @param t the task
--- @param timeout ms (default 5000) or "infinity"
--- @return `true, results...` · `nil` (time-out: the task keeps running and
+---@param t table the task
+---@param timeout number|string? ms (default 5000) or "infinity"
+---@return boolean|nil # `true, results...` · `nil` (time-out: the task keeps running and
 --   can be yielded or awaited again) · `false, reason` (it died)
+---@return any ...
 function M.yield(t, timeout)
   check_task(t, "yield")
   timeout = check_timeout(timeout, "yield")
@@ -171,9 +172,9 @@ function M.yield(t, timeout)
 end
 
 --- Waits at most `timeout` for all the tasks (one shared deadline).
--- @param tasks a list of tasks
--- @param timeout ms (default 5000) or "infinity"
--- @return a list in the tasks' order of `{ task, true, results... }`,
+---@param tasks table[] a list of tasks
+---@param timeout number|string? ms (default 5000) or "infinity"
+---@return table[] # a list in the tasks' order of `{ task, true, results... }`,
 --   `{ task, false, reason }` or `{ task }` (still running)
 function M.yield_many(tasks, timeout)
   if type(tasks) ~= "table" then error("genserver.task.yield_many: tasks must be a list", 2) end
@@ -208,10 +209,11 @@ end
 
 --- Stops a task: an exit signal `"shutdown"`, and `"kill"` if it has not
 -- ended within `timeout` (`"brutal_kill"`: at once).
--- @param t the task
--- @param timeout ms (default 5000), "infinity" or "brutal_kill"
--- @return `true, results...` if it had finished, `false, reason` if it had
+---@param t table the task
+---@param timeout number|string? ms (default 5000), "infinity" or "brutal_kill"
+---@return boolean|nil # `true, results...` if it had finished, `false, reason` if it had
 --   crashed before, else nil
+---@return any ...
 function M.shutdown(t, timeout)
   check_task(t, "shutdown")
   timeout = check_timeout(timeout, "shutdown", true)
@@ -248,16 +250,19 @@ end
 -- `opts.max_concurrency` at once (default: the runtime's workers), each
 -- in a task linked to the caller (as `async`: a crash is an exit signal
 -- to the caller; with trap_exit it is `i, false, reason`).
--- @param items a list
--- @param fn function(item) -> results (copied into each task)
--- @param opts `{ max_concurrency = n, ordered = true, timeout = 5000 (per
+---@param items any[] a list
+---@param fn function function(item) -> results (copied into each task)
+---@param opts table? `{ max_concurrency = n, ordered = true, timeout = 5000 (per
 --   item, ms or "infinity"), on_timeout = "exit" | "kill_task" }`
--- @return an iterator for a generic `for`: `i, true, results...` or
+---@return function # an iterator for a generic `for`: `i, true, results...` or
 --   `i, false, reason`, in the items' order when ordered (default), else
 --   as they finish. A time-out gives `i, false, "timeout"` with
 --   `on_timeout = "kill_task"`, else the iterator kills every task of
 --   the stream and raises a genserver error with reason "timeout".
 --   Leaving the loop early (break, error) kills the tasks still running.
+---@return nil
+---@return nil
+---@return table
 function M.async_stream(items, fn, opts)
   if type(items) ~= "table" then error("genserver.task.async_stream: items must be a list", 2) end
   if type(fn) ~= "function" then error("genserver.task.async_stream: fn must be a function", 2) end
@@ -402,18 +407,18 @@ end
 
 --- Starts `fn(...)` in a process of its own, not linked; its crash is
 -- reported (a crash report) and reaches nobody.
--- @param fn function
--- @param ... its arguments
--- @return pid
+---@param fn function function
+---@param ... any its arguments
+---@return userdata # pid
 function M.start(fn, ...)
   local gs = require "genserver"
   return assert(gs.start("genserver.task", start_args("start", fn, ...)))
 end
 
 --- As `start`, linked to the caller (a supervisor, typically).
--- @param fn function
--- @param ... its arguments
--- @return pid
+---@param fn function function
+---@param ... any its arguments
+---@return userdata # pid
 function M.start_link(fn, ...)
   local gs = require "genserver"
   return assert(gs.start_link("genserver.task", start_args("start_link", fn, ...)))
