@@ -133,6 +133,9 @@ enum { GSI_IDLE = 0, GSI_QUEUED, GSI_RUNNING, GSI_NOTIFIED };
 enum { GSI_W_NONE = 0, GSI_W_WAIT, GSI_W_YIELD, GSI_W_EXIT };
 
 /* gen_server callbacks, for info().current (names: lgenserver.c) */
+/* sflags: suspended; a debug hook is set; an idle deadline is pending */
+enum { GSI_SF_SUSPENDED = 1, GSI_SF_HOOK = 2, GSI_SF_DEADLINE = 4 };
+
 enum { GSI_CB_NONE = 0, GSI_CB_INIT, GSI_CB_CALL, GSI_CB_CAST, GSI_CB_INFO,
        GSI_CB_CONTINUE, GSI_CB_TERMINATE, GSI_CB_SYSTEM };
 
@@ -254,6 +257,8 @@ struct gsi_proc {
   _Atomic uint8_t current; /* the gen_server callback running (GSI_CB_*,
                               0 = none): written by the owner, read by
                               info() (relaxed) */
+  uint8_t sflags;      /* the gen_server loop's sys state (GSI_SF_*), so
+                          that it costs a message no Lua lookups; owner */
 };
 
 /* Count one on an owner-written counter (msgs_out, reductions): only the

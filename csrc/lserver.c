@@ -43,8 +43,8 @@ enum {
   S_SYS,      /* sys context (genserver.sys) or nil until the first system
                  message other than stop: suspended flag, debug options */
   S_DBG,      /* the sys debug hook (trace/log/statistics) or nil */
-  S_DL,       /* deadline of the idle time-out (ns, integer) or nil: a
-                 system message does not reset it */
+  S_DL,       /* deadline of the idle time-out (ns, a float) while
+                 GSI_SF_DEADLINE is set: a system message does not reset it */
   S_BASE = S_DL
 };
 
@@ -204,9 +204,9 @@ static void report(lua_State *L) {
 ** hook(ctx, event, a, b, c) with the values at slots a, b, c (0: nil).
 ** Its errors are ignored: a debug option never ends a server. It cannot
 ** wait (a plain protected call). */
-static void debug_event(lua_State *L, const char *event, int a, int b, int c) {
+static void call_hook(lua_State *L, const char *event, int a, int b, int c) {
   int top = lua_gettop(L);
-  if (lua_isnil(L, S_DBG) || !lua_checkstack(L, 8)) return;
+  if (!lua_checkstack(L, 8)) return;
   lua_pushvalue(L, S_DBG);
   lua_pushvalue(L, S_SYS);
   lua_pushstring(L, event);
@@ -216,6 +216,12 @@ static void debug_event(lua_State *L, const char *event, int a, int b, int c) {
   (void)lua_pcall(L, 5, 0, 0);
   lua_settop(L, top);
 }
+
+/* costs a message one flag test when no hook is set */
+#define debug_event(L, event, a, b, c) \
+  do { \
+    if (me(L)->sflags & GSI_SF_HOOK) call_hook(L, event, a, b, c); \
+  } while (0)
 
 /* ------------------------------------------------------- the machine */
 
@@ -458,6 +464,14 @@ static int after_sys(lua_State *L, int st) {
   else lua_pop(L, 1);
   lua_getfield(L, S_SYS, "hook");
   lua_replace(L, S_DBG);
+  {
+    gsi_proc *p = me(L);
+    int susp = lua_getfield(L, S_SYS, "suspended") != LUA_TNIL && lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    p->sflags = (uint8_t)((p->sflags & GSI_SF_DEADLINE) |
+                          (susp ? GSI_SF_SUSPENDED : 0) |
+                          (lua_isnil(L, S_DBG) ? 0 : GSI_SF_HOOK));
+  }
   lua_pushnil(L);
   lua_setfield(L, S_SYS, "state"); /* S_STATE holds it */
   lua_pushnil(L);
@@ -473,8 +487,8 @@ static int dispatch(lua_State *L) {
   lua_copy(L, S_BASE + 3, S_MFROM);
   lua_settop(L, S_BASE);
   if (kind != GSI_K_SYSTEM) {
-    lua_pushnil(L); /* a message came (or the time-out): a new wait next */
-    lua_replace(L, S_DL);
+    /* a message came (or the time-out): a new wait next */
+    me(L)->sflags &= (uint8_t)~GSI_SF_DEADLINE;
     debug_event(L, "in", S_KIND, S_MSG, S_MFROM);
   }
   switch (kind) {
@@ -547,25 +561,22 @@ static int loop_top(lua_State *L) {
     debug_event(L, "in", S_KIND, S_MSG, 0);
     return run_callback(L, 2, P_NOREPLY, GSI_CB_CONTINUE);
   }
-  if (lua_type(L, S_SYS) == LUA_TTABLE) {
-    int suspended = lua_getfield(L, S_SYS, "suspended") != LUA_TNIL &&
-                    lua_toboolean(L, -1);
-    lua_pop(L, 1);
-    if (suspended) { /* sys.suspend: system messages only, no time-out */
-      core_fn(L, next);
-      lua_pushnil(L);
-      lua_pushboolean(L, 1);
-      lua_callk(L, 2, 3, P_GOT, serve_k);
-      return serve_k(L, LUA_OK, P_GOT);
-    }
+  if (me(L)->sflags & GSI_SF_SUSPENDED) {
+    /* sys.suspend: system messages only, no time-out */
+    core_fn(L, next);
+    lua_pushnil(L);
+    lua_pushboolean(L, 1);
+    lua_callk(L, 2, 3, P_GOT, serve_k);
+    return serve_k(L, LUA_OK, P_GOT);
   }
   core_fn(L, next);
   if (lua_type(L, S_ACTION) == LUA_TNUMBER) {
     /* the idle time-out: its deadline outlives system messages */
     lua_pushnumber(L, (lua_Number)gsi_now_ns() + lua_tonumber(L, S_ACTION) * 1e6);
     lua_replace(L, S_DL);
+    me(L)->sflags |= GSI_SF_DEADLINE;
     lua_pushvalue(L, S_ACTION);
-  } else if (lua_type(L, S_DL) == LUA_TNUMBER) {
+  } else if (me(L)->sflags & GSI_SF_DEADLINE) {
     lua_Number left = (lua_tonumber(L, S_DL) - (lua_Number)gsi_now_ns()) / 1e6;
     lua_pushnumber(L, left > 0 ? left : 0);
   } else {

@@ -220,6 +220,7 @@ void gsi_proc_reap(gsi_proc *p) {
   p->relay = 0;
   p->module[0] = '\0';
   p->vsn_n = 0;
+  p->sflags = 0;
   p->server = 0;
   atomic_store(&p->msgs_out, 0);
   atomic_store(&p->reductions, 0);
