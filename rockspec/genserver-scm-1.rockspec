@@ -57,6 +57,7 @@ build = {
     ["genserver.agent"] = "lua/genserver/agent.lua",
     ["genserver.code"] = "lua/genserver/code.lua",
     ["genserver.logger"] = "lua/genserver/logger.lua",
+    ["genserver.observer"] = "lua/genserver/observer.lua",
     ["genserver.process"] = "lua/genserver/process.lua",
     ["genserver.runtime"] = "lua/genserver/runtime.lua",
     ["genserver.server"] = "lua/genserver/server.lua",
