@@ -8,6 +8,7 @@
 #   make deps             check (and as root, apt-get install) the system packages
 #   make check-rockspec   the rockspec lists every csrc/*.c and lua/genserver module
 #   make install PREFIX=… / make uninstall PREFIX=…   (DESTDIR honoured)
+#                         (also the genserver command -> $(BINDIR), docs -> $(DOCDIR))
 #   make clean
 #   eval "$$(make -s env)"   LUA_PATH/LUA_CPATH for running lua5.4 in-tree by hand
 #
@@ -61,6 +62,10 @@ LIB_SO  := $(BUILD)/libgenserver.so
 FLAGS_STAMP := $(OBJDIR)/.cflags
 
 LUA_MODULES := $(sort $(wildcard lua/genserver/*.lua lua/genserver/*/*.lua))
+# What `make install` puts in $(DOCDIR): the guide, the references in docs/, and
+# the guide's samples.
+DOC_FILES   := README.md $(sort $(wildcard docs/*.md))
+DOC_SAMPLES := $(sort $(wildcard docs/samples/*.lua))
 ROCKSPEC    := rockspec/genserver-scm-1.rockspec
 
 # Tests. Giving SPECS on the command line skips the C tests and vice versa.
@@ -107,6 +112,8 @@ LUA_CMOD_DIR ?= $(PREFIX)/lib/lua/$(LUA_VERSION)
 INCLUDEDIR   ?= $(PREFIX)/include
 LIBDIR       ?= $(PREFIX)/lib
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+BINDIR       ?= $(PREFIX)/bin
+DOCDIR       ?= $(PREFIX)/share/doc/genserver
 INSTALL      ?= install
 
 # The embedding API's version (from csrc/genserver.h) and the shared library's
@@ -121,7 +128,7 @@ PC_FILE     := $(BUILD)/genserver.pc
 API_DEFS     = -DGS_LUADIR='"$(LUA_LMOD_DIR)"'
 API_STAMP   := $(OBJDIR)/.api-defs
 
-.PHONY: all test _test demo _demo deps check-rockspec install install-dev uninstall clean env FORCE
+.PHONY: all test _test demo _demo deps check-rockspec install install-dev install-tools uninstall clean env FORCE
 
 # ---------------------------------------------------------------------------
 # Build
@@ -263,6 +270,10 @@ check-rockspec:
 	  grep -qF "[\"$$m\"]=\"$$f\"" <<<"$$rsn" || { \
 	    echo "check-rockspec: $(ROCKSPEC) lacks [\"$$m\"] = \"$$f\""; bad=1; }; \
 	done; \
+	grep -qF 'genserver="bin/genserver"' <<<"$$rsn" || { \
+	  echo "check-rockspec: $(ROCKSPEC) does not install bin/genserver (build.install.bin)"; bad=1; }; \
+	grep -qF 'copy_directories={"docs"' <<<"$$rsn" || { \
+	  echo "check-rockspec: $(ROCKSPEC) does not ship docs/ (build.copy_directories)"; bad=1; }; \
 	for f in $$(grep -oE '"(csrc|lua)/[^"]+"' <<<"$$rs" | tr -d '"'); do \
 	  [ -f "$$f" ] || { echo "check-rockspec: $(ROCKSPEC) lists $$f, which does not exist"; bad=1; }; \
 	done; \
@@ -279,6 +290,15 @@ install: all install-dev
 	  echo "$(INSTALL) -m 644 $$f $$d"; \
 	  $(INSTALL) -d "$$(dirname "$$d")" && $(INSTALL) -m 644 "$$f" "$$d" || exit 1; \
 	done
+	@$(MAKE) --no-print-directory install-tools
+
+# The genserver command -> $(BINDIR), the docs and the guide's samples -> $(DOCDIR).
+# Nothing to build: `install` does it too.
+install-tools:
+	$(INSTALL) -d '$(DESTDIR)$(BINDIR)' '$(DESTDIR)$(DOCDIR)/samples'
+	$(INSTALL) -m 755 bin/genserver '$(DESTDIR)$(BINDIR)/genserver'
+	$(INSTALL) -m 644 $(DOC_FILES) '$(DESTDIR)$(DOCDIR)/'
+	$(if $(DOC_SAMPLES),$(INSTALL) -m 644 $(DOC_SAMPLES) '$(DESTDIR)$(DOCDIR)/samples/')
 
 # The embedding API: csrc/genserver.h -> $(INCLUDEDIR), libgenserver.{a,so} (the .so
 # under its versioned name, with the soname and dev links) -> $(LIBDIR), genserver.pc
@@ -324,6 +344,8 @@ uninstall:
 	done
 	-@rmdir '$(DESTDIR)$(LUA_CMOD_DIR)/genserver' 2>/dev/null || true
 	-@find '$(DESTDIR)$(LUA_LMOD_DIR)/genserver' -depth -type d -empty -delete 2>/dev/null || true
+	rm -f '$(DESTDIR)$(BINDIR)/genserver'
+	rm -rf '$(DESTDIR)$(DOCDIR)'
 
 # Also what `luarocks make` leaves in the tree (objects beside the sources, genserver/core.so).
 clean:

@@ -65,4 +65,11 @@ build = {
     ["genserver.sys"] = "lua/genserver/sys.lua",
     ["genserver.task"] = "lua/genserver/task.lua",
   },
+  -- the genserver command (a script run by lua5.4: runs a script in a runtime,
+  -- or a shell) and the documentation (the guide, the callback contract, the
+  -- samples), which luarocks puts in the rock's doc directory (`luarocks doc genserver`)
+  install = {
+    bin = { genserver = "bin/genserver" },
+  },
+  copy_directories = { "docs" },
 }

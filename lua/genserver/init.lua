@@ -15,6 +15,9 @@ local core = require "genserver.core"
 
 local M = {}
 
+--- The version of genserver, "MAJOR.MINOR.PATCH" (the C API's GS_VERSION_*).
+M._VERSION = "0.1.0"
+
 local type, tostring, error, select = type, tostring, error, select
 local setmetatable, getmetatable, pairs = setmetatable, getmetatable, pairs
 local ccall, cwait, crequest = core.call, core.wait, core.request
