@@ -30,6 +30,7 @@
 #include "lualib.h"
 
 #include "genserver.h"
+#include "ids.h"
 #include "internal.h"
 #include "lgenserver.h"
 
@@ -74,6 +75,20 @@ static _Thread_local char tls_err[256];
 static _Thread_local int tls_err_long;
 
 int gs_version(void) { return GS_VERSION_NUM; }
+
+/* The text is the ids layer's, so C and Lua print a pid alike. */
+int gs_pid_format(gs_pid pid, char *buf, size_t size) {
+  char text[GSI_ID_STRLEN];
+  int n;
+  if (pid == 0 || (buf == NULL && size > 0)) return GS_EINVAL;
+  n = gsi_idstring(GSI_ID_PID, pid, text);
+  if (size > 0) {
+    size_t k = (size_t)n < size ? (size_t)n : size - 1;
+    memcpy(buf, text, k);
+    buf[k] = '\0';
+  }
+  return n;
+}
 
 const char *gs_strerror(int code) {
   switch (code) {

@@ -38,11 +38,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lua.h"
-
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Inside the extern "C" block: Lua's own lua.h has no C++ guards (its
+** lua.hpp wraps it like this), so a C++ host would otherwise declare
+** the lua_* functions with C++ linkage and fail to link against liblua. */
+#include "lua.h"
 
 #if defined(_WIN32)
 #define GS_API __declspec(dllexport)
@@ -113,6 +116,16 @@ GS_API void gs_free(void *p);
 /* ------------------------------------------------------------ runtime */
 
 typedef uint64_t gs_pid; /* never 0 for a real process */
+
+/* Room for any pid's text, its NUL included ("<0.4294967295.4294967295>"). */
+#define GS_PID_STRLEN 32
+
+/* Writes `pid` as Lua's tostring(pid) prints it, "<0.INDEX.GEN>", into buf
+** (at most size bytes, NUL-terminated, cut short if it does not fit; buf
+** may be NULL when size is 0). Returns the length of the whole text, as
+** snprintf does (so a result >= size means it was cut), or GS_EINVAL for
+** pid 0 or a NULL buf with size > 0. Never waits; usable anywhere. */
+GS_API int gs_pid_format(gs_pid pid, char *buf, size_t size);
 typedef struct gs_runtime gs_runtime;
 
 /* Called on every new process state before any user code runs, on the

@@ -299,6 +299,16 @@ static void t_basics(void) {
   check(distinct, "gs_strerror explains every code, each differently");
   check(strcmp(gs_strerror(-99), "unknown error code") == 0, "gs_strerror of an unknown code");
   check(strcmp(gs_strerror(GS_OK), "success") == 0, "gs_strerror(GS_OK)");
+  {
+    char buf[GS_PID_STRLEN];
+    gs_pid big = ((gs_pid)UINT32_MAX << 32) | UINT32_MAX;
+    check(gs_pid_format(((gs_pid)7 << 32) | 2, buf, sizeof buf) == 7 &&
+          strcmp(buf, "<0.2.7>") == 0, "gs_pid_format: <0.INDEX.GEN> (%s)", buf);
+    check(gs_pid_format(big, buf, sizeof buf) == 25 &&
+          strcmp(buf, "<0.4294967295.4294967295>") == 0, "GS_PID_STRLEN holds the longest pid");
+    check(gs_pid_format(0, buf, sizeof buf) == GS_EINVAL, "gs_pid_format(0) is GS_EINVAL");
+    check(gs_pid_format(2, NULL, 8) == GS_EINVAL, "gs_pid_format(pid, NULL, 8) is GS_EINVAL");
+  }
 }
 
 static void t_config(void) {
@@ -1029,6 +1039,17 @@ static void t_openlibs(gs_runtime *rt) {
     gs_self(rt, &me);
     check(lua_type(L, -1) == LUA_TUSERDATA && luaL_testudata(L, -1, "genserver.pid"),
           "genserver.self() in a bound state is a pid");
+    { /* gs_pid_format prints a pid as Lua's tostring does */
+      char buf[GS_PID_STRLEN], small[4];
+      const char *s = luaL_tolstring(L, -1, NULL);
+      int n = gs_pid_format(me, buf, sizeof buf);
+      check(n > 0 && strcmp(buf, s) == 0, "gs_pid_format(gs_self) is tostring(genserver.self()): %s, %s",
+            buf, s);
+      check(gs_pid_format(me, small, sizeof small) == n && strlen(small) == 3 &&
+            strncmp(small, s, 3) == 0, "gs_pid_format cuts to the buffer and returns the full length");
+      check(gs_pid_format(me, NULL, 0) == n, "gs_pid_format(pid, NULL, 0) gives the length");
+      lua_pop(L, 1);
+    }
     { /* the binding asks the API for the thread's process: one pid */
       gs_msg *m = NULL;
       gs_reader r;
