@@ -7,6 +7,7 @@
 #   make demo             deps + build, run the $(DEMOS) examples in-tree
 #   make deps             check (and as root, apt-get install) the system packages
 #   make check-rockspec   the rockspec lists every csrc/*.c and lua/genserver module
+#   make docs             the HTML reference in build/docs (ldoc, config.ld); fails on a warning
 #   make install PREFIX=… / make uninstall PREFIX=…   (DESTDIR honoured)
 #                         (also the genserver command -> $(BINDIR), docs -> $(DOCDIR))
 #   make clean
@@ -128,7 +129,7 @@ PC_FILE     := $(BUILD)/genserver.pc
 API_DEFS     = -DGS_LUADIR='"$(LUA_LMOD_DIR)"'
 API_STAMP   := $(OBJDIR)/.api-defs
 
-.PHONY: all test _test demo _demo deps check-rockspec install install-dev install-tools uninstall clean env FORCE
+.PHONY: all test _test demo _demo deps check-rockspec install install-dev install-tools uninstall clean env docs FORCE
 
 # ---------------------------------------------------------------------------
 # Build
@@ -278,6 +279,24 @@ check-rockspec:
 	  [ -f "$$f" ] || { echo "check-rockspec: $(ROCKSPEC) lists $$f, which does not exist"; bad=1; }; \
 	done; \
 	exit $$bad
+
+# ---------------------------------------------------------------------------
+# Reference: Debian's lua-ldoc (its ldoc script asks for Lua 5.1/5.2 through
+# lua-any, but its modules are installed for 5.4 too: run it with $(LUA)).
+# Any line of ldoc's output that names a file and line is a warning: the
+# target prints them and fails.
+
+LDOC     ?= $(shell command -v ldoc 2>/dev/null)
+DOCS_DIR ?= $(BUILD)/docs
+
+docs:
+	@test -n '$(LDOC)' || { echo "make docs: ldoc not found (apt-get install lua-ldoc)" >&2; exit 1; }
+	@rm -rf '$(DOCS_DIR)'; mkdir -p '$(DOCS_DIR)'; \
+	out=$$($(LUA) '$(LDOC)' -d '$(DOCS_DIR)' . 2>&1); rc=$$?; \
+	warn=$$(grep -E '^[^ ]+:[0-9]+:|warning|not found|cannot|error' <<<"$$out"); \
+	if [ $$rc != 0 ] || [ -n "$$warn" ]; then echo "$$out" >&2; \
+	  echo "make docs: ldoc failed or warned (exit status $$rc)" >&2; exit 1; fi; \
+	echo "make docs: $(DOCS_DIR)/index.html"
 
 # ---------------------------------------------------------------------------
 # Install

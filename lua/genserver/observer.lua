@@ -24,6 +24,7 @@ local M = {}
 local type, tostring, pairs, ipairs, pcall = type, tostring, pairs, ipairs, pcall
 local concat, sort = table.concat, table.sort
 
+-- One process, as processes() gives it (a LuaLS class, for editors).
 ---@class genserver.observer.ProcessInfo
 ---@field pid userdata the process's pid
 ---@field status string "running" | "runnable" | "waiting" | ...
@@ -38,8 +39,7 @@ local concat, sort = table.concat, table.sort
 
 --- Every live process, with what `process.info` says about it.
 -- A process that ends while the list is made is left out.
--- @treturn {genserver.observer.ProcessInfo,...} a list, in pid order
----@return genserver.observer.ProcessInfo[]
+---@return genserver.observer.ProcessInfo[] list a list, in pid order
 function M.processes()
   local out = {}
   for _, pid in ipairs(process.list()) do
@@ -53,6 +53,7 @@ function M.processes()
   return out
 end
 
+-- A node of a supervision tree, as tree() gives it (a LuaLS class).
 ---@class genserver.observer.Node
 ---@field pid userdata|string the child's pid, or "restarting", or "not running"
 ---@field id any the child's id in its supervisor's spec (nil for a root or a simple_one_for_one child)
@@ -88,10 +89,8 @@ end
 --- The supervision trees: one node per supervisor that is not the child
 -- of another (a root), each with its children (asked with
 -- `supervisor.which_children`), recursively.
--- @param root optional: a supervisor (pid or name) to start from instead
--- @treturn {genserver.observer.Node,...} the roots, in pid order
----@param root? userdata|string a supervisor (pid or name) to start from
----@return genserver.observer.Node[]
+---@param root (userdata|string)? a supervisor (pid or name) to start from instead
+---@return genserver.observer.Node[] roots the roots, in pid order
 function M.tree(root)
   local seen = {}
   if root ~= nil then
@@ -164,10 +163,8 @@ end
 
 --- The process list as text: a header and one line per process (pid,
 -- status, memory, mailbox, reductions, messages in and out, name/module).
--- @param list optional: a list from `processes()` (default: a fresh one)
--- @treturn string
----@param list? genserver.observer.ProcessInfo[]
----@return string
+---@param list genserver.observer.ProcessInfo[]? a list from `processes()` (default: a fresh one)
+---@return string text
 function M.format_processes(list)
   list = list or M.processes()
   local heads = {}
@@ -182,9 +179,9 @@ function M.format_processes(list)
   return concat(lines, "\n") .. "\n"
 end
 
---- Prints `format_processes(list)` to `out` (default io.stdout).
----@param list? genserver.observer.ProcessInfo[]
----@param out? file*
+--- Prints `format_processes(list)` to `out`.
+---@param list genserver.observer.ProcessInfo[]? a list from `processes()` (default: a fresh one)
+---@param out file*? where to write (default io.stdout)
 function M.print_processes(list, out)
   (out or io.stdout):write(M.format_processes(list))
 end
@@ -210,10 +207,8 @@ end
 
 --- The supervision trees as text, one line per process, children indented
 -- under their supervisor: `pid [name] [id] module`.
--- @param roots optional: a list from `tree()` (default: a fresh one)
--- @treturn string
----@param roots? genserver.observer.Node[]
----@return string
+---@param roots genserver.observer.Node[]? a list from `tree()` (default: a fresh one)
+---@return string text
 function M.format_tree(roots)
   roots = roots or M.tree()
   if #roots == 0 then return "(no supervisors)\n" end
@@ -222,9 +217,9 @@ function M.format_tree(roots)
   return concat(lines, "\n") .. "\n"
 end
 
---- Prints `format_tree(roots)` to `out` (default io.stdout).
----@param roots? genserver.observer.Node[]
----@param out? file*
+--- Prints `format_tree(roots)` to `out`.
+---@param roots genserver.observer.Node[]? a list from `tree()` (default: a fresh one)
+---@param out file*? where to write (default io.stdout)
 function M.print_tree(roots, out)
   (out or io.stdout):write(M.format_tree(roots))
 end
@@ -247,14 +242,10 @@ end
 --- One sample for `top`: `processes()` with a `rate` field (messages in
 -- per second since `prev`, a sample taken earlier), sorted by `sort`
 -- (largest first).
--- @param prev optional: the previous sample (rates are 0 without it)
--- @param sort_by "memory" (default) | "mailbox" | "reductions" | "rate"
--- @param elapsed_ms optional: time since `prev` (measured with process.now when available)
--- @treturn table `{ list =, at = ms, sort = }`
----@param prev? table
----@param sort_by? "memory"|"mailbox"|"reductions"|"rate"
----@param elapsed_ms? number
----@return table
+---@param prev table? the previous sample (rates are 0 without it)
+---@param sort_by ("memory"|"mailbox"|"reductions"|"rate")? the column (default "memory")
+---@param elapsed_ms number? time since `prev`, when process.now cannot measure it (default 1000)
+---@return table sample `{ list = (processes() records with `rate`), at = ms, sort = }`
 function M.sample(prev, sort_by, elapsed_ms)
   sort_by = sort_by or "memory"
   local key = SORTS[sort_by]
@@ -287,12 +278,9 @@ end
 
 --- A sample as text: a title line, the columns of `format_processes` plus
 -- the message rate, at most `limit` rows.
--- @param s a sample from `sample`
--- @param limit optional: rows (default 20)
--- @treturn string
----@param s table
----@param limit? integer
----@return string
+---@param s table a sample from `sample`
+---@param limit integer? rows (default 20)
+---@return string text
 function M.format_top(s, limit)
   limit = limit or 20
   local heads = {}
@@ -316,6 +304,7 @@ local function sh_ok(cmd)
   return ok == true
 end
 
+-- The options of top() (a LuaLS class).
 ---@class genserver.observer.TopOptions
 ---@field sort? "memory"|"mailbox"|"reductions"|"rate" the column to sort by (default "memory")
 ---@field interval? integer ms between refreshes (default 1000)
@@ -330,10 +319,8 @@ end
 -- `t` message rate) and `q` quits. Not on a terminal (a pipe, a log), it
 -- takes two samples `interval` apart (for the rates) and prints the table
 -- once (or `count` times).
--- @param opts optional `{ sort =, interval =, count =, limit =, out =, tty = }`
--- @return the last sample (see `sample`)
----@param opts? genserver.observer.TopOptions
----@return table
+---@param opts genserver.observer.TopOptions? `{ sort =, interval =, count =, limit =, out =, tty = }`: the column to sort by (default "memory"), ms between refreshes (default 1000), refreshes before returning (default: until `q`; 1 when not on a terminal), rows (default 20), where to write (default io.stdout), whether to redraw in place and read keys (default: whether stdin and stdout are terminals)
+---@return table sample the last sample (see `sample`)
 function M.top(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("genserver.observer.top: opts must be a table", 2) end
