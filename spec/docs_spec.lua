@@ -162,6 +162,62 @@ describe("make install-tools", function()
   end)
 end)
 
+describe("LuaLS annotations", function()
+  local MODULES = { "lua/genserver/init.lua", "lua/genserver/process.lua",
+                    "lua/genserver/supervisor.lua", "lua/genserver/runtime.lua",
+                    "lua/genserver/logger.lua", "lua/genserver/observer.lua" }
+
+  -- the comment block right above line i of `lines`
+  local function block_above(lines, i)
+    local b = {}
+    local j = i - 1
+    while j >= 1 and lines[j]:match("^%-%-") do
+      table.insert(b, 1, lines[j])
+      j = j - 1
+    end
+    return b
+  end
+
+  it("every public function has a doc comment with ---@param for each parameter", function()
+    local count = 0
+    for _, file in ipairs(MODULES) do
+      local lines = {}
+      for l in read(file):gmatch("([^\n]*)\n") do lines[#lines + 1] = l end
+      for i, l in ipairs(lines) do
+        local name, params = l:match("^function M%.([%w_]+)%((.-)%)")
+        local alias = l:match("^M%.([%w_]+) = core%.[%w_]+")
+        if name or alias then
+          count = count + 1
+          local b = block_above(lines, i)
+          local where = ("%s:%d: %s"):format(file, i, name or alias)
+          assert.is_true(#b > 0 and b[1]:match("^%-%-%-") ~= nil, where .. ": no doc comment")
+          local doc = table.concat(b, "\n") .. "\n"
+          if name then
+            for p in params:gmatch("[^,%s]+") do
+              assert.is_truthy(doc:find("---@param " .. p:gsub("%p", "%%%0") .. " ", 1),
+                where .. ": no ---@param " .. p)
+            end
+          else
+            assert.is_truthy(l:find("--[[@as fun(", 1, true), where .. ": no --[[@as fun(...)]] type")
+            assert.is_truthy(doc:find("\n%-%- @function " .. alias .. "\n"), where .. ": no @function tag")
+          end
+        end
+      end
+    end
+    assert.is_true(count > 60, "public functions found: " .. count)
+  end)
+
+  it("the callback module and the option tables are LuaLS classes", function()
+    local init = read("lua/genserver/init.lua")
+    for _, c in ipairs({ "genserver.Callbacks", "genserver.StartOptions", "genserver.Error",
+                         "genserver.From" }) do
+      assert.is_true(has(init, "---@class " .. c .. "\n"), c)
+    end
+    assert.is_true(has(read("lua/genserver/supervisor.lua"), "---@class genserver.supervisor.ChildSpec\n"))
+    assert.is_true(has(read("lua/genserver/observer.lua"), "---@class genserver.observer.TopOptions\n"))
+  end)
+end)
+
 describe("make docs", function()
   it("builds the HTML reference with ldoc, without a warning", function()
     if os.execute("command -v ldoc >/dev/null 2>&1") ~= true then

@@ -2,7 +2,8 @@
 --
 -- A server is a process with its own Lua state running a callback module
 -- (a table with `init`, `handle_call`, `handle_cast`, `handle_info`,
--- `handle_continue`, `terminate`). See DESIGN.md §2.1–2.2.
+-- `handle_continue`, `terminate`): what each callback may return is in
+-- the callback contract (docs/callbacks.md in the source and the rock).
 --
 --     local gs = require "genserver"
 --     local pid = gs.start("myapp.counter", 0)
@@ -18,6 +19,51 @@ local M = {}
 --- The version of genserver, "MAJOR.MINOR.PATCH" (the C API's GS_VERSION_*).
 M._VERSION = "0.1.0"
 
+-- The callback module (a LuaLS class, for editors; the contract is
+-- docs/callbacks.md). Every callback is optional.
+---@class genserver.Callbacks
+---@field name string? the module's label in crash reports and process.info
+---@field init (fun(arg: any): ("ok"|"ignore"|"stop"|"error"), any?, any?)? returns "ok", state [, action] | "ignore" | "stop", reason | "error", reason
+---@field handle_call (fun(request: any, from: genserver.From, state: any): string, any?, any?, any?)? returns "reply", reply, state [, action] | "noreply", state [, action] | "stop", reason, reply, state | "stop", reason, state
+---@field handle_cast (fun(msg: any, state: any): string, any?, any?)? returns "noreply", state [, action] | "stop", reason, state
+---@field handle_info (fun(msg: any, state: any): string, any?, any?)? returns "noreply", state [, action] | "stop", reason, state
+---@field handle_continue (fun(value: any, state: any): string, any?, any?)? returns "noreply", state [, action] | "stop", reason, state
+---@field terminate (fun(reason: any, state: any))? runs when the server stops; returns nothing
+---@field code_change (fun(old_vsn: any, state: any, extra: any): string, any)? returns "ok", state | "error", reason
+---@field format_status (fun(status: table): table)? the status to show in reports (redact secrets)
+
+-- `from` in handle_call: { caller_pid, tag } (a LuaLS class).
+---@class genserver.From
+---@field [1] genserver.Pid the caller
+---@field [2] integer the call's tag
+
+-- A pid (a LuaLS alias): a userdata; tostring gives "<0.INDEX.GEN>".
+---@alias genserver.Pid userdata
+-- A server: a pid or a registered name (a LuaLS alias).
+---@alias genserver.Server genserver.Pid|string
+-- Milliseconds, or "infinity" / math.huge (a LuaLS alias).
+---@alias genserver.Timeout number|"infinity"
+
+-- The options of start, start_link and start_monitor (a LuaLS class).
+---@class genserver.StartOptions
+---@field name string? register the server under this name (before init runs)
+---@field timeout genserver.Timeout? ms to wait for init (default 5000); the half-started server is killed
+---@field hibernate_after integer? ms idle before a full GC of the server's state
+---@field trap_exit boolean? the server traps exits (an EXIT from its parent ends it, terminate runs)
+---@field mailbox_limit integer? bound the mailbox to this many messages
+---@field overflow ("drop"|"reject"|"kill")? what a full bounded mailbox does (default "drop")
+---@field max_heap integer? bytes the server's state may use; past it the server exits with { max_heap = bytes }
+---@field sandbox boolean? no io, os, debug, package.loadlib or C modules; the module must be given by name
+---@field fail_alloc integer? for tests: the n-th allocation in the server's state fails
+
+-- The error call and stop raise (a LuaLS class); genserver.is_error tells it.
+---@class genserver.Error
+---@field reason any "timeout" | "noproc" | "calling_self" | "mailbox_full" | the server's exit reason
+---@field op string "call" | "stop" | ...
+---@field server genserver.Server what was called
+---@field request any the request, for a call
+---@field timeout genserver.Timeout? the time-out, for a "timeout"
+
 local type, tostring, error, select = type, tostring, error, select
 local setmetatable, getmetatable, pairs = setmetatable, getmetatable, pairs
 local ccall, cwait, crequest = core.call, core.wait, core.request
@@ -26,7 +72,7 @@ local ccall, cwait, crequest = core.call, core.wait, core.request
 
 local error_mt = core.error_mt()
 
---- A short, readable rendering of a value for error messages.
+-- A short, readable rendering of a value for error messages.
 local function describe(v, depth)
   depth = depth or 0
   local t = type(v)
@@ -47,6 +93,11 @@ local function describe(v, depth)
   end
   return "{" .. table.concat(parts, ", ") .. "}"
 end
+--- A short, readable rendering of a value (tables as constructors, cut
+-- short when long or deep), as error messages and reports show values.
+-- @function describe
+---@param v any the value
+---@return string text
 M.describe = describe
 
 error_mt.__name = "genserver.error"
@@ -73,14 +124,16 @@ error_mt.__tostring = function(e)
   return head .. ": " .. describe(r)
 end
 
---- Builds a genserver error (a table with a shared metatable).
--- @param op "call" | "stop" | "start" | ...
+-- Builds a genserver error (a table with a shared metatable).
+-- op: "call" | "stop" | "start" | ...
 local function gs_error(op, server, reason, request, timeout)
   return setmetatable({ op = op, server = server, reason = reason,
                         request = request, timeout = timeout }, error_mt)
 end
 
 --- True when `v` is an error raised by genserver (`call`, `stop`, ...).
+---@param v any an error value (from pcall)
+---@return boolean
 function M.is_error(v)
   return getmetatable(v) == error_mt
 end
@@ -155,26 +208,38 @@ local function do_start(fname, mod, arg, opts, link, monitor)
 end
 
 --- Starts a server. Returns after `init` has returned.
--- @param mod module name (required in the new state) or callback table (copied)
--- @param arg passed to `init`
--- @param opts `{ name =, timeout = 5000, hibernate_after = ms,
---   mailbox_limit = n, overflow = "drop" | "reject" | "kill", trap_exit = bool,
---   max_heap = bytes, sandbox = bool, debug = { "trace" | "log" |
---   "statistics" ... } (genserver.sys options from the start),
---   fail_alloc = n }` (fail_alloc is for
---   tests: the n-th allocation in the server's state fails, see
---   spec/oom_spec.lua)
--- @return pid, or nil and a reason
+-- `opts` is `{ name =, timeout = 5000, hibernate_after = ms,
+-- mailbox_limit = n, overflow = "drop" | "reject" | "kill", trap_exit = bool,
+-- max_heap = bytes, sandbox = bool, debug = { "trace" | "log" |
+-- "statistics" ... } (genserver.sys options from the start), fail_alloc = n }`
+-- (fail_alloc is for tests: the n-th allocation in the server's state
+-- fails). An unknown option or a wrong type raises an error that names it.
+---@param mod string|genserver.Callbacks module name (required in the new state) or callback table (copied)
+---@param arg any passed to `init`
+---@param opts genserver.StartOptions? the options
+---@return genserver.Pid? pid the new server, or nil
+---@return any reason when it did not start: "ignore", "timeout", { already_started = pid }, init's reason or crash
 function M.start(mod, arg, opts)
   return do_start("start", mod, arg, opts, false, false)
 end
 
 --- As `start`, and links the new server to the caller.
+---@param mod string|genserver.Callbacks module name or callback table
+---@param arg any passed to `init`
+---@param opts genserver.StartOptions? the options
+---@return genserver.Pid? pid the new server, or nil
+---@return any reason when it did not start
 function M.start_link(mod, arg, opts)
   return do_start("start_link", mod, arg, opts, true, false)
 end
 
---- As `start`, and monitors the new server: returns pid, monitor ref.
+--- As `start`, and monitors the new server. If `init` fails, no DOWN
+-- message is left behind.
+---@param mod string|genserver.Callbacks module name or callback table
+---@param arg any passed to `init`
+---@param opts genserver.StartOptions? the options
+---@return genserver.Pid|nil pid the new server, or nil
+---@return any ref the monitor's ref, or the reason it did not start
 function M.start_monitor(mod, arg, opts)
   return do_start("start_monitor", mod, arg, opts, false, true)
 end
@@ -190,27 +255,35 @@ end
 --- Calls a server and waits for its reply. Raises a genserver error on
 -- failure: reason `"timeout"`, `"noproc"`, `"calling_self"`,
 -- `"mailbox_full"` (a bounded mailbox with overflow "reject") or the
--- server's exit reason.
--- @param server pid or registered name
--- @param timeout ms (default 5000) or "infinity"
+-- server's exit reason. A reply that comes after a time-out is dropped.
+---@param server genserver.Server pid or registered name
+---@param request any the request (copied), handle_call's first argument
+---@param timeout genserver.Timeout? ms (default 5000) or "infinity"
+---@return any reply the server's reply
 function M.call(server, request, timeout)
   local ok, v, reason = ccall(server, request, timeout)
   if ok then return v end
   return fail("call", server, v, reason, request, timeout or 5000)
 end
 
---- Sends an asynchronous request. Returns true (even if the server does
--- not exist), or false when a bounded mailbox (overflow "reject") refused it.
+--- Sends an asynchronous request (handle_cast runs). Never raises.
+---@param server genserver.Server pid or registered name
+---@param msg any the message (copied)
+---@return boolean sent true (even if the server does not exist), or false when a bounded mailbox (overflow "reject") refused it
 function M.cast(server, msg)
   return core.cast(server, msg)
 end
 
---- Replies to a call from `handle_call` (after returning "noreply").
+--- Replies to a call: from `handle_call` after returning "noreply", or
+-- from any process that was given `from`.
+---@param from genserver.From handle_call's `from`
+---@param value any the reply (copied)
+---@return boolean true
 function M.reply(from, value)
   return core.reply(from, value)
 end
 
---- Deep comparison of plain data (exit reasons come back as copies).
+-- Deep comparison of plain data (exit reasons come back as copies).
 local function same(a, b)
   if a == b then return true end
   if type(a) ~= "table" or type(b) ~= "table" then return false end
@@ -220,7 +293,12 @@ local function same(a, b)
 end
 
 --- Stops a server: it runs `terminate(reason, state)` and exits.
--- Raises `noproc` if it does not exist, `timeout` if it takes too long.
+-- Raises a genserver error: `noproc` if it does not exist, `timeout` if it
+-- takes too long, `calling_self` from the server itself.
+---@param server genserver.Server pid or registered name
+---@param reason any the exit reason (default "normal")
+---@param timeout genserver.Timeout? ms (default "infinity")
+---@return boolean true
 function M.stop(server, reason, timeout)
   reason = reason == nil and "normal" or reason
   local pid = server
@@ -234,8 +312,10 @@ function M.stop(server, reason, timeout)
   return fail("stop", server, kind, r, nil, timeout)
 end
 
---- Sends a request without waiting. Returns a request id for
--- `wait_response`, `receive_response` or `check_response`.
+--- Sends a request without waiting (handle_call runs).
+---@param server genserver.Server pid or registered name
+---@param request any the request (copied)
+---@return any req a request id for `wait_response`, `receive_response` or `check_response`
 function M.send_request(server, request)
   return crequest(server, request)
 end
@@ -246,19 +326,30 @@ local function response(ok, kind, reason)
   return false, kind
 end
 
---- Waits for the reply to `req`: `true, reply` or `false, reason`.
--- On "timeout" the request stays pending.
+--- Waits for the reply to `req`. On "timeout" the request stays pending
+-- (wait again later).
+---@param req any from `send_request`
+---@param timeout genserver.Timeout? ms (default "infinity")
+---@return boolean ok true with the reply, false with a reason
+---@return any reply_or_reason the reply, or "timeout", "noproc" or the server's exit reason
 function M.wait_response(req, timeout)
   return response(cwait(req, timeout or "infinity", false))
 end
 
 --- As `wait_response`, but a timeout abandons the request (its late reply is dropped).
+---@param req any from `send_request`
+---@param timeout genserver.Timeout? ms (default "infinity")
+---@return boolean ok true with the reply, false with a reason
+---@return any reply_or_reason the reply, or "timeout", "noproc" or the server's exit reason
 function M.receive_response(req, timeout)
   return response(cwait(req, timeout or "infinity", true))
 end
 
 --- In `handle_info`: tells whether `msg` answers `req`.
--- @return "reply", value | "error", reason | "no_reply"
+---@param msg any the message handle_info got
+---@param req any from `send_request`
+---@return string kind "reply" | "error" | "no_reply" (msg is not about req)
+---@return any value the reply (for "reply") or the reason (for "error")
 function M.check_response(msg, req)
   if type(msg) == "table" then
     if msg[1] == "$reply" and msg[2] == req then return "reply", msg[3] end
@@ -267,8 +358,16 @@ function M.check_response(msg, req)
   return "no_reply"
 end
 
-M.self = core.self
-M.whereis = core.whereis
+--- The pid of the calling process (as `process.self`).
+-- @function self
+---@return genserver.Pid
+M.self = core.self --[[@as fun(): genserver.Pid]]
+
+--- The pid registered as `name`, or nil (as `process.whereis`).
+-- @function whereis
+---@param name string a registered name
+---@return genserver.Pid?
+M.whereis = core.whereis --[[@as fun(name: string): genserver.Pid?]]
 
 -- genserver.process, genserver.runtime, ... are also reachable as fields,
 -- loaded on first use (a server's state need not load them).

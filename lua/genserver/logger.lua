@@ -35,6 +35,17 @@
 -- say) are replaced by their description.
 -- @module genserver.logger
 
+-- A report, as handlers get it (a LuaLS class; see above for each kind).
+---@class genserver.logger.Report
+---@field kind "crash"|"supervisor"
+---@field pid genserver.Pid? the server that crashed (crash reports)
+---@field reason any the exit reason
+---@field time number when it was made
+
+-- A handler module (a LuaLS class).
+---@class genserver.logger.Handler
+---@field handle_report fun(report: genserver.logger.Report)
+
 local core = require "genserver.core"
 
 local M = {}
@@ -127,8 +138,8 @@ end
 
 --- A report as readable text (several lines, no final newline): what the
 -- default handler prints. Handlers may use it too.
--- @param r a crash or supervisor report
--- @return string
+---@param r genserver.logger.Report a crash or supervisor report
+---@return string text
 function M.format(r)
   if type(r) ~= "table" then return "=REPORT==== " .. describe(r) end
   if r.kind == "crash" then return format_crash(r) end
@@ -139,7 +150,7 @@ end
 
 --- Prints a report to stderr, as the default handler does.
 -- Never raises.
--- @param r a report
+---@param r genserver.logger.Report a report
 function M.print(r)
   local ok, s = pcall(M.format, r)
   if not ok then s = "=REPORT==== (could not format a report: " .. tostring(s) .. ")" end
@@ -168,7 +179,8 @@ local function sanitize(r)
 end
 
 --- Starts the logger if it is not running.
--- @return the logger's pid, or nil and a reason
+---@return genserver.Pid? pid the logger's pid, or nil
+---@return any reason why it did not start
 function M.start()
   local pid = core.whereis(M.NAME)
   if pid then return pid end
@@ -182,7 +194,7 @@ function M.start()
 end
 
 --- Stops the logger (reports that arrive afterwards start a new one).
--- @return true
+---@return boolean true
 function M.stop()
   local pid = core.whereis(M.NAME)
   if pid == nil then return true end
@@ -221,8 +233,8 @@ end
 -- sent from inside the gen_server loop), a short-lived process starts it
 -- and forwards the report; call `logger.start()` early in a program to
 -- have every report go straight in.
--- @param r a report table (see the module description)
--- @return true if the report was sent, false if it was printed here
+---@param r genserver.logger.Report a report table (see the module description)
+---@return boolean sent true if the report was sent, false if it was printed here
 function M.report(r)
   if type(r) ~= "table" then r = { kind = "other", reason = r } end
   if r.time == nil then
@@ -255,6 +267,7 @@ end
 --- Body of the process that starts the logger for a report sent from
 -- where the sender could not wait (see `report`).
 -- @local
+---@param msg genserver.logger.Report
 function M.main(msg)
   local r = msg[2]
   local pid = M.start()
@@ -267,8 +280,9 @@ end
 -- (printing to stderr). A handler that raises an error gets the report
 -- printed by the default handler instead, with the error.
 -- Starts the logger if needed.
--- @param module_name string or nil
--- @return true, or nil and a reason
+---@param module_name string? a module with `handle_report(report)`, or nil for the default handler
+---@return true? ok true, or nil
+---@return any reason why the handler could not be set
 function M.set_handler(module_name)
   if module_name ~= nil and type(module_name) ~= "string" then
     error("genserver.logger.set_handler: the handler must be a module name (a string)", 2)
@@ -282,6 +296,7 @@ function M.set_handler(module_name)
 end
 
 --- The current handler's module name, or nil for the default one.
+---@return string? module_name
 function M.get_handler()
   local pid = core.whereis(M.NAME)
   if pid == nil then return nil end
@@ -290,8 +305,8 @@ end
 
 --- Waits until the logger has handled every report it got before this
 -- call (a round trip). Starts the logger if needed.
--- @param timeout ms (default 5000)
--- @return true
+---@param timeout genserver.Timeout? ms (default 5000)
+---@return boolean true
 function M.sync(timeout)
   local pid, reason = M.start()
   if not pid then return nil, reason end
@@ -301,6 +316,8 @@ end
 -- ------------------------------------------- gen_server callbacks (own state)
 
 --- @local
+---@param arg any
+---@return string, table
 function M.init(arg)
   -- trapping exits lets it hand over what is queued when the runtime shuts
   -- down (see handle_info)
@@ -334,12 +351,19 @@ local function deliver(st, r)
 end
 
 --- @local
+---@param msg any
+---@param st table
+---@return string, table
 function M.handle_cast(msg, st)
   if type(msg) == "table" and msg[1] == "report" then deliver(st, msg[2]) end
   return "noreply", st
 end
 
 --- @local
+---@param req any
+---@param _from genserver.From
+---@param st table
+---@return string, any, table
 function M.handle_call(req, _from, st)
   if req == "sync" then return "reply", true, st end
   if req == "get_handler" then return "reply", st.handler, st end
@@ -359,6 +383,9 @@ function M.handle_call(req, _from, st)
 end
 
 --- @local
+---@param msg any
+---@param st table
+---@return string, table
 function M.handle_info(msg, st)
   if type(msg) == "table" and msg[1] == "EXIT" and msg.pid == nil then
     -- the runtime is shutting down (the program ends): handle the reports

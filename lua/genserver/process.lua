@@ -11,59 +11,104 @@ local core = require "genserver.core"
 local M = {}
 
 --- The pid of the calling process.
-M.self = core.self
+-- @function self
+---@return genserver.Pid pid
+M.self = core.self --[[@as fun(): genserver.Pid]]
 
 --- Starts a process running `fn(...)`. `fn` is a function (copied into the
 -- new state with its upvalues) or a module name (`require`d there; the
--- module returns a function, or a table with `main`).
--- @return pid
+-- module returns a function, or a table with `main`). The arguments are
+-- copied. A value that cannot be sent raises an error naming its path.
+---@param fn function|string the body, or a module name
+---@param ... any the body's arguments
+---@return genserver.Pid pid the new process
 function M.spawn(fn, ...)
   return core.spawn(fn, nil, ...)
 end
 
 --- As `spawn`, linked to the caller.
+---@param fn function|string the body, or a module name
+---@param ... any the body's arguments
+---@return genserver.Pid pid the new process
 function M.spawn_link(fn, ...)
   return core.spawn(fn, { link = true }, ...)
 end
 
---- As `spawn`, monitored by the caller. @return pid, ref
+--- As `spawn`, monitored by the caller.
+---@param fn function|string the body, or a module name
+---@param ... any the body's arguments
+---@return genserver.Pid pid the new process
+---@return userdata ref the monitor's reference
 function M.spawn_monitor(fn, ...)
   return core.spawn(fn, { monitor = true }, ...)
 end
 
---- Sends `msg` to a pid or registered name. Returns true; a dead pid drops
--- the message silently; an unknown name raises an error.
-M.send = core.send
+--- Sends `msg` (copied) to a pid or registered name. A dead pid drops the
+-- message silently; an unknown name raises an error.
+-- @function send
+---@param dest genserver.Server a pid or a registered name
+---@param msg any the message
+---@return boolean sent true, or false when a bounded mailbox (overflow "reject") refused it
+M.send = core.send --[[@as fun(dest: genserver.Server, msg: any): boolean]]
 
 --- `receive([timeout])` → the next message, or nil on time-out.
 -- `receive(match_fn [, timeout])` → the first message for which
 -- `match_fn(msg)` is true; the others stay queued in order.
-M.receive = core.receive
+-- @function receive
+---@param match_or_timeout (fun(msg: any): boolean)|genserver.Timeout|nil a match function, or the time-out
+---@param timeout genserver.Timeout? ms (default "infinity") when the first argument is a match function
+---@return any msg the message, or nil on time-out
+M.receive = core.receive --[[@as fun(match_or_timeout?: (fun(msg: any): boolean)|genserver.Timeout, timeout?: genserver.Timeout): any]]
 
 --- Suspends the caller for `ms` milliseconds; messages stay queued.
-M.sleep = core.sleep
+-- @function sleep
+---@param ms number milliseconds
+M.sleep = core.sleep --[[@as fun(ms: number)]]
 
 --- Monitors a pid or name: a `{"DOWN", ref=, pid=, reason=}` message comes
--- when it ends ("noproc" at once if it is not alive). @return ref
-M.monitor = core.monitor
+-- when it ends ("noproc" at once if it is not alive).
+-- @function monitor
+---@param server genserver.Server a pid or a registered name
+---@return userdata ref the monitor's reference
+M.monitor = core.monitor --[[@as fun(server: genserver.Server): userdata]]
 
 --- Removes a monitor; with "flush", also drops its DOWN if already queued.
-M.demonitor = core.demonitor
+-- @function demonitor
+---@param ref userdata from `monitor`
+---@param flush "flush"? also drop a DOWN already in the mailbox
+---@return boolean
+M.demonitor = core.demonitor --[[@as fun(ref: userdata, flush?: "flush"): boolean]]
 
---- Links the caller and `pid` (both ways).
-M.link = core.link
+--- Links the caller and `pid` (both ways). A dead pid raises a `noproc`
+-- error, or sends an EXIT message when the caller traps exits.
+-- @function link
+---@param pid genserver.Pid the process to link to
+---@return boolean
+M.link = core.link --[[@as fun(pid: genserver.Pid): boolean]]
 
 --- Removes a link.
-M.unlink = core.unlink
+-- @function unlink
+---@param pid genserver.Pid the linked process
+---@return boolean
+M.unlink = core.unlink --[[@as fun(pid: genserver.Pid): boolean]]
 
 --- Sets whether exit signals become `{"EXIT", pid=, reason=}` messages.
--- @return the previous setting
-M.trap_exit = core.trap_exit
+-- @function trap_exit
+---@param on boolean trap exits or not
+---@return boolean old the previous setting
+M.trap_exit = core.trap_exit --[[@as fun(on: boolean): boolean]]
 
---- `exit(pid, reason)` sends an exit signal; `exit(reason)` ends the caller.
-M.exit = core.exit
+--- `exit(pid, reason)` sends an exit signal (reason "kill" cannot be
+-- trapped); `exit(reason)` ends the caller.
+-- @function exit
+---@param pid_or_reason genserver.Pid|any the target, or the caller's own exit reason
+---@param reason any? the exit reason, when a pid is given
+M.exit = core.exit --[[@as fun(pid_or_reason: any, reason?: any)]]
 
 --- Registers `name` for `pid` (default: the caller). Raises if taken.
+---@param name string the name
+---@param pid genserver.Pid? the process (default: the caller)
+---@return boolean true
 function M.register(name, pid)
   local ok, taken = core.register(name, pid)
   if not ok then
@@ -73,44 +118,67 @@ function M.register(name, pid)
   return true
 end
 
---- Removes a name. @return true if it was registered
-M.unregister = core.unregister
+--- Removes a name.
+-- @function unregister
+---@param name string the name
+---@return boolean was true if it was registered
+M.unregister = core.unregister --[[@as fun(name: string): boolean]]
 
 --- The pid registered as `name`, or nil.
-M.whereis = core.whereis
+-- @function whereis
+---@param name string the name
+---@return genserver.Pid? pid
+M.whereis = core.whereis --[[@as fun(name: string): genserver.Pid?]]
 
 --- The registered names.
-M.registered = core.registered
+-- @function registered
+---@return string[] names
+M.registered = core.registered --[[@as fun(): string[] ]]
 
 --- Sends `msg` to `dest` (pid or name, resolved when it fires) after `ms`.
--- @return a timer reference for `cancel_timer`
-M.send_after = core.send_after
+-- @function send_after
+---@param ms number milliseconds
+---@param dest genserver.Server a pid or a registered name
+---@param msg any the message (copied now)
+---@return userdata tref a timer reference for `cancel_timer`
+M.send_after = core.send_after --[[@as fun(ms: number, dest: genserver.Server, msg: any): userdata]]
 
 --- Sends `msg` to `dest` (pid or name, resolved at each tick) every `ms`
 -- (at least 1), until the timer is cancelled or `dest` is gone (a dead
 -- pid, a name nobody holds). Ticks that come late are not made up.
+-- @function send_interval
 ---@param ms number the interval
----@param dest userdata|string pid or registered name
+---@param dest genserver.Server pid or registered name
 ---@param msg any the message (encoded once, copied at each tick)
----@return userdata # a timer reference for `cancel_timer`
-M.send_interval = core.send_interval
+---@return userdata tref a timer reference for `cancel_timer`
+M.send_interval = core.send_interval --[[@as fun(ms: number, dest: genserver.Server, msg: any): userdata]]
 
---- Cancels a timer. @return the ms that were left (to the next tick for
--- `send_interval`), or false if it already fired or was cancelled
-M.cancel_timer = core.cancel_timer
+--- Cancels a timer.
+-- @function cancel_timer
+---@param tref userdata from `send_after` or `send_interval`
+---@return number|false left the ms that were left (to the next tick for `send_interval`), or false if it already fired or was cancelled
+M.cancel_timer = core.cancel_timer --[[@as fun(tref: userdata): number|false]]
 
 --- A monotonic clock: milliseconds (a float) since an arbitrary point.
----@return number # ms
-M.now = core.now
+-- @function now
+---@return number ms
+M.now = core.now --[[@as fun(): number]]
 
 --- A new unique reference.
-M.make_ref = core.make_ref
+-- @function make_ref
+---@return userdata ref
+M.make_ref = core.make_ref --[[@as fun(): userdata]]
 
 --- Whether `pid` is alive.
-M.alive = core.alive
+-- @function alive
+---@param pid genserver.Pid the process
+---@return boolean
+M.alive = core.alive --[[@as fun(pid: genserver.Pid): boolean]]
 
 --- The pids of every live process.
-M.list = core.list
+-- @function list
+---@return genserver.Pid[] pids
+M.list = core.list --[[@as fun(): genserver.Pid[] ]]
 
 --- What a process is doing, or nil when it is not alive:
 -- `{ status = "waiting"|"runnable"|"running", mailbox (messages queued),
@@ -120,14 +188,21 @@ M.list = core.list
 -- messages_out, reductions (gen_server callbacks run), current (the
 -- callback running, if any), server (true for a gen_server), foreign,
 -- overflowed, mailbox_limit, max_heap }`.
----@param pid userdata
----@return table|nil
-M.info = core.info
+-- @function info
+---@param pid genserver.Pid the process
+---@return table? info
+M.info = core.info --[[@as fun(pid: genserver.Pid): table?]]
 
 --- True if `v` is a pid.
-M.is_pid = core.is_pid
+-- @function is_pid
+---@param v any
+---@return boolean
+M.is_pid = core.is_pid --[[@as fun(v: any): boolean]]
 
 --- True if `v` is a reference.
-M.is_ref = core.is_ref
+-- @function is_ref
+---@param v any
+---@return boolean
+M.is_ref = core.is_ref --[[@as fun(v: any): boolean]]
 
 return M

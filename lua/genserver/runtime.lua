@@ -11,20 +11,28 @@ local M = {}
 -- starts; `max_depth` and `max_message_size` (codec limits) and `budget`
 -- (messages per turn) at any time. All or nothing: on an error nothing
 -- changes. (The C API's gs_runtime_configure, on the default runtime.)
-M.configure = core.configure
+-- @function configure
+---@param settings { workers: integer?, max_processes: integer?, max_depth: integer?, max_message_size: integer?, budget: integer? } the settings to change
+---@return boolean true
+M.configure = core.configure --[[@as fun(settings: table): boolean]]
 
---- `{ workers, processes, foreign, run_queue, messages, spawned, started,
--- abandoned_states }`. `abandoned_states` counts the processes the runtime
--- gave up on (DESIGN.md §1.2): killed but still running a second later (a
--- finalizer that loops: Lua runs finalizers with hooks off, so nothing
--- stops one), or whose state took longer than that to close (finalizers,
--- pending `<close>` handlers). Each one had already ended for everyone
--- else (DOWN, EXIT, name released); its thread was replaced as a worker.
-M.stats = core.stats
+--- The runtime's counters: `{ workers, processes, foreign, run_queue,
+-- messages, spawned, started, abandoned_states }`. `abandoned_states`
+-- counts the processes the runtime gave up on: killed but still running a
+-- second later (a finalizer that loops: Lua runs finalizers with hooks off,
+-- so nothing stops one), or whose state took longer than that to close
+-- (finalizers, pending `<close>` handlers). Each one had already ended for
+-- everyone else (DOWN, EXIT, name released); its thread was replaced as a
+-- worker.
+-- @function stats
+---@return table stats
+M.stats = core.stats --[[@as fun(): table]]
 
 --- Stops every process (exit signal "shutdown", then "kill" after half of
 -- `timeout` ms, default 5000) and joins the workers. Also runs by itself
 -- when the program exits.
-M.shutdown = core.shutdown
+-- @function shutdown
+---@param timeout number? ms (default 5000)
+M.shutdown = core.shutdown --[[@as fun(timeout?: number)]]
 
 return M

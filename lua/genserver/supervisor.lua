@@ -48,6 +48,22 @@
 -- message = }`.
 -- @module genserver.supervisor
 
+-- A supervisor's spec (a LuaLS class, for editors).
+---@class genserver.supervisor.Spec
+---@field strategy ("one_for_one"|"one_for_all"|"rest_for_one"|"simple_one_for_one")? default "one_for_one"
+---@field intensity integer? restarts allowed within `period` (default 1)
+---@field period number? seconds (default 5)
+---@field backoff { initial: number, max: number, reset: number? }? delays between restarts of a failing child (ms)
+---@field children genserver.supervisor.ChildSpec[] the children, in start order (the template, for simple_one_for_one)
+
+-- A child spec (a LuaLS class).
+---@class genserver.supervisor.ChildSpec
+---@field id (string|number)? unique; none for simple_one_for_one's template
+---@field start { [1]: string|genserver.Callbacks, [2]: any, [3]: genserver.StartOptions? } module, arg [, opts]
+---@field restart ("permanent"|"transient"|"temporary")? default "permanent"
+---@field shutdown (number|"brutal_kill"|"infinity")? ms (default 5000; "infinity" for supervisors)
+---@field type ("worker"|"supervisor")? default: "supervisor" for genserver.supervisor, else "worker"
+
 local core = require "genserver.core"
 local gs = require "genserver"
 
@@ -672,6 +688,8 @@ end
 -- ================================================== gen_server callbacks
 
 --- @local
+---@param spec genserver.supervisor.Spec
+---@return string, any
 function M.init(spec)
   core.trap_exit(true)
   local st, err = check_spec(spec)
@@ -819,6 +837,10 @@ function calls.count_children(st)
 end
 
 --- @local
+---@param req any
+---@param _from genserver.From
+---@param st table
+---@return string, any, table
 function M.handle_call(req, _from, st)
   local f = type(req) == "table" and calls[req[1]]
   if not f then return "reply", { false, "unknown request" }, st end
@@ -827,11 +849,17 @@ function M.handle_call(req, _from, st)
 end
 
 --- @local
+---@param _msg any
+---@param st table
+---@return string, table
 function M.handle_cast(_msg, st)
   return "noreply", st
 end
 
 --- @local
+---@param msg any
+---@param st table
+---@return string, any, table?
 function M.handle_info(msg, st)
   if type(msg) == "table" then
     local tag = msg[1]
@@ -853,6 +881,8 @@ function M.handle_info(msg, st)
 end
 
 --- @local
+---@param _reason any
+---@param st table
 function M.terminate(_reason, st)
   if type(st) ~= "table" then return end
   if st.template then shutdown_dynamic(st) else shutdown_all(st) end
@@ -881,10 +911,10 @@ end
 -- has started (in order); if one fails to start, the ones started are
 -- stopped and the result is `nil, { shutdown = { failed_to_start_child
 -- = id, reason = r } }`. The caller is not killed by that failure.
--- @param spec `{ strategy =, intensity =, period =, backoff =, children = { child_spec... } }`
--- @param opts `{ name = registered name, timeout = ms (default "infinity") }`
--- @return pid, or nil and a reason (`{ bad_flags = field, ... }`,
--- `{ bad_child_spec = id, ... }`, `{ already_started = pid }`, ...)
+---@param spec genserver.supervisor.Spec `{ strategy =, intensity =, period =, backoff =, children = { child_spec... } }`
+---@param opts { name: string?, timeout: genserver.Timeout? }? `{ name = registered name, timeout = ms (default "infinity") }`
+---@return genserver.Pid? pid the supervisor, or nil
+---@return any reason why it did not start (`{ bad_flags = field, ... }`, `{ bad_child_spec = id, ... }`, `{ already_started = pid }`, ...)
 function M.start_link(spec, opts)
   local _, err = check_spec(spec)
   if err then return nil, err end
@@ -893,9 +923,10 @@ end
 
 --- As `start_link`, without the link (for a supervisor at the top of a
 -- program that should not take the caller down when it gives up).
--- @param spec as for `start_link`
--- @param opts as for `start_link`
--- @return pid, or nil and a reason
+---@param spec genserver.supervisor.Spec as for `start_link`
+---@param opts { name: string?, timeout: genserver.Timeout? }? as for `start_link`
+---@return genserver.Pid? pid the supervisor, or nil
+---@return any reason why it did not start
 function M.start(spec, opts)
   local _, err = check_spec(spec)
   if err then return nil, err end
@@ -903,8 +934,9 @@ function M.start(spec, opts)
 end
 
 --- Checks a supervisor spec without starting anything.
--- @param spec as for `start_link`
--- @return true, or nil and a reason (`{ bad_flags = ... }` / `{ bad_child_spec = ... }`)
+---@param spec genserver.supervisor.Spec as for `start_link`
+---@return true? ok true, or nil
+---@return any reason what is wrong (`{ bad_flags = ... }` / `{ bad_child_spec = ... }`)
 function M.check_spec(spec)
   local _, err = check_spec(spec)
   if err then return nil, err end
@@ -916,37 +948,38 @@ end
 -- the template's arg and it combined (nil template arg: `extra`; two
 -- tables: the template's copied, with `extra`'s list items appended and
 -- its other fields added; otherwise `{ arg, extra }`).
--- @param sup the supervisor (pid or name)
--- @param spec_or_extra a child spec, or the extra argument
--- @return pid, or nil and `{ already_started = pid }` | `"already_present"` |
--- `"ignore"` | `{ bad_child_spec = ... }` | the child's start error
+---@param sup genserver.Server the supervisor (pid or name)
+---@param spec_or_extra genserver.supervisor.ChildSpec|any a child spec, or the extra argument
+---@return genserver.Pid? pid the new child, or nil
+---@return any reason `{ already_started = pid }` | `"already_present"` | `"ignore"` | `{ bad_child_spec = ... }` | the child's start error
 function M.start_child(sup, spec_or_extra)
   return sup_call(sup, "start_child", spec_or_extra)
 end
 
 --- Stops a child. Its spec stays (not running), unless it is temporary.
 -- For `simple_one_for_one`, the child is given by pid and forgotten.
--- @param sup the supervisor (pid or name)
--- @param id_or_pid the child's id (its pid for simple_one_for_one)
--- @return true, or nil and `"not_found"` | `"simple_one_for_one"`
+---@param sup genserver.Server the supervisor (pid or name)
+---@param id_or_pid string|number|genserver.Pid the child's id (its pid for simple_one_for_one)
+---@return true? ok true, or nil
+---@return string? reason `"not_found"` | `"simple_one_for_one"`
 function M.terminate_child(sup, id_or_pid)
   return sup_call(sup, "terminate_child", id_or_pid)
 end
 
 --- Starts again a child that is not running (after `terminate_child`).
--- @param sup the supervisor (pid or name)
--- @param id the child's id
--- @return pid, or nil and `"running"` | `"restarting"` | `"not_found"` |
--- `"ignore"` | `"simple_one_for_one"` | the child's start error
+---@param sup genserver.Server the supervisor (pid or name)
+---@param id string|number the child's id
+---@return genserver.Pid? pid the child, or nil
+---@return any reason `"running"` | `"restarting"` | `"not_found"` | `"ignore"` | `"simple_one_for_one"` | the child's start error
 function M.restart_child(sup, id)
   return sup_call(sup, "restart_child", id)
 end
 
 --- Removes the spec of a child that is not running.
--- @param sup the supervisor (pid or name)
--- @param id the child's id
--- @return true, or nil and `"running"` | `"restarting"` | `"not_found"` |
--- `"simple_one_for_one"`
+---@param sup genserver.Server the supervisor (pid or name)
+---@param id string|number the child's id
+---@return true? ok true, or nil
+---@return string? reason `"running"` | `"restarting"` | `"not_found"` | `"simple_one_for_one"`
 function M.delete_child(sup, id)
   return sup_call(sup, "delete_child", id)
 end
@@ -954,8 +987,8 @@ end
 --- The children, in start order: a list of `{ id =, pid =, type =,
 -- module = }` where pid is a pid, `"restarting"` or nil (not running).
 -- For `simple_one_for_one`, id is nil and the order is unspecified.
--- @param sup the supervisor (pid or name)
--- @return list
+---@param sup genserver.Server the supervisor (pid or name)
+---@return { id: any, pid: genserver.Pid|string|nil, type: string, module: string }[] children
 function M.which_children(sup)
   return (sup_call(sup, "which_children"))
 end
@@ -963,8 +996,8 @@ end
 --- Counts: `{ specs =, active =, supervisors =, workers = }` (active:
 -- children running; supervisors/workers: specs (or dynamic children) by
 -- type, running or not).
--- @param sup the supervisor (pid or name)
--- @return table
+---@param sup genserver.Server the supervisor (pid or name)
+---@return { specs: integer, active: integer, supervisors: integer, workers: integer } counts
 function M.count_children(sup)
   return (sup_call(sup, "count_children"))
 end
