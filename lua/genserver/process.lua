@@ -103,7 +103,8 @@ M.trap_exit = core.trap_exit --[[@as fun(on: boolean): boolean]]
 -- @function exit
 ---@param pid_or_reason genserver.Pid|any the target, or the caller's own exit reason
 ---@param reason any? the exit reason, when a pid is given
-M.exit = core.exit --[[@as fun(pid_or_reason: any, reason?: any)]]
+---@return boolean? sent true after sending a signal (`exit(reason)` does not return)
+M.exit = core.exit --[[@as fun(pid_or_reason: any, reason?: any): boolean?]]
 
 --- Registers `name` for `pid` (default: the caller). Raises if taken.
 ---@param name string the name
