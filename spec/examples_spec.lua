@@ -29,7 +29,7 @@ describe("examples", function()
   end)
 
   it("worker_pool.lua: a waiting checkout is answered later; a crashing borrower gives its worker back", function()
-    local r = run_example("worker_pool.lua", {
+    run_example("worker_pool.lua", {
       "7 squared is 49",
       "a borrower holds a worker: free 1, out 1, waiting 0",
       "the main script holds the other: free 0, out 2, waiting 0",
@@ -41,7 +41,6 @@ describe("examples", function()
       "12 squared is 144",
       "done",
     })
-    assert.is_truthy(r.err:find("CRASH REPORT", 1, true), C.show(r))
   end)
 
   it("todo.lua: one list server per name under simple_one_for_one, started on demand", function()
@@ -74,7 +73,7 @@ describe("examples", function()
   end)
 
   it("job_queue.lua: workers pull jobs; a crashing job is retried, then failed; workers are restarted", function()
-    local r = run_example("job_queue.lua", {
+    run_example("job_queue.lua", {
       "job 1: sum 1..10 = 55 (attempts: 1)",
       "job 2: sum 1..100 = 5050 (attempts: 1)",
       "job 3: failed after 2 attempts: poison job",
@@ -84,7 +83,6 @@ describe("examples", function()
       "workers still running: 3",
       "done",
     })
-    assert.is_truthy(r.err:find("SUPERVISOR REPORT", 1, true), C.show(r))
   end)
 
   it("the demos run by make demo still run", function()

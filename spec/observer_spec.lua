@@ -7,8 +7,6 @@ local gs = require "genserver"
 local process = require "genserver.process"
 local supervisor = require "genserver.supervisor"
 local observer = require "genserver.observer"
-local U = require "pr_util"
-local P = U.process()
 
 local function find(list, pid)
   for _, p in ipairs(list) do if p.pid == pid then return p end end
@@ -16,7 +14,7 @@ end
 
 -- a process that keeps `n` messages queued until told "go"
 local function hoarder(n)
-  local pid = P.spawn(function()
+  local pid = process.spawn(function()
     local pr = require "genserver.process"
     pr.receive(function(m) return m == "go" end)
   end)
@@ -74,7 +72,7 @@ describe("genserver.observer", function()
     end)
 
     it("leaves out a process that is gone", function()
-      local pid = P.spawn(function() end)
+      local pid = process.spawn(function() end)
       for _ = 1, 500 do if not process.alive(pid) then break end process.sleep(2) end
       assert.is_nil(find(observer.processes(), pid))
     end)

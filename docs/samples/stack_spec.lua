@@ -38,6 +38,14 @@ describe("the stack server", function()
     assert.are.equal("noproc", err.reason)
   end)
 
+  it("serves a process written right here in the spec", function()
+    local me = process.self()
+    process.spawn(function()
+      process.send(me, "size " .. tostring(Stack.size(s)))   -- globals work in there
+    end)
+    assert.are.equal("size 2", process.receive(5000))
+  end)
+
   it("can be watched with a monitor: waits are bounded receives", function()
     local ref = process.monitor(s)
     genserver.cast(s, { "push", "x" })
