@@ -24,12 +24,18 @@ local type, error = type, error
 -- ------------------------------------------------------ callback module
 
 --- @local
+---@param fn function returns the initial value
+---@return string, any
 function M.init(fn)
   if type(fn) ~= "function" then return "stop", "genserver.agent: fn must be a function" end
   return "ok", fn()
 end
 
 --- @local
+---@param req table { op, fn }
+---@param _from genserver.From
+---@param value any the agent's value
+---@return string, any, any
 function M.handle_call(req, _from, value)
   local op, fn = req[1], req[2]
   if op == "get" then return "reply", fn(value), value end
@@ -42,6 +48,9 @@ function M.handle_call(req, _from, value)
 end
 
 --- @local
+---@param req table { "cast", fn }
+---@param value any the agent's value
+---@return string, any
 function M.handle_cast(req, value)
   if req[1] == "cast" then return "noreply", req[2](value) end
   return "noreply", value

@@ -154,6 +154,12 @@ end
 --- change_code with the server's own version as old_vsn (for
 -- genserver.code.upgrade).
 -- @local
+---@param server userdata|string pid or registered name
+---@param module string the module name the server runs
+---@param extra any? passed to code_change
+---@param timeout number|string? ms (default 5000) or "infinity"
+---@return boolean|nil # true, or nil and a reason
+---@return any
 function M.change_code_own(server, module, extra, timeout)
   local ok, v = request("change_code", server,
                         { "change_code", module, nil, extra, own_vsn = true }, timeout)

@@ -389,11 +389,16 @@ end
 --- Callback module side: a supervised or started task is a gen_server
 -- that runs `fn(...)` in `handle_continue` and stops normally.
 -- @local
+---@param arg table { fn, args..., n = }
+---@return string, table, table
 function M.init(arg)
   return "ok", arg, { continue = "run" }
 end
 
 --- @local
+---@param _ any the continue value
+---@param arg table { fn, args..., n = }
+---@return string, string, table
 function M.handle_continue(_, arg)
   arg[1](tunpack(arg, 2, arg.n or #arg))
   return "stop", "normal", arg
