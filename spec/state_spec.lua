@@ -145,7 +145,17 @@ describe("a process's state", function()
       assert.are.equal("ready", process.receive(T))
       process.exit(pid, "kill")
       assert.are.equal("killed", U.await_down(ref).reason)
-      local f = io.open(mark, "r")
+      -- DOWN is sent before the state is closed (dying cannot be blocked), so
+      -- the handler may still be running: wait for its file, bounded.
+      local f
+      for _ = 1, 500 do
+        f = io.open(mark, "r")
+        if f then
+          if f:read("a") == "closed" then f:seek("set") break end
+          f:close(); f = nil
+        end
+        process.sleep(10)
+      end
       assert.is_not_nil(f, "the <close> handler did not run")
       assert.are.equal("closed", f:read("a"))
       f:close()
