@@ -40,15 +40,22 @@ ifeq ($(strip $(LUA_LIBS)),)
 LUA_LIBS := -llua$(LUA_VERSION)
 endif
 
+# libuv (Debian's libuv1-dev) for the I/O layer (genserver.tcp / genserver.udp)
+UV_CFLAGS := $(shell $(PKG_CONFIG) --cflags libuv 2>/dev/null)
+UV_LIBS   := $(shell $(PKG_CONFIG) --libs libuv 2>/dev/null)
+ifeq ($(strip $(UV_LIBS)),)
+UV_LIBS := -luv
+endif
+
 # CFLAGS/LDFLAGS are the user-overridable part (e.g. sanitizer builds:
 # make BUILD=build-asan CFLAGS="-O1 -g -fsanitize=address,undefined"); the rest is fixed.
 CFLAGS   ?= -O2 -g
 LDFLAGS  ?=
 WERROR   ?= -Werror
 GS_CFLAGS = -std=c11 -Wall -Wextra $(WERROR) -fPIC -fvisibility=hidden -D_GNU_SOURCE \
-            $(LUA_CFLAGS) -Icsrc
+            $(LUA_CFLAGS) $(UV_CFLAGS) -Icsrc
 ALL_CFLAGS = $(GS_CFLAGS) $(CFLAGS)
-LDLIBS   = -lpthread -lm
+LDLIBS   = $(UV_LIBS) -lpthread -lm
 
 # ---------------------------------------------------------------------------
 # Files
@@ -192,6 +199,8 @@ deps:
 	  $(LUA) -e 'require "busted.runner"' >/dev/null 2>&1; } || missing="$$missing lua-busted"; \
 	command -v $(CC) >/dev/null 2>&1 || missing="$$missing gcc"; \
 	[ -f /usr/include/pthread.h ] || missing="$$missing libc6-dev"; \
+	{ $(PKG_CONFIG) --exists libuv 2>/dev/null || [ -f /usr/include/uv.h ]; } || \
+	  missing="$$missing libuv1-dev"; \
 	command -v make >/dev/null 2>&1 || missing="$$missing make"; \
 	[ -z "$$missing" ] && exit 0; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
@@ -346,8 +355,9 @@ $(PC_FILE): FORCE | $(OBJDIR)
 	  echo 'Description: OTP-style gen_servers for Lua 5.4 on a C runtime (embedding API)'; \
 	  echo 'Version: $(GS_VERSION)'; \
 	  echo 'Requires: lua$(LUA_VERSION)'; \
+	  echo 'Requires.private: libuv'; \
 	  echo 'Libs: -L$${libdir} -lgenserver -lpthread'; \
-	  echo 'Libs.private: -lm'; \
+	  echo 'Libs.private: -luv -lm'; \
 	  echo 'Cflags: -I$${includedir}'; \
 	} > $@.tmp; cmp -s $@.tmp $@ && rm -f $@.tmp || mv -f $@.tmp $@
 

@@ -540,6 +540,12 @@ struct gsi_rt {
   gsi_timers *timers;
   gsi_names *names;
   gsi_modcache *mods; /* compiled Lua modules (modcache.c) */
+  /* The I/O layer (io_loop.c), set up on its first use: the exit path
+  ** calls io_down(rt, pid) (close the sockets pid controls), gsi_rt_free
+  ** calls io_stop(rt) (close them all, join the loop thread). */
+  void *_Atomic io;
+  void (*_Atomic io_down)(gsi_rt *rt, uint64_t pid);
+  void (*_Atomic io_stop)(gsi_rt *rt);
   void (*state_hook)(lua_State *L, void *ud);
   void *state_hook_ud;
   pthread_mutex_t life_mu; /* guards start/stop of threads */

@@ -31,6 +31,7 @@
 #include "genserver.h"
 #include "ids.h"
 #include "internal.h"
+#include "io.h"
 #include "lgenserver.h"
 
 
@@ -121,6 +122,9 @@ static gsi_proc *self_of(lua_State *L) {
 
 static uint64_t pid_of(gsi_proc *p) { return gsi_proc_pid(p); }
 
+/* For the I/O binding (lio.c), whose functions share these upvalues. */
+gsi_proc *gsi_lua_self(lua_State *L) { return self_of(L); }
+
 static int die(lua_State *L, gsi_proc *p);
 
 /* Entry of a primitive that does not wait: a process killed by a signal
@@ -207,7 +211,8 @@ static uint64_t opt_deadline(lua_State *L, int idx, double def_ms) {
 static int own_source(const char *src) {
   static const char *const own[] = {"genserver/init.lua", "genserver/process.lua",
                                     "genserver/server.lua", "genserver/supervisor.lua",
-                                    "genserver/sys.lua", "genserver/runtime.lua", NULL};
+                                    "genserver/sys.lua", "genserver/runtime.lua",
+                                    "genserver/tcp.lua", "genserver/udp.lua", NULL};
   for (int i = 0; own[i]; i++) {
     size_t n = strlen(src), m = strlen(own[i]);
     if (n >= m && strcmp(src + n - m, own[i]) == 0) return 1;
@@ -1990,6 +1995,8 @@ lua_CFunction gsi_core_builtin(lua_State *L, const char *module, size_t lm,
   if (lm != sizeof core - 1 || memcmp(module, core, lm) != 0) return NULL;
   for (const luaL_Reg *r = funcs; r->name != NULL; r++)
     if (strlen(r->name) == lf && memcmp(r->name, field, lf) == 0) return r->func;
+  for (const luaL_Reg *r = gsi_io_funcs; r->name != NULL; r++)
+    if (strlen(r->name) == lf && memcmp(r->name, field, lf) == 0) return r->func;
   return NULL;
 }
 
@@ -2043,9 +2050,12 @@ int luaopen_genserver_core(lua_State *L) {
   lua_createtable(L, 0, sizeof funcs / sizeof funcs[0] + 5);
   if (p != NULL) {
     luaL_setfuncs(L, funcs, 0); /* light functions: see state_proc */
+    luaL_setfuncs(L, gsi_io_funcs, 0);
   } else {
     lua_pushvalue(L, -2); /* the record: upvalue 1 */
     luaL_setfuncs(L, funcs, 1);
+    lua_pushvalue(L, -2);
+    luaL_setfuncs(L, gsi_io_funcs, 1);
     lua_remove(L, -2);
   }
   lua_pushinteger(L, K_CALL);

@@ -58,6 +58,11 @@ GSI_FUNC int gsi_crash_msgh(lua_State *L);
 ** 1; return 0, pushing nothing, if that error is not the one it saw. */
 GSI_FUNC int gsi_crash_traceback(lua_State *L, int idx);
 
+/* The calling process of a genserver.core function (its own, or the
+** thread's foreign one), as every core function finds it; for the I/O
+** binding (lio.c), registered with the same upvalues. */
+GSI_FUNC gsi_proc *gsi_lua_self(lua_State *L);
+
 /* Mark L as the state of process p (before genserver.core is opened). */
 GSI_FUNC void gsi_bind_process_state(lua_State *L, gsi_proc *p);
 

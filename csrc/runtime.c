@@ -202,7 +202,10 @@ int gsi_rt_stop_all(gsi_rt *rt, const void *reason, size_t len, uint64_t ms) {
 ** left); foreign processes are dropped. */
 void gsi_rt_free(gsi_rt *rt);
 void gsi_rt_free(gsi_rt *rt) {
+  void (*io_stop)(gsi_rt *);
   atomic_store(&rt->closed, 1);
+  /* the I/O loop delivers to processes: it stops before anything else */
+  if ((io_stop = atomic_load(&rt->io_stop)) != NULL) io_stop(rt);
   if (atomic_load(&rt->started)) {
     gsi_sched_stop(rt);
     gsi_timer_stop(rt);

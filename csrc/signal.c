@@ -167,7 +167,11 @@ void gsi_proc_die(gsi_proc *p, const void *reason, size_t len, int normal) {
   uint64_t me = gsi_proc_pid(p);
   gsi_idvec links, mons;
   int no = 0;
+  void (*io_down)(gsi_rt *, uint64_t);
   if (!atomic_compare_exchange_strong(&p->died, &no, 1)) return;
+  /* the I/O layer's hook, once it runs: close the sockets p controls */
+  io_down = atomic_load_explicit(&p->rt->io_down, memory_order_acquire);
+  if (io_down != NULL) io_down(p->rt, me);
   pthread_mutex_lock(&p->lk);
   p->exiting = 1;
   links = p->links;
