@@ -97,7 +97,8 @@ TAP_SUMMARY  := .ci/tap-summary
 
 DEMOS        ?= examples/kv_store.lua examples/counter.lua examples/supervision_tree.lua \
                 examples/chat_room.lua examples/worker_pool.lua examples/todo.lua \
-                examples/rate_limiter.lua examples/job_queue.lua
+                examples/rate_limiter.lua examples/job_queue.lua \
+                examples/tcp_echo.lua examples/chat_tcp.lua
 DEMO_TIMEOUT ?= 120
 
 # In-tree module search paths (both the generic and the 5.4-specific variables,
