@@ -60,6 +60,7 @@ typedef struct gsi_io_opts {
   int64_t packet_size;          /* -1 unchanged */
   int nodelay;                  /* -1 unchanged */
   int64_t send_timeout;         /* ms, -1 unchanged, 0 none */
+  int64_t high_watermark;       /* bytes, -1 unchanged */
   int backlog;                  /* listen only */
   char ip[64];                  /* listen/connect/udp: bind or peer address */
 } gsi_io_opts;
@@ -81,8 +82,10 @@ GSI_FUNC int gsi_io_command(gsi_rt *rt, gsi_msg *m);
 ** rt, and sets what is asked for. */
 GSI_FUNC int gsi_io_peek(gsi_rt *rt, uint64_t sock, uint64_t *owner, int *kind);
 /* Count len more unsent bytes on sock; returns the new total, or -1 when
-** the socket is closed (nothing counted). */
-GSI_FUNC int64_t gsi_io_unsent_add(gsi_rt *rt, uint64_t sock, size_t len);
+** the socket is closed (nothing counted); *hwm gets its high-water mark. */
+GSI_FUNC int64_t gsi_io_unsent_add(gsi_rt *rt, uint64_t sock, size_t len, int64_t *hwm);
+/* Set a socket's high-water mark at once (setopts also tells the loop). */
+GSI_FUNC void gsi_io_set_hwm(gsi_rt *rt, uint64_t sock, int64_t hwm);
 /* Set the controlling process if `from` is it: 0, -1 closed, -2 not owner. */
 GSI_FUNC int gsi_io_set_owner(gsi_rt *rt, uint64_t sock, uint64_t from, uint64_t to);
 /* The reason a socket ended with (for send on a closed socket). */
@@ -91,7 +94,8 @@ GSI_FUNC const char *gsi_io_closed_reason(gsi_rt *rt, uint64_t sock);
 /* socket kinds */
 enum { GSI_SK_NONE = 0, GSI_SK_LISTEN, GSI_SK_TCP, GSI_SK_UDP };
 
-/* Unsent bytes above which send waits until its data are written. */
+/* Unsent bytes above which send waits until its data are written (the
+** default of the high_watermark option). */
 #define GSI_IO_HIGH_WATER ((int64_t)1 << 20)
 
 /* Binding (lio.c): genserver.core's io_* functions, registered with the

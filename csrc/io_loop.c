@@ -36,6 +36,7 @@
 #define IO_NCHUNKS 1024u  /* at most 1,048,576 sockets at once */
 #define IO_CREDIT 64       /* owner's waiting messages that pause reading */
 #define IO_RBUF (64 * 1024)
+#define IO_DRAIN_MS 10000  /* an orderly close waits this long for its writes */
 
 typedef struct io_t io_t;
 typedef struct io_conn io_conn;
@@ -45,6 +46,7 @@ typedef struct io_slot {
   _Atomic int kind;          /* GSI_SK_*, 0 when free or closed */
   _Atomic uint64_t owner;    /* controlling pid */
   _Atomic int64_t unsent;    /* bytes queued by send, not yet written */
+  _Atomic int64_t hwm;       /* high-water mark of unsent */
   const char *_Atomic why;   /* reason it closed (a static string) */
   io_conn *c;                /* loop only */
   uint32_t free_next;        /* loop only */
@@ -73,8 +75,11 @@ struct io_conn {
   size_t packet_size;
   int nodelay;
   int64_t send_timeout;
+  int64_t hwm;
   int reading, paused, eof, closing, nclose, connected;
   int waiting_writes; /* sends waiting past the mark (send_timeout runs) */
+  size_t queued;      /* bytes handed to uv_write, not yet written */
+  int final;          /* its handles are being closed */
   gsi_buf in;     /* inbound bytes not yet delivered: [in_off, in.len) */
   size_t in_off;
   io_wait *waiters; /* listener: accept waiters; tcp: the recv waiter */
@@ -160,6 +165,7 @@ static int slot_new(io_t *io, io_conn *c, uint64_t owner) {
 static void slot_publish(io_t *io, io_conn *c, int kind) {
   io_slot *s = slot_at(io, c->index);
   if (s == NULL) return; /* cannot be: c->index came from slot_new */
+  atomic_store_explicit(&s->hwm, c->hwm, memory_order_relaxed);
   atomic_store_explicit(&s->kind, kind, memory_order_release);
   atomic_fetch_add(&io->nsocks, 1);
 }
@@ -353,6 +359,7 @@ static io_conn *conn_new(io_t *io, int kind) {
   c->kind = kind;
   c->active = GSI_ACT_TRUE;
   c->nodelay = 1;
+  c->hwm = GSI_IO_HIGH_WATER;
   c->why = "closed";
   gsi_buf_init(&c->in);
   uv_timer_init(&io->loop, &c->poll);
@@ -375,6 +382,27 @@ static void event_simple(io_t *io, io_conn *c, const char *tag, const char *reas
   if (reason && (w_cstr(&io->ob, "reason") || w_cstr(&io->ob, reason))) return;
   deliver_ob(io, owner, GSI_M_USER, 0, 0);
 }
+
+/* Close c's handles; it is freed once the last one is closed. */
+static void conn_final(io_conn *c) {
+  if (c->final) return;
+  c->final = 1;
+  uv_timer_stop(&c->stm);
+  c->nclose = 3;
+  c->u.h.data = c;
+  uv_close(&c->u.h, conn_handle_closed);
+  uv_close((uv_handle_t *)&c->poll, conn_handle_closed);
+  uv_close((uv_handle_t *)&c->stm, conn_handle_closed);
+}
+
+static void on_drained(uv_shutdown_t *r, int status) {
+  io_conn *c = r->data;
+  (void)status;
+  free(r);
+  conn_final(c);
+}
+
+static void drain_timeout_cb(uv_timer_t *t) { conn_final(t->data); }
 
 /* Close c: its handle goes stale at once, waiters get "closed" (or why),
 ** and with notify the owner gets tcp_error (unless why is "closed") and
@@ -405,11 +433,21 @@ static void conn_close(io_conn *c, const char *why, int notify) {
   }
   uv_timer_stop(&c->poll);
   uv_timer_stop(&c->stm);
-  c->nclose = 3;
-  c->u.h.data = c;
-  uv_close(&c->u.h, conn_handle_closed);
-  uv_close((uv_handle_t *)&c->poll, conn_handle_closed);
-  uv_close((uv_handle_t *)&c->stm, conn_handle_closed);
+  /* an orderly close (tcp.close, the owner's death) first writes what
+  ** send queued: shutdown waits for the pending writes, then sends FIN;
+  ** bounded, in case the peer never reads */
+  if (strcmp(why, "closed") == 0 && c->kind == GSI_SK_TCP && c->connected &&
+      c->queued > 0 && !io->stopping) {
+    uv_shutdown_t *r = malloc(sizeof *r);
+    uv_read_stop(&c->u.s);
+    if (r != NULL && uv_shutdown(r, &c->u.s, on_drained) == 0) {
+      r->data = c;
+      uv_timer_start(&c->stm, drain_timeout_cb, IO_DRAIN_MS, 0);
+      return;
+    }
+    free(r);
+  }
+  conn_final(c);
 }
 
 static void apply_opts(io_conn *c, const gsi_io_opts *o) {
@@ -424,6 +462,11 @@ static void apply_opts(io_conn *c, const gsi_io_opts *o) {
     if (c->kind == GSI_SK_TCP && c->connected) uv_tcp_nodelay(&c->u.tcp, c->nodelay);
   }
   if (o->send_timeout >= 0) c->send_timeout = o->send_timeout;
+  if (o->high_watermark >= 0) {
+    io_slot *s = slot_at(c->io, c->index);
+    c->hwm = o->high_watermark;
+    if (s != NULL && s->c == c) atomic_store_explicit(&s->hwm, c->hwm, memory_order_relaxed);
+  }
 }
 
 static void opts_of(const io_conn *c, gsi_io_opts *o) {
@@ -435,6 +478,7 @@ static void opts_of(const io_conn *c, gsi_io_opts *o) {
   o->packet_size = (int64_t)c->packet_size;
   o->nodelay = c->nodelay;
   o->send_timeout = c->send_timeout;
+  o->high_watermark = c->hwm;
 }
 
 /* ------------------------------------------------------------- reading */
@@ -700,10 +744,12 @@ static void on_written(uv_write_t *r, int status) {
   io_t *io = c->io;
   io_slot *s = slot_at(io, c->index);
   if (!c->closing) atomic_fetch_sub(&s->unsent, (int64_t)q->len);
+  c->queued -= q->len;
   if (q->ref != 0) {
     if (status == 0) reply_true(io, q->pid, q->ref);
     else reply_err(io, q->pid, q->ref, c->closing ? c->why : reason_of(status));
-    if (--c->waiting_writes == 0) uv_timer_stop(&c->stm);
+    /* while closing, stm bounds the drain instead */
+    if (--c->waiting_writes == 0 && !c->closing) uv_timer_stop(&c->stm);
   }
   gsi_msg_free(q->m);
   free(q);
@@ -749,6 +795,7 @@ static void do_send(io_t *io, io_conn *c, gsi_msg *m, const gsi_io_args *a) {
   if (q->ref != 0 && c->waiting_writes++ == 0 && c->send_timeout > 0)
     uv_timer_start(&c->stm, stm_cb, (uint64_t)c->send_timeout, 0);
   rc = uv_write(&q->req.w, &c->u.s, bufs, (unsigned)nb, on_written);
+  if (rc == 0) c->queued += len;
   if (rc < 0) {
     if (q->ref && --c->waiting_writes == 0) uv_timer_stop(&c->stm);
     if (q->ref) reply_err(io, q->pid, q->ref, reason_of(rc));
@@ -799,10 +846,7 @@ static void do_listen(io_t *io, gsi_msg *m, const gsi_io_args *a) {
   if (slot_new(io, c, m->from) != 0) {
     reply_err(io, m->from, m->ref, "emfile");
     c->closing = 1;
-    c->nclose = 3;
-    uv_close(&c->u.h, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->poll, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->stm, conn_handle_closed);
+    conn_final(c);
     return;
   }
   slot_publish(io, c, GSI_SK_LISTEN);
@@ -830,10 +874,7 @@ static void serve_accepts(io_conn *ls) {
     ls->ready = 0;
     if (rc != 0 || slot_new(io, c, w->pid) != 0) {
       c->closing = 1;
-      c->nclose = 3;
-      uv_close(&c->u.h, conn_handle_closed);
-      uv_close((uv_handle_t *)&c->poll, conn_handle_closed);
-      uv_close((uv_handle_t *)&c->stm, conn_handle_closed);
+      conn_final(c);
       continue;
     }
     apply_opts(c, &ls->inherit);
@@ -915,10 +956,7 @@ static void do_connect(io_t *io, gsi_msg *m, const gsi_io_args *a) {
     free(r);
     reply_err(io, m->from, m->ref, "emfile");
     c->closing = 1;
-    c->nclose = 3;
-    uv_close(&c->u.h, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->poll, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->stm, conn_handle_closed);
+    conn_final(c);
     return;
   }
   c->conn_wait = wait_new(c, m->from, m->ref, a->b);
@@ -1009,10 +1047,7 @@ static void do_udp_open(io_t *io, gsi_msg *m, const gsi_io_args *a) {
   if (slot_new(io, c, m->from) != 0) {
     reply_err(io, m->from, m->ref, "emfile");
     c->closing = 1;
-    c->nclose = 3;
-    uv_close(&c->u.h, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->poll, conn_handle_closed);
-    uv_close((uv_handle_t *)&c->stm, conn_handle_closed);
+    conn_final(c);
     return;
   }
   slot_publish(io, c, GSI_SK_UDP);
@@ -1099,10 +1134,25 @@ static void run_command(io_t *io, gsi_msg *m) {
     }
     break;
   case GSI_IO_DOWN:
+    /* close what the dead process owned; forget its waits elsewhere (an
+    ** accept on another's listener must not take a connection for it) */
     for (uint32_t i = 0; i < io->used; i++) {
       io_slot *x = slot_at(io, i);
-      if (x->c != NULL && atomic_load_explicit(&x->owner, memory_order_relaxed) == m->from)
+      if (x->c == NULL) continue;
+      if (atomic_load_explicit(&x->owner, memory_order_relaxed) == m->from) {
         conn_close(x->c, "closed", 0);
+        continue;
+      }
+      for (io_wait **pp = &x->c->waiters; *pp != NULL;) {
+        io_wait *w = *pp;
+        if (w->pid == m->from) {
+          *pp = w->next;
+          w->c = NULL;
+          wait_free(w);
+        } else {
+          pp = &w->next;
+        }
+      }
     }
     break;
   case GSI_IO_STOP: stop_all(io); break;
@@ -1201,10 +1251,16 @@ int gsi_io_peek(gsi_rt *rt, uint64_t sock, uint64_t *owner, int *kind) {
   return 0;
 }
 
-int64_t gsi_io_unsent_add(gsi_rt *rt, uint64_t sock, size_t len) {
+int64_t gsi_io_unsent_add(gsi_rt *rt, uint64_t sock, size_t len, int64_t *hwm) {
   io_slot *s = slot_of(atomic_load_explicit(&rt->io, memory_order_acquire), sock);
   if (s == NULL) return -1;
+  *hwm = atomic_load_explicit(&s->hwm, memory_order_relaxed);
   return atomic_fetch_add(&s->unsent, (int64_t)len) + (int64_t)len;
+}
+
+void gsi_io_set_hwm(gsi_rt *rt, uint64_t sock, int64_t hwm) {
+  io_slot *s = slot_of(atomic_load_explicit(&rt->io, memory_order_acquire), sock);
+  if (s != NULL) atomic_store_explicit(&s->hwm, hwm, memory_order_relaxed);
 }
 
 int gsi_io_set_owner(gsi_rt *rt, uint64_t sock, uint64_t from, uint64_t to) {

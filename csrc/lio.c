@@ -49,6 +49,7 @@ static void parse_opts(lua_State *L, int idx, gsi_io_opts *o) {
   o->packet_size = -1;
   o->nodelay = -1;
   o->send_timeout = -1;
+  o->high_watermark = -1;
   if (lua_isnoneornil(L, idx)) return;
   luaL_checktype(L, idx, LUA_TTABLE);
   idx = lua_absindex(L, idx);
@@ -104,6 +105,13 @@ static void parse_opts(lua_State *L, int idx, gsi_io_opts *o) {
   if (lua_getfield(L, idx, "send_timeout") != LUA_TNIL) {
     int64_t t = opt_timeout(L, -1);
     o->send_timeout = t < 0 ? 0 : (t == 0 ? 1 : t);
+  }
+  lua_pop(L, 1);
+  if (lua_getfield(L, idx, "high_watermark") != LUA_TNIL) {
+    int isint;
+    lua_Integer n = lua_tointegerx(L, -1, &isint);
+    if (!isint || n < 1) luaL_error(L, "genserver.tcp: high_watermark must be bytes >= 1");
+    o->high_watermark = n;
   }
   lua_pop(L, 1);
   if (lua_getfield(L, idx, "backlog") != LUA_TNIL) {
@@ -220,7 +228,7 @@ static int l_io_send(lua_State *L) {
   gsi_io_args a;
   size_t len;
   const char *data;
-  int64_t unsent;
+  int64_t unsent, hwm;
   gsi_proc *p = gsi_lua_self(L);
   int kind;
   memset(&a, 0, sizeof a);
@@ -229,9 +237,9 @@ static int l_io_send(lua_State *L) {
   if (gsi_io_peek(p->rt, a.sock, NULL, &kind) != 0)
     return fail(L, gsi_io_closed_reason(p->rt, a.sock));
   if (kind != GSI_SK_TCP) return fail(L, "enotconn");
-  unsent = gsi_io_unsent_add(p->rt, a.sock, len);
+  unsent = gsi_io_unsent_add(p->rt, a.sock, len, &hwm);
   if (unsent < 0) return fail(L, gsi_io_closed_reason(p->rt, a.sock));
-  if (unsent > GSI_IO_HIGH_WATER)
+  if (unsent > hwm)
     return push_ref(L, command(L, GSI_IO_SEND, &a, data, len, 1));
   command(L, GSI_IO_SEND, &a, data, len, 0);
   lua_pushboolean(L, 1);
@@ -267,6 +275,8 @@ static int l_io_setopts(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   parse_opts(L, 2, &a.opts);
   if (gsi_io_peek(p->rt, a.sock, NULL, NULL) != 0) return fail(L, "closed");
+  /* the mark holds for this caller's next send already */
+  if (a.opts.high_watermark > 0) gsi_io_set_hwm(p->rt, a.sock, a.opts.high_watermark);
   command(L, GSI_IO_SETOPTS, &a, NULL, 0, 0);
   lua_pushboolean(L, 1);
   return 1;

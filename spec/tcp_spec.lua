@@ -98,6 +98,20 @@ describe("genserver.tcp", function()
       tcp.close(c1)
     end)
 
+    it("does not hand a connection to a waiter that died", function()
+      local ls, port = listener()
+      local pid = process.spawn(function(ls)
+        local tcp = require "genserver.tcp"
+        tcp.accept(ls, 10000)
+      end, ls)
+      process.sleep(20) -- let it wait first
+      U.kill(pid)
+      local c = assert(tcp.connect("127.0.0.1", port, nil, T))
+      local s, err = tcp.accept(ls, T)
+      assert.is_truthy(s, err)
+      tcp.close(c); tcp.close(s); tcp.close(ls)
+    end)
+
     it("gives accepted sockets the listener's options", function()
       local c, s = pair({ packet = "line", active = false }, { active = false })
       assert(tcp.send(c, "one\ntwo\n"))
@@ -439,6 +453,40 @@ describe("genserver.tcp", function()
       local m = U.await(function(m) return type(m) == "table" and m[1] == "sent" end)
       assert.is_true(m[2])
       tcp.close(c); tcp.close(s)
+    end)
+
+    it("writes what a process sent before it ended (an orderly close)", function()
+      local ls, port = listener({ active = false })
+      local n = 32 * 1024 * 1024
+      -- a mark above n: the send returns at once, the process ends with
+      -- most of it unwritten (the peer reads nothing until it is dead)
+      local pid, ref = process.spawn_monitor(function(port, n)
+        local tcp = require "genserver.tcp"
+        local c = assert(tcp.connect("127.0.0.1", port, { high_watermark = 2 * n }, 5000))
+        assert(tcp.send(c, string.rep("a", n - 1) .. "z"))
+      end, port, n)
+      local s = assert(tcp.accept(ls, T))
+      U.await_down(ref)
+      local got = assert(tcp.recv(s, n, 30000))
+      assert.are.equal(n, #got)
+      assert.are.equal("z", got:sub(-1))
+      assert.are.equal("closed", select(2, tcp.recv(s, 0, T)))
+      tcp.close(s); tcp.close(ls)
+    end)
+
+    it("send past the high-water mark gives up after send_timeout", function()
+      local c, s = pair({ active = false }, { send_timeout = 50 })
+      local chunk = string.rep("x", 1024 * 1024)
+      local ok, err
+      for _ = 1, 200 do -- the peer never reads: the kernel's buffers fill up
+        ok, err = tcp.send(c, chunk)
+        if not ok then break end
+      end
+      assert.is_nil(ok)
+      assert.are.equal("timeout", err)
+      -- the socket is closed after a send time-out
+      assert.is_nil((tcp.send(c, "x")))
+      tcp.close(s)
     end)
 
     it("serves 100 concurrent clients, every reply correct", function()
