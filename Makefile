@@ -651,7 +651,8 @@ clean-reliability:
 #   lua5.4 bench/run.lua cast          one workload, genserver side only
 
 BENCH_FLAGS ?=
-BENCH_ENV    = $(INTREE_ENV) BENCH_LUA='$(LUA)'
+BENCH_TCP_LOAD = $(BUILD)/bench/tcp_load
+BENCH_ENV    = $(INTREE_ENV) BENCH_LUA='$(LUA)' BENCH_TCP_LOAD='$(abspath $(BENCH_TCP_LOAD))'
 
 .PHONY: bench bench-big _bench _bench-big bench-erlang
 
@@ -661,8 +662,13 @@ bench: bench-erlang
 bench-big: bench-erlang
 	@$(MAKE) --no-print-directory _bench-big
 
-_bench: all
+_bench: all $(BENCH_TCP_LOAD)
 	@$(BENCH_ENV) $(LUA) bench/compare.lua --erl-out '$(BUILD)/bench' $(BENCH_FLAGS)
+
+# the TCP workloads' load generator and plain blocking C echo server
+$(BENCH_TCP_LOAD): bench/tcp_load.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -std=c11 -Wall -Wextra $(WERROR) -D_GNU_SOURCE -o $@ $< -lpthread
 
 _bench-big: all
 	@$(BENCH_ENV) $(LUA) bench/compare.lua --big --erl-out '$(BUILD)/bench' $(BENCH_FLAGS)

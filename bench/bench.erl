@@ -205,8 +205,57 @@ run(big, Ns) ->
      {started, proplists:get_value(n, Fs)}, {n, proplists:get_value(n, Fs)},
      {complete, true}];
 
+%% TCP echo (gen_tcp): an acceptor and a process per connection ({active,
+%% true}, raw binaries, nodelay), loaded by bench/tcp_load as run.lua's is
+run(tcp_echo, Ns) ->
+    N = arg(Ns, 10000),
+    {Rtt, _} = tcp_bench(1, N),
+    [{value, Rtt}, {unit, us}, {n, N}];
+
+run(tcp_rps, Ns) ->
+    C = arg(Ns, 100),
+    N = arg2(Ns, 2000),
+    {_, Rps} = tcp_bench(C, N),
+    [{value, Rps}, {unit, 'req/s'}, {n, C * N}];
+
 run(W, _) ->
     exit({unknown_workload, W}).
+
+tcp_bench(Conns, Rounds) ->
+    Bin = case os:getenv("BENCH_TCP_LOAD") of
+              false -> "build/bench/tcp_load";
+              B -> B
+          end,
+    {ok, LS} = gen_tcp:listen(0, [binary, {packet, raw}, {active, false}, {nodelay, true},
+                                  {ip, {127, 0, 0, 1}}, {backlog, 512}, {reuseaddr, true}]),
+    {ok, Port} = inet:port(LS),
+    Acc = spawn(fun() -> tcp_accept(LS) end),
+    ok = gen_tcp:controlling_process(LS, Acc),
+    Out = os:cmd(io_lib:format("timeout 200 ~s client ~p ~p ~p 64", [Bin, Port, Conns, Rounds])),
+    case re:run(Out, "rtt_us=(\\S+) rps=(\\S+)", [{capture, all_but_first, list}]) of
+        {match, [R, P]} -> {list_to_float(R), list_to_float(P)};
+        _ -> exit({tcp_load, Out})
+    end.
+
+tcp_accept(LS) ->
+    case gen_tcp:accept(LS) of
+        {ok, S} ->
+            Pid = spawn(fun() -> receive {own, Sock} -> inet:setopts(Sock, [{active, true}]),
+                                                        tcp_echo(Sock)
+                                 after ?T -> ok end end),
+            ok = gen_tcp:controlling_process(S, Pid),
+            Pid ! {own, S},
+            tcp_accept(LS);
+        {error, _} -> ok
+    end.
+
+tcp_echo(S) ->
+    receive
+        {tcp, S, Data} -> gen_tcp:send(S, Data), tcp_echo(S);
+        {tcp_closed, S} -> ok;
+        {tcp_error, S, _} -> ok
+    after ?T -> ok
+    end.
 
 %% ---------------------------------------------------------------- helpers
 

@@ -91,6 +91,16 @@ local WORKLOADS = {
       target = { kind = "ratio_ge", x = 0.3 } },
     { key = "mem", unit_key = "mem_unit", label = "memory per idle server (RSS)",
       better = "lower", target = { kind = "ratio_le", x = 3 } } } },
+  { name = "tcp_echo", runs = 5, limit = 120, metrics = {
+    { key = "value", label = "TCP echo round trip, 1 connection", better = "lower",
+      target = { kind = "ratio_le", x = 1 } },
+    { key = "c_value", unit = "us", label = "  the same, plain blocking C echo", better = "lower" },
+    { key = "c_ratio", unit = "×", label = "  genserver ÷ plain C echo", better = "lower",
+      target = { kind = "abs_le", x = 1.5 } } } },
+  { name = "tcp_rps", runs = 3, limit = 150, metrics = {
+    { key = "value", label = "TCP echo, 100 connections × 2000", better = "higher",
+      target = { kind = "ratio_ge", x = 1 } },
+    { key = "c_value", unit = "req/s", label = "  the same, plain blocking C echo", better = "higher" } } },
   { name = "pingpong", runs = 5, limit = 90, metrics = {
     { key = "value", label = "Savina ping-pong, 200k", better = "higher" } } },
   { name = "counting", runs = 5, limit = 90, metrics = {

@@ -439,6 +439,107 @@ workload("chameneos", "Savina chameneos with a mall, C creatures, N meetings", f
   end, c, n)
 end)
 
+-- ------------------------------------------------------------- TCP echo
+--
+-- The server is genserver.tcp: an acceptor process and one process per
+-- connection (active = true, raw), echoing each {"tcp"} message back. The
+-- load comes from bench/tcp_load (C, blocking, a thread per connection),
+-- run from the main script's thread so that no worker is held by it; the
+-- same program is also the plain blocking C echo server measured beside it.
+
+local function tcp_load_bin()
+  local bin = os.getenv("BENCH_TCP_LOAD") or (HERE .. "/../build/bench/tcp_load")
+  local f = io.open(bin)
+  if not f then error("no " .. bin .. " (make bench builds it)", 0) end
+  f:close()
+  return bin
+end
+
+-- Runs the load against port; returns its fields (rtt_us, rps, n).
+local function tcp_client(bin, port, conns, rounds, size)
+  local p = assert(io.popen(("timeout 200 %s client %d %d %d %d 2>&1")
+    :format(bin, port, conns, rounds, size)))
+  local out = p:read("a")
+  p:close()
+  local rtt, rps = out:match("rtt_us=(%S+) rps=(%S+)")
+  if not rtt then error("tcp_load: " .. out, 0) end
+  return tonumber(rtt), tonumber(rps)
+end
+
+-- The plain blocking C echo server: the same load against it.
+local function c_echo(bin, conns, rounds, size)
+  local portfile = os.tmpname()
+  local p = assert(io.popen(("sh -c '%s server > %s & echo $!'"):format(bin, portfile)))
+  local pid = p:read("l")
+  p:close()
+  local port
+  for _ = 1, 500 do
+    local f = io.open(portfile)
+    local l = f and f:read("l")
+    if f then f:close() end
+    port = l and tonumber(l:match("port (%d+)"))
+    if port then break end
+    process.sleep(10)
+  end
+  local ok, rtt, rps = pcall(tcp_client, bin, port or 0, conns, rounds, size)
+  os.execute("kill " .. pid .. " 2>/dev/null")
+  os.remove(portfile)
+  if not ok then error(rtt, 0) end
+  return rtt, rps
+end
+
+local function echo_handler()
+  local tcp = require "genserver.tcp"
+  local process = require "genserver.process"
+  local m = process.receive(function(x) return type(x) == "table" and x[1] == "own" end, 60000)
+  local s = m[2]
+  tcp.setopts(s, { active = true })
+  local send = tcp.send
+  while true do
+    local x = process.receive()
+    if x.sock == s then
+      if x[1] ~= "tcp" then return end
+      send(s, x.data)
+    end
+  end
+end
+
+local function echo_acceptor(ls, handler)
+  local tcp = require "genserver.tcp"
+  local process = require "genserver.process"
+  while true do
+    local s = tcp.accept(ls)
+    if not s then return end
+    local pid = process.spawn(handler)
+    tcp.controlling_process(s, pid)
+    process.send(pid, { "own", s })
+  end
+end
+
+local function tcp_bench(conns, rounds)
+  local tcp = require "genserver.tcp"
+  local bin = tcp_load_bin()
+  local ls = assert(tcp.listen(0, { active = false, nodelay = true, backlog = 512 }))
+  local port = tcp.sockname(ls).port
+  process.spawn(echo_acceptor, ls, echo_handler)
+  local rtt, rps = tcp_client(bin, port, conns, rounds, 64)
+  tcp.close(ls)
+  local crtt, crps = c_echo(bin, conns, rounds, 64)
+  return rtt, rps, crtt, crps
+end
+
+workload("tcp_echo", "TCP echo round trip, 1 connection, N × 64 bytes (beside plain C)", function(a)
+  local n = a[1] or 10000
+  local rtt, _, crtt = tcp_bench(1, n)
+  return { value = rtt, unit = "us", n = n, c_value = crtt, c_ratio = rtt / crtt }
+end)
+
+workload("tcp_rps", "TCP echo requests/s, C connections × N round trips (beside plain C)", function(a)
+  local c, n = a[1] or 100, a[2] or 2000
+  local _, rps, _, crps = tcp_bench(c, n)
+  return { value = rps, unit = "req/s", n = c * n, c_value = crps, c_ratio = rps / crps }
+end)
+
 -- ------------------------------------------------------------------- main
 
 local function fmt(v)
