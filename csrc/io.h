@@ -81,9 +81,24 @@ GSI_FUNC int gsi_io_command(gsi_rt *rt, gsi_msg *m);
 ** the loop checks again). Returns 0 if the handle names an open socket of
 ** rt, and sets what is asked for. */
 GSI_FUNC int gsi_io_peek(gsi_rt *rt, uint64_t sock, uint64_t *owner, int *kind);
-/* Count len more unsent bytes on sock; returns the new total, or -1 when
-** the socket is closed (nothing counted); *hwm gets its high-water mark. */
-GSI_FUNC int64_t gsi_io_unsent_add(gsi_rt *rt, uint64_t sock, size_t len, int64_t *hwm);
+/* send from a worker: gsi_io_write's results */
+enum { GSI_IO_W_DONE = 0, GSI_IO_W_QUEUE, GSI_IO_W_CLOSED, GSI_IO_W_NOTCONN,
+       GSI_IO_W_EMSGSIZE, GSI_IO_W_NOMEM };
+typedef struct gsi_io_wr {
+  int64_t unsent; /* unsent bytes after this send (QUEUE) */
+  int waiting;    /* ref was given to the command: the loop answers it
+                     once these data are written (past the high-water mark) */
+} gsi_io_wr;
+/* Send data on a TCP socket from any thread, framed by its packet mode:
+** written straight into its descriptor when nothing else is unsent (as
+** much as the kernel takes without waiting: GSI_IO_W_DONE when that is
+** all), the rest handed to the loop (GSI_IO_W_QUEUE). ref (pending in the
+** caller, or 0) is attached when the send goes past the high-water mark
+** (w->waiting); the caller then waits for its answer, else forgets it. */
+GSI_FUNC int gsi_io_write(gsi_rt *rt, uint64_t sock, uint64_t from, uint64_t ref,
+                          const char *data, size_t len, gsi_io_wr *w);
+/* Set a socket's packet mode for direct writes at once (setopts). */
+GSI_FUNC void gsi_io_set_packet(gsi_rt *rt, uint64_t sock, int packet);
 /* Set a socket's high-water mark at once (setopts also tells the loop). */
 GSI_FUNC void gsi_io_set_hwm(gsi_rt *rt, uint64_t sock, int64_t hwm);
 /* Set the controlling process if `from` is it: 0, -1 closed, -2 not owner. */

@@ -23,6 +23,10 @@
 ** gsi_io_unsent_add and io.h's GSI_IO_HIGH_WATER.
 */
 #include <ctype.h>
+#include <errno.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +51,14 @@ typedef struct io_slot {
   _Atomic uint64_t owner;    /* controlling pid */
   _Atomic int64_t unsent;    /* bytes queued by send, not yet written */
   _Atomic int64_t hwm;       /* high-water mark of unsent */
+  /* Direct writes (gsi_io_write): a worker may write to the socket's fd
+  ** itself, under wlock, when nothing is unsent (so libuv has no write
+  ** queued and none can start: unsent only drops to 0 after libuv
+  ** finished). The loop takes wlock to end the socket (kind = 0) before
+  ** it closes the fd, so a writer holding it never sees the fd go. */
+  _Atomic int wlock;
+  _Atomic int fd;            /* TCP: the socket's descriptor */
+  _Atomic int pk;            /* TCP: packet mode, for a direct write's prefix */
   const char *_Atomic why;   /* reason it closed (a static string) */
   io_conn *c;                /* loop only */
   uint32_t free_next;        /* loop only */
@@ -162,10 +174,23 @@ static int slot_new(io_t *io, io_conn *c, uint64_t owner) {
   return 0;
 }
 
+static void wlock(io_slot *s) {
+  while (atomic_exchange_explicit(&s->wlock, 1, memory_order_acquire))
+    sched_yield();
+}
+
+static void wunlock(io_slot *s) {
+  atomic_store_explicit(&s->wlock, 0, memory_order_release);
+}
+
 static void slot_publish(io_t *io, io_conn *c, int kind) {
   io_slot *s = slot_at(io, c->index);
+  uv_os_fd_t fd = -1;
   if (s == NULL) return; /* cannot be: c->index came from slot_new */
   atomic_store_explicit(&s->hwm, c->hwm, memory_order_relaxed);
+  if (kind != GSI_SK_TCP || uv_fileno(&c->u.h, &fd) != 0) fd = -1;
+  atomic_store_explicit(&s->fd, fd, memory_order_relaxed);
+  atomic_store_explicit(&s->pk, c->packet, memory_order_relaxed);
   atomic_store_explicit(&s->kind, kind, memory_order_release);
   atomic_fetch_add(&io->nsocks, 1);
 }
@@ -176,8 +201,11 @@ static void slot_end(io_t *io, io_conn *c, const char *why) {
   if (atomic_load_explicit(&s->kind, memory_order_relaxed) != 0)
     atomic_fetch_sub(&io->nsocks, 1);
   atomic_store_explicit(&s->why, why, memory_order_relaxed);
+  wlock(s); /* no direct write is under way once this returns */
   atomic_store_explicit(&s->kind, 0, memory_order_release);
+  atomic_store_explicit(&s->fd, -1, memory_order_relaxed);
   atomic_fetch_add_explicit(&s->gen, 1, memory_order_relaxed);
+  wunlock(s);
   s->c = NULL;
   s->free_next = io->free_head;
   io->free_head = c->index + 1;
@@ -276,7 +304,7 @@ static int reply_data(io_t *io, uint64_t pid, uint64_t ref, const void *p, size_
 static const char *reason_of(int err) {
   static const struct { int e; const char *s; } names[] = {
     {UV_ECONNREFUSED, "econnrefused"}, {UV_EADDRINUSE, "eaddrinuse"},
-    {UV_ECONNRESET, "econnreset"}, {UV_EPIPE, "epipe"},
+    {UV_ECONNRESET, "econnreset"}, {UV_EPIPE, "closed"},
     {UV_ETIMEDOUT, "etimedout"}, {UV_EADDRNOTAVAIL, "eaddrnotavail"},
     {UV_EACCES, "eacces"}, {UV_EINVAL, "einval"}, {UV_ENOMEM, "enomem"},
     {UV_EHOSTUNREACH, "ehostunreach"}, {UV_ENETUNREACH, "enetunreach"},
@@ -455,7 +483,11 @@ static void apply_opts(io_conn *c, const gsi_io_opts *o) {
     c->active = o->active;
     c->once = o->once;
   }
-  if (o->packet >= 0) c->packet = o->packet;
+  if (o->packet >= 0) {
+    io_slot *s = slot_at(c->io, c->index);
+    c->packet = o->packet;
+    if (s != NULL && s->c == c) atomic_store_explicit(&s->pk, c->packet, memory_order_relaxed);
+  }
   if (o->packet_size >= 0) c->packet_size = (size_t)o->packet_size;
   if (o->nodelay >= 0) {
     c->nodelay = o->nodelay;
@@ -767,8 +799,9 @@ static void do_send(io_t *io, io_conn *c, gsi_msg *m, const gsi_io_args *a) {
     gsi_msg_free(m);
     return;
   }
-  if (c->packet >= 1 && c->packet <= 4 && (c->packet == 4 ? len > 0xffffffffu
-                                           : len >> (8 * c->packet) != 0)) {
+  int framed = a->a == 0; /* else: the rest of a direct write, framed already */
+  if (framed && c->packet >= 1 && c->packet <= 4 &&
+      (c->packet == 4 ? len > 0xffffffffu : len >> (8 * c->packet) != 0)) {
     atomic_fetch_sub(&slot_at(io, c->index)->unsent, (int64_t)len);
     if (m->ref) reply_err(io, m->from, m->ref, "emsgsize");
     gsi_msg_free(m);
@@ -785,7 +818,7 @@ static void do_send(io_t *io, io_conn *c, gsi_msg *m, const gsi_io_args *a) {
   q->len = len;
   q->pid = m->from;
   q->ref = m->ref;
-  if (c->packet >= 1 && c->packet <= 4) {
+  if (framed && c->packet >= 1 && c->packet <= 4) {
     for (int i = 0; i < c->packet; i++)
       q->hdr[i] = (unsigned char)(len >> (8 * (c->packet - 1 - i)));
     bufs[nb++] = uv_buf_init((char *)q->hdr, (unsigned)c->packet);
@@ -1169,6 +1202,14 @@ static void on_wake(uv_async_t *h) {
 
 static void *loop_main(void *arg) {
   io_t *io = arg;
+  sigset_t set;
+  /* A write to a socket the peer has closed raises SIGPIPE, whose default
+  ** action ends the program. Blocked in this thread (where libuv writes),
+  ** the write fails with EPIPE instead; the program's own disposition is
+  ** left alone. Workers' direct writes use MSG_NOSIGNAL. */
+  sigemptyset(&set);
+  sigaddset(&set, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
   uv_run(&io->loop, UV_RUN_DEFAULT);
   return NULL;
 }
@@ -1251,16 +1292,103 @@ int gsi_io_peek(gsi_rt *rt, uint64_t sock, uint64_t *owner, int *kind) {
   return 0;
 }
 
-int64_t gsi_io_unsent_add(gsi_rt *rt, uint64_t sock, size_t len, int64_t *hwm) {
-  io_slot *s = slot_of(atomic_load_explicit(&rt->io, memory_order_acquire), sock);
-  if (s == NULL) return -1;
-  *hwm = atomic_load_explicit(&s->hwm, memory_order_relaxed);
-  return atomic_fetch_add(&s->unsent, (int64_t)len) + (int64_t)len;
+int gsi_io_write(gsi_rt *rt, uint64_t sock, uint64_t from, uint64_t ref,
+                 const char *data, size_t len, gsi_io_wr *w) {
+  io_t *io = atomic_load_explicit(&rt->io, memory_order_acquire);
+  io_slot *s = slot_of(io, sock);
+  int pk, fd;
+  size_t n = 0, total, hlen = 0, queued, dskip;
+  unsigned char hdr[4];
+  gsi_io_args a;
+  gsi_buf *b;
+  gsi_msg *m;
+  if (s == NULL) return GSI_IO_W_CLOSED;
+  if (atomic_load_explicit(&s->kind, memory_order_relaxed) != GSI_SK_TCP)
+    return GSI_IO_W_NOTCONN;
+  pk = atomic_load_explicit(&s->pk, memory_order_relaxed);
+  if (pk >= 1 && pk <= 4) {
+    if (pk < 4 ? (len >> (8 * pk)) != 0 : len > 0xffffffffu) return GSI_IO_W_EMSGSIZE;
+    hlen = (size_t)pk;
+    for (size_t i = 0; i < hlen; i++) hdr[i] = (unsigned char)(len >> (8 * (hlen - 1 - i)));
+  }
+  total = hlen + len;
+  w->waiting = 0;
+  wlock(s);
+  /* again under the lock: the socket may have ended meanwhile */
+  if (atomic_load_explicit(&s->kind, memory_order_relaxed) != GSI_SK_TCP ||
+      (atomic_load_explicit(&s->gen, memory_order_relaxed) & 0x3fffffffu) !=
+          ((sock >> 32) & 0x3fffffffu)) {
+    wunlock(s);
+    return GSI_IO_W_CLOSED;
+  }
+  fd = atomic_load_explicit(&s->fd, memory_order_relaxed);
+  if (atomic_load_explicit(&s->unsent, memory_order_relaxed) == 0 && fd >= 0) {
+    while (n < total) {
+      struct iovec iov[2];
+      struct msghdr mh;
+      size_t k = 0, d = n > hlen ? n - hlen : 0;
+      ssize_t r;
+      if (n < hlen) iov[k++] = (struct iovec){hdr + n, hlen - n};
+      iov[k++] = (struct iovec){(char *)data + d, len - d};
+      memset(&mh, 0, sizeof mh);
+      mh.msg_iov = iov;
+      mh.msg_iovlen = k;
+      r = sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) break; /* full, or an error that the loop meets and reports */
+      n += (size_t)r;
+    }
+    if (n == total) {
+      wunlock(s);
+      return GSI_IO_W_DONE;
+    }
+  }
+  /* The loop writes the rest: the whole packet, which it frames (args.a =
+  ** 0), or what is left of a direct write, framed already (args.a = 1).
+  ** Pushed under the lock, so that no other send comes in between. */
+  memset(&a, 0, sizeof a);
+  a.sock = sock;
+  a.a = n > 0;
+  dskip = n > hlen ? n - hlen : 0;
+  queued = n == 0 ? len : total - n;
+  b = &gsi_scratch_get()->buf;
+  b->len = 0;
+  if (gsi_buf_reserve(b, sizeof a + hlen + len) != 0) {
+    wunlock(s);
+    return GSI_IO_W_NOMEM;
+  }
+  memcpy(b->data, &a, sizeof a);
+  b->len = sizeof a;
+  if (n > 0 && n < hlen) {
+    memcpy(b->data + b->len, hdr + n, hlen - n);
+    b->len += hlen - n;
+  }
+  memcpy(b->data + b->len, data + dskip, len - dskip);
+  b->len += len - dskip;
+  w->unsent = atomic_load_explicit(&s->unsent, memory_order_relaxed) + (int64_t)queued;
+  w->waiting = ref != 0 && w->unsent > atomic_load_explicit(&s->hwm, memory_order_relaxed);
+  m = gsi_msg_new(GSI_IO_SEND, from, w->waiting ? ref : 0, b->data, b->len);
+  if (b->cap > (1u << 20)) gsi_buf_free(b);
+  if (m == NULL) {
+    wunlock(s);
+    w->waiting = 0;
+    return GSI_IO_W_NOMEM;
+  }
+  atomic_fetch_add(&s->unsent, (int64_t)queued);
+  gsi_mpsc_push(&io->q, m);
+  uv_async_send(&io->wake);
+  wunlock(s);
+  return GSI_IO_W_QUEUE;
 }
 
 void gsi_io_set_hwm(gsi_rt *rt, uint64_t sock, int64_t hwm) {
   io_slot *s = slot_of(atomic_load_explicit(&rt->io, memory_order_acquire), sock);
   if (s != NULL) atomic_store_explicit(&s->hwm, hwm, memory_order_relaxed);
+}
+
+void gsi_io_set_packet(gsi_rt *rt, uint64_t sock, int packet) {
+  io_slot *s = slot_of(atomic_load_explicit(&rt->io, memory_order_acquire), sock);
+  if (s != NULL) atomic_store_explicit(&s->pk, packet, memory_order_relaxed);
 }
 
 int gsi_io_set_owner(gsi_rt *rt, uint64_t sock, uint64_t from, uint64_t to) {

@@ -225,25 +225,28 @@ static int l_io_recv(lua_State *L) {
 
 /* io_send(s, data) -> true | ref (wait for it) | nil, reason */
 static int l_io_send(lua_State *L) {
-  gsi_io_args a;
   size_t len;
   const char *data;
-  int64_t unsent, hwm;
+  gsi_io_wr w;
   gsi_proc *p = gsi_lua_self(L);
-  int kind;
-  memset(&a, 0, sizeof a);
-  a.sock = check_sock(L, 1);
+  uint64_t sock = check_sock(L, 1), ref;
+  int rc;
   data = luaL_checklstring(L, 2, &len);
-  if (gsi_io_peek(p->rt, a.sock, NULL, &kind) != 0)
-    return fail(L, gsi_io_closed_reason(p->rt, a.sock));
-  if (kind != GSI_SK_TCP) return fail(L, "enotconn");
-  unsent = gsi_io_unsent_add(p->rt, a.sock, len, &hwm);
-  if (unsent < 0) return fail(L, gsi_io_closed_reason(p->rt, a.sock));
-  if (unsent > hwm)
-    return push_ref(L, command(L, GSI_IO_SEND, &a, data, len, 1));
-  command(L, GSI_IO_SEND, &a, data, len, 0);
-  lua_pushboolean(L, 1);
-  return 1;
+  /* pending before the command exists (its answer may come at once); it
+  ** is forgotten again if the send does not wait */
+  ref = gsi_new_ref(p->rt);
+  if (gsi_pending_add(p, ref, 0) != 0) luaL_error(L, "genserver: out of memory");
+  rc = gsi_io_write(p->rt, sock, gsi_proc_pid(p), ref, data, len, &w);
+  if (rc == GSI_IO_W_QUEUE && w.waiting) return push_ref(L, ref);
+  gsi_pending_remove(p, ref, NULL);
+  switch (rc) {
+  case GSI_IO_W_DONE:
+  case GSI_IO_W_QUEUE: lua_pushboolean(L, 1); return 1;
+  case GSI_IO_W_NOTCONN: return fail(L, "enotconn");
+  case GSI_IO_W_EMSGSIZE: return fail(L, "emsgsize");
+  case GSI_IO_W_NOMEM: return luaL_error(L, "genserver: out of memory");
+  default: return fail(L, gsi_io_closed_reason(p->rt, sock));
+  }
 }
 
 /* io_close(s) -> ref (answered once it is closed) */
@@ -277,6 +280,7 @@ static int l_io_setopts(lua_State *L) {
   if (gsi_io_peek(p->rt, a.sock, NULL, NULL) != 0) return fail(L, "closed");
   /* the mark holds for this caller's next send already */
   if (a.opts.high_watermark > 0) gsi_io_set_hwm(p->rt, a.sock, a.opts.high_watermark);
+  if (a.opts.packet >= 0) gsi_io_set_packet(p->rt, a.sock, a.opts.packet);
   command(L, GSI_IO_SETOPTS, &a, NULL, 0, 0);
   lua_pushboolean(L, 1);
   return 1;

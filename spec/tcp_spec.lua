@@ -167,11 +167,12 @@ describe("genserver.tcp", function()
     end
 
     it("refuses to send a packet too long for its prefix", function()
-      local c, s = pair(nil, { packet = 1, active = false })
-      -- the loop refuses it; the socket stays usable
-      tcp.send(c, string.rep("x", 300))
+      local c, s = pair({ active = false }, { packet = 1, active = false })
+      -- refused; the socket stays usable
+      local ok, err = tcp.send(c, string.rep("x", 300))
+      assert.is_nil(ok)
+      assert.are.equal("emsgsize", err)
       assert(tcp.send(c, "ok"))
-      tcp.setopts(s, { active = false })
       assert.are.equal("\2ok", tcp.recv(s, 3, T))
       tcp.close(c); tcp.close(s)
     end)
@@ -389,6 +390,35 @@ describe("genserver.tcp", function()
       assert.are.equal("closed", select(2, tcp.recv(s, 0, T)))
       tcp.close(s)
       assert.is_true(tcp.close(s)) -- closing twice is harmless
+    end)
+
+    it("a send to a peer that has gone is nil, reason, not the end of the program", function()
+      -- SIGPIPE would end the whole program: a child process, under a time limit
+      local script = [[
+        local tcp = require "genserver.tcp"
+        local process = require "genserver.process"
+        local ls = assert(tcp.listen(0, { active = false }))
+        local c = assert(tcp.connect("127.0.0.1", tcp.sockname(ls).port, { active = false }, 5000))
+        local s = assert(tcp.accept(ls, 5000))
+        tcp.close(s)
+        process.sleep(50)
+        local ok, err
+        for _ = 1, 100 do
+          ok, err = tcp.send(c, string.rep("y", 1000))
+          if not ok then break end
+          process.sleep(5)
+        end
+        print("alive", ok, err)
+      ]]
+      local path = os.tmpname()
+      local f = assert(io.open(path, "w"))
+      f:write(script)
+      f:close()
+      local p = assert(io.popen("timeout 30 lua5.4 " .. path .. "; echo rc=$?"))
+      local out = p:read("a")
+      p:close()
+      os.remove(path)
+      assert.matches("alive\tnil\t%a+\nrc=0", out)
     end)
 
     it("shutdown(s, \"write\") ends one direction only", function()
