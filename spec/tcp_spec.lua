@@ -326,7 +326,7 @@ describe("genserver.tcp", function()
     end)
 
     it("controlling_process hands a socket, sent in a message, to another process", function()
-      local c, s = pair({ packet = "line" }, nil)
+      local c, s = pair({ packet = "line" }, { packet = "line", active = false })
       local me = process.self()
       local pid = process.spawn(function(me)
         local tcp = require "genserver.tcp"
@@ -352,7 +352,6 @@ describe("genserver.tcp", function()
       assert.are.equal("not_owner", err)
       process.send(pid, "yours")
       assert(tcp.send(c, "x\n"))
-      tcp.setopts(c, { active = false, packet = "line" })
       assert.are.equal("got x\n", tcp.recv(c, 0, T))
       process.send(pid, "bye")
       tcp.setopts(c, { active = false, packet = "raw" })
@@ -517,6 +516,36 @@ describe("genserver.tcp", function()
       -- the socket is closed after a send time-out
       assert.is_nil((tcp.send(c, "x")))
       tcp.close(s)
+    end)
+
+    it("keeps packets whole when several processes send on one socket at once", function()
+      local c, s = pair({ active = false, packet = 2 }, { packet = 2 })
+      local me = process.self()
+      local senders, per = 8, 300
+      for k = 1, senders do
+        process.spawn(function(c, k, per, me)
+          local tcp = require "genserver.tcp"
+          local process = require "genserver.process"
+          for i = 1, per do
+            -- sizes vary so that some writes are partial and queued
+            local body = ("%d:%d:"):format(k, i) .. string.rep(string.char(64 + k), (i * 977) % 20000)
+            assert(tcp.send(c, body))
+          end
+          process.send(me, { "sent", k })
+        end, c, k, per, me)
+      end
+      local next_i = {}
+      for k = 1, senders do next_i[k] = 1 end
+      for _ = 1, senders * per do
+        local d = assert(tcp.recv(s, 0, 30000))
+        local k, i, rest = d:match("^(%d+):(%d+):(.*)$")
+        k, i = tonumber(k), tonumber(i)
+        assert.are.equal(next_i[k], i) -- in order per sender
+        assert.are.equal(string.rep(string.char(64 + k), (i * 977) % 20000), rest)
+        next_i[k] = i + 1
+      end
+      for _ = 1, senders do U.await(function(m) return type(m) == "table" and m[1] == "sent" end) end
+      tcp.close(c); tcp.close(s)
     end)
 
     it("serves 100 concurrent clients, every reply correct", function()
