@@ -67,7 +67,8 @@ typedef struct io_slot {
 /* A caller waiting for the loop: accept, connect or recv. */
 typedef struct io_wait {
   struct io_wait *next;
-  io_conn *c;
+  io_t *io;
+  io_conn *c;      /* the socket it waits on; NULL once unlinked */
   uint64_t pid, ref;
   int64_t n; /* recv: bytes wanted (raw mode), 0 = what there is */
   int timed;
@@ -350,7 +351,7 @@ static void wait_timeout_cb(uv_timer_t *t) {
   io_conn *c = w->c;
   int connecting = c != NULL && c->conn_wait == w;
   wait_unlink(w);
-  reply_err(c != NULL ? c->io : NULL, w->pid, w->ref, "timeout");
+  reply_err(w->io, w->pid, w->ref, "timeout");
   wait_free(w);
   if (connecting) conn_close(c, "timeout", 0);
 }
@@ -358,6 +359,7 @@ static void wait_timeout_cb(uv_timer_t *t) {
 static io_wait *wait_new(io_conn *c, uint64_t pid, uint64_t ref, int64_t ms) {
   io_wait *w = calloc(1, sizeof *w);
   if (w == NULL) return NULL;
+  w->io = c->io;
   w->c = c;
   w->pid = pid;
   w->ref = ref;
