@@ -24,6 +24,11 @@ dependencies = {
   "lua >= 5.4, < 5.5",
 }
 
+-- libuv, for genserver.tcp / genserver.udp (Debian: libuv1-dev)
+external_dependencies = {
+  LIBUV = { header = "uv.h", library = "uv" },
+}
+
 build = {
   type = "builtin",
   modules = {
@@ -52,7 +57,8 @@ build = {
         "csrc/timer.c",
       },
       defines = { "_GNU_SOURCE" },
-      incdirs = { "csrc" },
+      incdirs = { "csrc", "$(LIBUV_INCDIR)" },
+      libdirs = { "$(LIBUV_LIBDIR)" },
       libraries = { "uv", "pthread", "m" },
     },
     ["genserver"] = "lua/genserver/init.lua",
