@@ -608,6 +608,59 @@ describe("genserver.tcp", function()
     end)
   end)
 
+  describe("churn", function()
+    it("survives owners killed in the middle of sends, and keeps serving", function()
+      local ls, port = listener({ packet = 2, active = false })
+      local me = process.self()
+      process.spawn(function(ls)
+        local tcp = require "genserver.tcp"
+        local process = require "genserver.process"
+        while true do
+          local s = tcp.accept(ls, 20000)
+          if not s then return end
+          local h = process.spawn(function()
+            local tcp = require "genserver.tcp"
+            local process = require "genserver.process"
+            local m = process.receive(function(m) return type(m) == "table" and m[1] == "own" end, 5000)
+            local s = m[2]
+            tcp.setopts(s, { active = true })
+            while true do
+              local d = process.receive(function(m) return type(m) == "table" and m.sock == s end, 20000)
+              if not d or d[1] ~= "tcp" then return end
+              tcp.send(s, d.data)
+            end
+          end)
+          tcp.controlling_process(s, h)
+          process.send(h, { "own", s })
+        end
+      end, ls)
+      local victims = {}
+      for i = 1, 30 do
+        victims[i] = process.spawn(function(port, i)
+          local tcp = require "genserver.tcp"
+          local c = tcp.connect("127.0.0.1", port, { packet = 2, active = false }, 5000)
+          if not c then return end
+          local big = string.rep("v", 1000 * i)
+          while true do -- until killed
+            if not tcp.send(c, big) then return end
+            tcp.recv(c, 0, 5000)
+          end
+        end, port, i)
+      end
+      process.sleep(50)
+      for i = 1, 30 do process.exit(victims[i], "kill") end
+      -- the server still answers a new client correctly
+      local c = assert(tcp.connect("127.0.0.1", port, { packet = 2, active = false }, T))
+      for k = 1, 20 do
+        local msg = ("after %d "):format(k) .. string.rep("z", k * 500)
+        assert(tcp.send(c, msg))
+        assert.are.equal(msg, tcp.recv(c, 0, 20000))
+      end
+      tcp.close(c); tcp.close(ls)
+      assert(me)
+    end)
+  end)
+
   describe("from a gen_server", function()
     it("gets socket messages in handle_info", function()
       local genserver = require "genserver"
