@@ -77,6 +77,11 @@ enum {
 #define GSI_XF_NORMAL 4 /* reason is "normal" */
 #define GSI_XF_UNTRAP 8 /* cannot be trapped; the reason is the payload */
 
+/* flag of a message that holds I/O credit (io_loop.c): gsi_msg_free calls
+** gsi_msg_credit_hook for it, which gives the credit back to its socket */
+#define GSI_MF_CREDIT 0x80
+GSI_FUNC void (*_Atomic gsi_msg_credit_hook)(gsi_msg *m);
+
 /* what a full bounded mailbox does with one more message */
 enum { GSI_OVF_DROP = 1, GSI_OVF_REJECT, GSI_OVF_KILL };
 

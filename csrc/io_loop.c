@@ -15,12 +15,16 @@
 ** the owner of that socket; it is still only advice, the loop checks
 ** every command against the slot again.
 **
-** Backpressure. Inbound: an `active = true` socket stops reading while its
-** controlling process has IO_CREDIT messages or more waiting (its mailbox
-** and saved list, the counters the core publishes), and looks again every
-** millisecond until it has fewer; `once` and `n` are bounded by their
-** count, passive sockets read only while a recv waits. Outbound: see
-** gsi_io_unsent_add and io.h's GSI_IO_HIGH_WATER.
+** Backpressure. Inbound: each message of socket data holds a unit of its
+** socket's credit (io_slot.credit) until it is freed, that is, until its
+** owner took it (or died); an `active = true` socket stops reading at
+** IO_CREDIT such messages and the free that brings it down to IO_RESUME
+** asks the loop to read again (gsi_msg_credit_hook, a GSI_IO_RESUME
+** command). Other messages in the owner's mailbox do not count, so a
+** selective receive waiting for socket data never stalls it; only an owner
+** with a bounded mailbox also gets room kept in it (looked at every ms
+** while full). `once` and `n` are bounded by their count; passive sockets
+** read only while a recv waits. Outbound: gsi_io_write, GSI_IO_HIGH_WATER.
 */
 #include <ctype.h>
 #include <errno.h>
@@ -38,7 +42,8 @@
 #define IO_CHUNK_BITS 10
 #define IO_CHUNK (1u << IO_CHUNK_BITS)
 #define IO_NCHUNKS 1024u  /* at most 1,048,576 sockets at once */
-#define IO_CREDIT 64       /* owner's waiting messages that pause reading */
+#define IO_CREDIT 64       /* a socket's untaken messages that pause reading */
+#define IO_RESUME 32       /* ... and that resume it */
 #define IO_RBUF (64 * 1024)
 #define IO_DRAIN_MS 10000  /* an orderly close waits this long for its writes */
 
@@ -59,6 +64,15 @@ typedef struct io_slot {
   _Atomic int wlock;
   _Atomic int fd;            /* TCP: the socket's descriptor */
   _Atomic int pk;            /* TCP: packet mode, for a direct write's prefix */
+  /* Credit of an active socket: generation (30 bits) << 32 | its messages
+  ** delivered and not yet freed. The loop adds one before each delivery;
+  ** the message's free (any thread, gsi_msg_credit_hook) takes it back
+  ** with a compare-and-swap that checks the generation, so a message of
+  ** an earlier socket in this slot never counts for a later one. */
+  _Atomic uint64_t credit;
+  /* set by the loop when it paused the socket for credit; the free that
+  ** brings the count down to IO_RESUME clears it and asks for a resume */
+  _Atomic int want_resume;
   const char *_Atomic why;   /* reason it closed (a static string) */
   io_conn *c;                /* loop only */
   uint32_t free_next;        /* loop only */
@@ -104,6 +118,15 @@ struct io_conn {
 };
 
 struct io_t {
+  /* References: the runtime's (until io_stop) and one per message that
+  ** holds credit (its free calls credit_back, which needs the slots); the
+  ** slots and this struct are freed with the last one. */
+  _Atomic int refs;
+  /* Waking the loop: every push goes through io_wake, counted in wakers;
+  ** io_stop sets stopped, waits for wakers to be 0 and only then lets the
+  ** loop close its async handle, so no uv_async_send can follow. */
+  _Atomic int stopped;
+  _Atomic int wakers;
   gsi_rt *rt;
   uv_loop_t loop;
   uv_async_t wake;
@@ -170,6 +193,10 @@ static int slot_new(io_t *io, io_conn *c, uint64_t owner) {
   atomic_store_explicit(&s->owner, owner, memory_order_relaxed);
   atomic_store_explicit(&s->unsent, 0, memory_order_relaxed);
   atomic_store_explicit(&s->why, NULL, memory_order_relaxed);
+  atomic_store_explicit(&s->credit,
+      (uint64_t)(atomic_load_explicit(&s->gen, memory_order_relaxed) & 0x3fffffffu) << 32,
+      memory_order_relaxed);
+  atomic_store_explicit(&s->want_resume, 0, memory_order_relaxed);
   c->index = i;
   c->id = make_id(i, atomic_load_explicit(&s->gen, memory_order_relaxed));
   return 0;
@@ -579,19 +606,27 @@ static void consume_in(io_conn *c, size_t n) {
   }
 }
 
-/* Has the owner room for one more message of an active=true socket? */
-static int owner_has_room(io_conn *c) {
+/* May an active=true socket deliver one more message? 1: yes; 0: not
+** before some of its messages are taken (wait for a resume); -1: not
+** before its owner's bounded mailbox has room (look again every ms: other
+** messages fill it, whose frees tell us nothing). */
+static int credit_ok(io_conn *c) {
   io_t *io = c->io;
-  gsi_proc *p = gsi_pin(io->rt, owner_of(io, c));
-  uint64_t in, out, q, lim = IO_CREDIT;
-  if (p == NULL) return 1; /* dead: the delivery fails and closes c */
-  in = atomic_load_explicit(&p->msgs_in, memory_order_relaxed);
-  out = atomic_load_explicit(&p->drained_pub, memory_order_relaxed);
-  q = (in > out ? in - out : 0) + atomic_load_explicit(&p->svlen_pub, memory_order_relaxed);
-  if (p->mbox_limit != 0 && p->mbox_limit / 2 < lim)
-    lim = p->mbox_limit / 2 > 0 ? p->mbox_limit / 2 : 1;
+  io_slot *s = slot_at(io, c->index);
+  gsi_proc *p;
+  int ok = 1;
+  if ((uint32_t)atomic_load_explicit(&s->credit, memory_order_relaxed) >= IO_CREDIT) return 0;
+  if ((p = gsi_pin(io->rt, owner_of(io, c))) == NULL) return 1; /* dead: delivery fails */
+  if (p->mbox_limit != 0) {
+    uint64_t in = atomic_load_explicit(&p->msgs_in, memory_order_relaxed);
+    uint64_t out = atomic_load_explicit(&p->drained_pub, memory_order_relaxed);
+    uint64_t q = (in > out ? in - out : 0) +
+                 atomic_load_explicit(&p->svlen_pub, memory_order_relaxed);
+    uint64_t lim = p->mbox_limit / 2 > 0 ? p->mbox_limit / 2 : 1;
+    if (q >= lim) ok = -1;
+  }
   gsi_unpin(p);
-  return q < lim;
+  return ok;
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -619,11 +654,40 @@ static void set_reading(io_conn *c, int on) {
 
 static void poll_cb(uv_timer_t *t);
 
-static void pause_reading(io_conn *c) {
-  if (c->paused) return;
+/* Stop reading until credit comes back (how: credit_ok's r). Returns 1
+** when it came back meanwhile: the caller carries on. */
+static int pause_reading(io_conn *c, int r) {
+  io_slot *s = slot_at(c->io, c->index);
+  int one = 1;
   c->paused = 1;
   set_reading(c, 0);
-  uv_timer_start(&c->poll, poll_cb, 1, 1);
+  if (r < 0) {
+    uv_timer_start(&c->poll, poll_cb, 1, 1);
+    return 0;
+  }
+  atomic_store(&s->want_resume, 1);
+  /* frees between credit_ok and the store above did not see want_resume */
+  if ((uint32_t)atomic_load(&s->credit) <= IO_RESUME &&
+      atomic_compare_exchange_strong(&s->want_resume, &one, 0)) {
+    c->paused = 0;
+    return 1;
+  }
+  return 0;
+}
+
+/* Deliver the message in io->ob to c's owner as socket data: it holds a
+** unit of c's credit and a reference on io until it is freed. */
+static int deliver_data(io_conn *c) {
+  io_t *io = c->io;
+  io_slot *s = slot_at(io, c->index);
+  gsi_msg *m = gsi_msg_new(GSI_M_USER, (uint64_t)(uintptr_t)io, c->id, io->ob.data, io->ob.len);
+  if (io->ob.cap > IO_RBUF * 4) gsi_buf_free(&io->ob);
+  if (m == NULL) return 0;
+  m->flags = GSI_MF_CREDIT;
+  /* counted before it is visible: its free may come at once */
+  atomic_fetch_add(&io->refs, 1);
+  atomic_fetch_add(&s->credit, 1);
+  return gsi_deliver(io->rt, owner_of(io, c), m, 0) == 1;
 }
 
 /* Deliver what c->in holds to whoever wants it, then read or not. */
@@ -635,8 +699,8 @@ static void pump(io_conn *c) {
     int r;
     if (c->closing) return;
     if (w == NULL && c->active == GSI_ACT_FALSE) break;
-    if (w == NULL && c->active == GSI_ACT_TRUE && !owner_has_room(c)) {
-      pause_reading(c);
+    if (w == NULL && c->active == GSI_ACT_TRUE && (r = credit_ok(c)) <= 0) {
+      if (pause_reading(c, r)) continue;
       return;
     }
     r = next_frame(c, w != NULL ? (size_t)w->n : 0, &off, &len, &skip);
@@ -663,7 +727,7 @@ static void pump(io_conn *c) {
       return;
     }
     consume_in(c, skip);
-    if (!deliver_ob(io, owner_of(io, c), GSI_M_USER, 0, 0)) {
+    if (!deliver_data(c)) {
       conn_close(c, "closed", 0); /* the owner is dead */
       return;
     }
@@ -688,13 +752,19 @@ static void pump(io_conn *c) {
   set_reading(c, !c->paused && (c->waiters != NULL || c->active != GSI_ACT_FALSE));
 }
 
-static void poll_cb(uv_timer_t *t) {
-  io_conn *c = t->data;
-  if (c->closing || !owner_has_room(c)) return;
+/* Credit is back (a resume, or the poll saw room): read again. */
+static void unpause(io_conn *c) {
+  if (c->closing || !c->paused) return;
   uv_timer_stop(&c->poll);
   c->paused = 0;
   if (c->kind == GSI_SK_UDP) set_reading(c, 1);
   else pump(c);
+}
+
+static void poll_cb(uv_timer_t *t) {
+  io_conn *c = t->data;
+  if (c->closing || credit_ok(c) < 0) return;
+  unpause(c); /* reading may pause again, now for the socket's own credit */
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
@@ -750,11 +820,15 @@ static void on_udp_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *buf,
   if (w_event(&io->ob, "udp", c->id, 3) || w_addr(&io->ob, addr) ||
       w_cstr(&io->ob, "data") || w_str(&io->ob, buf->base, (size_t)n))
     return;
-  if (!deliver_ob(io, owner_of(io, c), GSI_M_USER, 0, 0)) {
+  if (!deliver_data(c)) {
     conn_close(c, "closed", 0);
     return;
   }
-  if (!owner_has_room(c)) pause_reading(c);
+  {
+    int r = credit_ok(c);
+    /* UDP: while paused the kernel drops what does not fit */
+    if (r <= 0 && pause_reading(c, r)) set_reading(c, 1);
+  }
 }
 
 /* ---------------------------------------------------------------- writing */
@@ -1191,6 +1265,9 @@ static void run_command(io_t *io, gsi_msg *m) {
     }
     break;
   case GSI_IO_STOP: stop_all(io); break;
+  case GSI_IO_RESUME:
+    if (c != NULL) unpause(c);
+    break;
   }
   gsi_msg_free(m);
 }
@@ -1218,13 +1295,63 @@ static void *loop_main(void *arg) {
 
 /* ----------------------------------------------------------------- hooks */
 
+/* Push a command and wake the loop; -1 (m freed) once io_stop began. The
+** Dekker pair (wakers up, then stopped read; io_stop: stopped set, then
+** wakers read; all seq_cst) means io_stop sees every push that saw
+** stopped == 0, and waits for it before the loop closes its async handle. */
+static int io_wake(io_t *io, gsi_msg *m) {
+  int ok;
+  atomic_fetch_add(&io->wakers, 1);
+  ok = !atomic_load(&io->stopped);
+  if (ok) {
+    gsi_mpsc_push(&io->q, m);
+    uv_async_send(&io->wake);
+  }
+  atomic_fetch_sub(&io->wakers, 1);
+  if (!ok) gsi_msg_free(m);
+  return ok ? 0 : -1;
+}
+
+static void io_unref(io_t *io) {
+  if (atomic_fetch_sub(&io->refs, 1) != 1) return;
+  for (uint32_t i = 0; i < IO_NCHUNKS; i++) free(atomic_load(&io->chunks[i]));
+  gsi_buf_free(&io->ob);
+  free(io);
+}
+
+/* gsi_msg_credit_hook: socket data was taken (freed), on any thread. */
+static void credit_back(gsi_msg *m) {
+  io_t *io = (io_t *)(uintptr_t)m->from; /* kept alive by m's reference */
+  uint64_t id = m->ref, gen = (id >> 32) & 0x3fffffffu, w;
+  io_slot *s = slot_at(io, (uint32_t)id);
+  int one = 1, took = 0;
+  if (s != NULL) {
+    w = atomic_load(&s->credit);
+    while ((w >> 32) == gen && (uint32_t)w > 0) {
+      if (atomic_compare_exchange_weak(&s->credit, &w, w - 1)) {
+        took = 1;
+        break;
+      }
+    }
+    if (took && (uint32_t)(w - 1) <= IO_RESUME && atomic_load(&s->want_resume) &&
+        atomic_compare_exchange_strong(&s->want_resume, &one, 0)) {
+      gsi_io_args a;
+      gsi_msg *r;
+      memset(&a, 0, sizeof a);
+      a.sock = id;
+      if ((r = gsi_msg_new(GSI_IO_RESUME, 0, 0, &a, sizeof a)) != NULL) io_wake(io, r);
+    }
+  }
+  io_unref(io);
+}
+
+
 static void io_down(gsi_rt *rt, uint64_t pid) {
   io_t *io = atomic_load_explicit(&rt->io, memory_order_acquire);
   gsi_msg *m;
   if (io == NULL || atomic_load(&io->nsocks) == 0) return;
   if ((m = gsi_msg_new(GSI_IO_DOWN, pid, 0, NULL, 0)) == NULL) return;
-  gsi_mpsc_push(&io->q, m);
-  uv_async_send(&io->wake);
+  io_wake(io, m);
 }
 
 static void io_stop(gsi_rt *rt) {
@@ -1232,17 +1359,22 @@ static void io_stop(gsi_rt *rt) {
   gsi_msg *m;
   if (io == NULL) return;
   atomic_store(&rt->io_down, NULL);
+  /* no push after this (see io_wake) but the STOP below */
+  atomic_store(&io->stopped, 1);
+  while (atomic_load(&io->wakers) != 0) sched_yield();
   if ((m = gsi_msg_new(GSI_IO_STOP, 0, 0, NULL, 0)) != NULL) {
     gsi_mpsc_push(&io->q, m);
     uv_async_send(&io->wake);
-    pthread_join(io->th, NULL);
+  } else {
+    /* no memory for the command: stop from here, the loop sees it */
+    uv_stop(&io->loop);
+    uv_async_send(&io->wake);
   }
+  pthread_join(io->th, NULL);
   while ((m = gsi_mpsc_pop(&io->q)) != NULL) gsi_msg_free(m);
   uv_loop_close(&io->loop);
-  for (uint32_t i = 0; i < IO_NCHUNKS; i++) free(atomic_load(&io->chunks[i]));
-  gsi_buf_free(&io->ob);
   atomic_store(&rt->io, NULL);
-  free(io);
+  io_unref(io); /* the slots stay until the last message holding credit goes */
 }
 
 static io_t *io_get(gsi_rt *rt) {
@@ -1252,6 +1384,7 @@ static io_t *io_get(gsi_rt *rt) {
   if ((io = atomic_load(&rt->io)) == NULL && !atomic_load(&rt->closed) &&
       (io = calloc(1, sizeof *io)) != NULL) {
     io->rt = rt;
+    atomic_init(&io->refs, 1);
     gsi_mpsc_init(&io->q);
     gsi_buf_init(&io->ob);
     if (uv_loop_init(&io->loop) != 0) {
@@ -1264,6 +1397,7 @@ static io_t *io_get(gsi_rt *rt) {
       io = NULL;
     } else {
       io->wake.data = io;
+      atomic_store(&gsi_msg_credit_hook, credit_back);
       atomic_store(&rt->io_stop, io_stop);
       atomic_store(&rt->io_down, io_down);
       atomic_store_explicit(&rt->io, io, memory_order_release);
@@ -1281,9 +1415,7 @@ int gsi_io_command(gsi_rt *rt, gsi_msg *m) {
     gsi_msg_free(m);
     return -1;
   }
-  gsi_mpsc_push(&io->q, m);
-  uv_async_send(&io->wake);
-  return 0;
+  return io_wake(io, m);
 }
 
 int gsi_io_peek(gsi_rt *rt, uint64_t sock, uint64_t *owner, int *kind) {
@@ -1377,8 +1509,12 @@ int gsi_io_write(gsi_rt *rt, uint64_t sock, uint64_t from, uint64_t ref,
     return GSI_IO_W_NOMEM;
   }
   atomic_fetch_add(&s->unsent, (int64_t)queued);
-  gsi_mpsc_push(&io->q, m);
-  uv_async_send(&io->wake);
+  if (io_wake(io, m) != 0) { /* the runtime is stopping */
+    atomic_fetch_sub(&s->unsent, (int64_t)queued);
+    wunlock(s);
+    w->waiting = 0;
+    return GSI_IO_W_CLOSED;
+  }
   wunlock(s);
   return GSI_IO_W_QUEUE;
 }

@@ -161,10 +161,14 @@ gsi_msg *gsi_msg_new(int kind, uint64_t from, uint64_t ref, const void *data,
   return m;
 }
 
+void (*_Atomic gsi_msg_credit_hook)(gsi_msg *m);
+
 void gsi_msg_free(gsi_msg *m) {
   gsi_nodecache *home, *c = tls_cache;
   outbatch *o;
   if (m == NULL) return; /* as free(NULL) */
+  if (m->flags & GSI_MF_CREDIT) /* socket data taken: the I/O layer's hook */
+    atomic_load_explicit(&gsi_msg_credit_hook, memory_order_acquire)(m);
   home = m->home;
   if (home == NULL) {
     free(m);

@@ -296,6 +296,60 @@ describe("genserver.tcp", function()
     end)
   end)
 
+  describe("credit", function()
+    it("is the socket's own: other messages waiting do not stop its data", function()
+      local c, s = pair({ packet = "line" }, { active = false })
+      local me = process.self()
+      -- 300 unrelated messages the owner does not take
+      for i = 1, 300 do process.send(me, { "unrelated", i }) end
+      assert(tcp.send(c, "1\n2\n3\n"))
+      for i = 1, 3 do
+        local m = U.await(tcp_msg("tcp", s), 20000)
+        assert.are.equal(i .. "\n", m.data)
+      end
+      tcp.close(c); tcp.close(s)
+      U.flush()
+    end)
+  end)
+
+  describe("credit with a bounded mailbox", function()
+    it("keeps room in the owner's mailbox: nothing is dropped", function()
+      local genserver = require "genserver"
+      local ls, port = listener({ packet = "line", active = false })
+      local Srv = {}
+      function Srv.init(ls)
+        local tcp = require "genserver.tcp"
+        local s = assert(tcp.accept(ls, 5000))
+        tcp.setopts(s, { active = true })
+        return "ok", { n = 0, bad = 0 }
+      end
+      function Srv.handle_info(m, st)
+        if m[1] == "tcp" then
+          st.n = st.n + 1
+          if m.data ~= st.n .. "\n" then st.bad = st.bad + 1 end
+        end
+        return "noreply", st
+      end
+      function Srv.handle_call(_, _, st) return "reply", { st.n, st.bad }, st end
+      for k, f in pairs(Srv) do Srv[k] = U.portable(f) end
+      local c = assert(tcp.connect("127.0.0.1", port, nil, T))
+      local pid = assert(genserver.start(Srv, ls, { mailbox_limit = 8, overflow = "drop" }))
+      local lines = {}
+      for i = 1, 500 do lines[i] = i .. "\n" end
+      assert(tcp.send(c, table.concat(lines)))
+      local r
+      for _ = 1, 2000 do -- bounded: until all 500 arrived
+        r = genserver.call(pid, "count", T)
+        if r[1] >= 500 then break end
+        process.sleep(5)
+      end
+      assert.are.same({ 500, 0 }, r)
+      assert.are.equal(0, process.info(pid).overflowed)
+      genserver.stop(pid)
+      tcp.close(c); tcp.close(ls)
+    end)
+  end)
+
   describe("ownership", function()
     it("closes the sockets of a process that dies: the peer sees it", function()
       local ls, port = listener({ active = false })
