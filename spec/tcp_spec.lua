@@ -6,7 +6,7 @@
 -- measures time.
 
 local U = require "pr_util"
-local process = U.process()
+local process = require "genserver.process"
 local tcp = require "genserver.tcp"
 
 local T = U.TIMEOUT
@@ -331,7 +331,6 @@ describe("genserver.tcp", function()
         return "noreply", st
       end
       function Srv.handle_call(_, _, st) return "reply", { st.n, st.bad }, st end
-      for k, f in pairs(Srv) do Srv[k] = U.portable(f) end
       local c = assert(tcp.connect("127.0.0.1", port, nil, T))
       local pid = assert(genserver.start(Srv, ls, { mailbox_limit = 8, overflow = "drop" }))
       local lines = {}
@@ -731,7 +730,6 @@ describe("genserver.tcp", function()
         if m[1] == "tcp" and m.sock == st.s then tcp.send(st.s, "srv:" .. m.data) end
         return "noreply", st
       end
-      for k, f in pairs(Srv) do Srv[k] = U.portable(f) end
       local pid = assert(genserver.start(Srv))
       assert(genserver.call(pid, s))
       assert(tcp.controlling_process(s, pid))

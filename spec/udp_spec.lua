@@ -5,7 +5,7 @@
 -- wait is bounded all the same.
 
 local U = require "pr_util"
-local process = U.process()
+local process = require "genserver.process"
 local udp = require "genserver.udp"
 
 local function udp_msg(sock)
