@@ -33,6 +33,14 @@ struct gsi_timers {
   pthread_cond_t cv; /* CLOCK_MONOTONIC; signalled when the top changes */
   pthread_t th;
   int stop;
+  /* When the timer thread will next look at the heap's top, ns: the
+  ** deadline of its timed wait, UINT64_MAX while it waits with no time-out,
+  ** 0 while it is awake (it re-reads the top before it waits again).
+  ** Invariant (all under mu): a timer armed with a deadline >= wake needs no
+  ** signal, since the thread looks at the top by then anyway; only an
+  ** earlier deadline signals cv. A spurious wake-up (a cancelled timer that
+  ** was the top) costs one loop turn, never a late timer. */
+  uint64_t wake;
   tentry *ents;
   uint32_t nents, cap;
   uint32_t free_head; /* index + 1; 0 = empty */
@@ -179,7 +187,9 @@ static void *timer_main(void *arg) {
     size_t n = 0;
     uint64_t now;
     if (t->hlen == 0) {
+      t->wake = UINT64_MAX;
       pthread_cond_wait(&t->cv, &t->mu);
+      t->wake = 0;
       continue;
     }
     now = gsi_now_ns();
@@ -204,7 +214,9 @@ static void *timer_main(void *arg) {
     } else {
       uint64_t d = t->ents[t->heap[0]].deadline;
       struct timespec ts = {(time_t)(d / 1000000000u), (long)(d % 1000000000u)};
+      t->wake = d;
       pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+      t->wake = 0;
     }
   }
   pthread_mutex_unlock(&t->mu);
@@ -276,7 +288,12 @@ static uint64_t arm(gsi_rt *rt, uint64_t ms, uint64_t pid, const char *name,
   e->hidx = t->hlen;
   t->heap[t->hlen++] = (uint32_t)i;
   sift_up(t, e->hidx);
-  if (e->hidx == 0) pthread_cond_signal(&t->cv);
+  /* see wake: most arms (a call's 5 s time-out) fall after the thread's
+  ** next look and need no futex wake-up */
+  if (e->deadline < t->wake) {
+    pthread_cond_signal(&t->cv); /* wake != 0: it is in a wait on cv */
+    t->wake = 0;                 /* it will look: no second signal */
+  }
   pthread_mutex_unlock(&t->mu);
   return id;
 }

@@ -81,6 +81,24 @@ describe("time-outs near the bound", function()
   end)
 end)
 
+describe("the timer thread's wake-ups", function()
+  -- The timer thread is signalled only for a deadline earlier than its own
+  -- next wake-up (timer.c): a short timer armed while it sleeps until a long
+  -- one must still wake it, and so must a short one after a cancelled top.
+  it("fires a short timer armed after a long one, before the long one", function()
+    local me = process.self()
+    local long = process.send_after(20000, me, "long")
+    process.send_after(20, me, "short")
+    assert.are.equal("short", process.receive(10000))
+    process.cancel_timer(long)
+    local t2 = process.send_after(30000, me, "long2")
+    process.cancel_timer(t2)
+    process.send_after(10, me, "short2")
+    assert.are.equal("short2", process.receive(10000))
+    assert.is_nil(process.receive(0))
+  end)
+end)
+
 describe("busy loops inside nested coroutines", function()
   local function spin_in(kind)
     return process.spawn(function(k)
