@@ -353,6 +353,8 @@ GSI_FUNC void gsi_notify(gsi_proc *p, int handoff);
 GSI_FUNC int gsi_sched_start(gsi_rt *rt);
 GSI_FUNC void gsi_sched_stop(gsi_rt *rt);
 GSI_FUNC void gsi_enqueue(gsi_rt *rt, gsi_proc *p);
+/* p runs next on the calling worker (its runnext), or is queued. */
+GSI_FUNC void gsi_enqueue_next(gsi_rt *rt, gsi_proc *p);
 GSI_FUNC int gsi_runq_busy(gsi_rt *rt);
 GSI_FUNC gsi_worker *gsi_current_worker(void);
 GSI_FUNC void gsi_turn_begin(gsi_worker *w, gsi_proc *p);

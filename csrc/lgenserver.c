@@ -1165,7 +1165,10 @@ static int l_spawn(lua_State *L) {
   }
   if (req != 0) gsi_monitor(self, pid, req);
   atomic_fetch_add_explicit(&rt->spawned, 1, memory_order_relaxed);
-  gsi_enqueue(rt, p);
+  /* a start (req): the starter waits for the ack, so the new server runs
+  ** next on this worker */
+  if (req != 0) gsi_enqueue_next(rt, p);
+  else gsi_enqueue(rt, p);
   gsi_pushpid(L, pid);
   if (!mon) return 1;
   gsi_pushref(L, ref);

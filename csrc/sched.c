@@ -263,7 +263,6 @@ void gsi_sched_stop(gsi_rt *rt) {
 /* -------------------------------------------------------------- notify */
 
 static void wake(gsi_proc *p, int handoff) {
-  gsi_worker *w = gsi_current_worker();
   if (p->fg != NULL) {
     /* the foreign thread re-checks p->sched under fg->mu before waiting */
     pthread_mutex_lock(&p->fg->mu);
@@ -271,13 +270,22 @@ static void wake(gsi_proc *p, int handoff) {
     pthread_mutex_unlock(&p->fg->mu);
     return;
   }
-  if (handoff && w != NULL && w->rt == p->rt) {
-    /* the sender is about to block: run the receiver next, right here */
+  if (handoff) gsi_enqueue_next(p->rt, p);
+  else gsi_enqueue(p->rt, p);
+}
+
+/* The caller is about to block on p (a sender waiting for the reply, a
+** starter waiting for the ack): run p next on this worker, right here,
+** instead of through the shared queue and maybe another worker. The slot's
+** previous occupant goes to the queue. */
+void gsi_enqueue_next(gsi_rt *rt, gsi_proc *p) {
+  gsi_worker *w = gsi_current_worker();
+  if (w != NULL && w->rt == rt) {
     gsi_proc *old = atomic_exchange(&w->runnext, p);
-    if (old != NULL) gsi_enqueue(p->rt, old);
+    if (old != NULL) gsi_enqueue(rt, old);
     return;
   }
-  gsi_enqueue(p->rt, p);
+  gsi_enqueue(rt, p);
 }
 
 void gsi_notify(gsi_proc *p, int handoff) {
