@@ -12,9 +12,13 @@ processes; prints a table of medians and ratios; writes bench/results.json.
   --json FILE     where to write the results (default bench/results.json,
                   bench/results-big.json with --big)
   --erl-out DIR   where to compile bench.erl (default build/bench)
-  --budget SECS   stop starting new runs after this much time (default 270)
+  --budget SECS   stop starting new runs after this much time (default 360)
   --no-erlang     genserver side only
   --limit SECS    kill a run after this long (default: per workload, 90-600)
+  --no-scaling    leave out the scaling rows (clients and cast at 1, 2 and 4
+                  workers, Erlang with the same +S)
+  --instr         also count instructions per cast, call and start under
+                  callgrind (bench/instr.lua; about 1 min more; needs valgrind)
 
 Environment: GENSERVER_WORKERS (worker threads; Erlang gets as many
 schedulers when it is set), BENCH_LUA (default lua5.4), BENCH_ERL (default erl).
@@ -26,7 +30,7 @@ local ROOT = HERE .. "/.."
 
 -- ---------------------------------------------------------------- options
 
-local opts = { json = nil, erl_out = ROOT .. "/build/bench", budget = 270, erlang = true }
+local opts = { json = nil, erl_out = ROOT .. "/build/bench", budget = 360, erlang = true }
 do
   local i = 1
   while i <= #arg do
@@ -46,6 +50,8 @@ do
     elseif a == "--budget" then opts.budget = tonumber(val())
     elseif a == "--no-erlang" then opts.erlang = false
     elseif a == "--limit" then opts.limit = tonumber(val())
+    elseif a == "--no-scaling" then opts.no_scaling = true
+    elseif a == "--instr" then opts.instr = true
     elseif a == "-h" or a == "--help" then
       io.write((io.open(arg[0]):read("a"):match("%-%-%[%[(.-)%]%]"))) os.exit(0)
     else io.stderr:write("unknown option " .. a .. "\n") os.exit(2) end
@@ -101,6 +107,8 @@ local WORKLOADS = {
     { key = "value", label = "TCP echo, 100 connections × 2000", better = "higher",
       target = { kind = "ratio_ge", x = 1 } },
     { key = "c_value", unit = "req/s", label = "  the same, plain blocking C echo", better = "higher" } } },
+  { name = "start_table", runs = 3, limit = 90, erlang = false, metrics = {
+    { key = "value", label = "start rate, callback table, 20k", better = "higher" } } },
   { name = "pingpong", runs = 5, limit = 90, metrics = {
     { key = "value", label = "Savina ping-pong, 200k", better = "higher" } } },
   { name = "counting", runs = 5, limit = 90, metrics = {
@@ -120,12 +128,26 @@ local WORKLOADS = {
       better = "lower" } } },
 }
 
+-- The scaling rows: the same workload at a fixed worker count, Erlang with
+-- as many schedulers (+S N:N). `run` is the workload's name in run.lua and
+-- bench.erl.
+for _, base in ipairs({ "clients", "cast" }) do
+  for _, n in ipairs({ 1, 2, 4 }) do
+    WORKLOADS[#WORKLOADS + 1] = { name = ("%s_w%d"):format(base, n), run = base, workers = n,
+      runs = 3, limit = 90, scaling = true, metrics = {
+        { key = "value", better = "higher",
+          label = ("%s, %d worker%s (Erlang +S %d)"):format(
+            base == "cast" and "cast throughput" or "100 clients × 2000 calls", n,
+            n > 1 and "s" or "", n) } } }
+  end
+end
+
 local selected = {}
 for _, w in ipairs(WORKLOADS) do
   local want
   if opts.only then want = opts.only[w.name]
   elseif opts.big then want = w.big
-  else want = not w.big end
+  else want = not w.big and not (w.scaling and opts.no_scaling) end
   if want then
     if opts.runs then w.runs = opts.runs end
     if opts.limit then w.limit = opts.limit end
@@ -234,14 +256,17 @@ else
 end
 
 local function gs_cmd(w)
-  return ("%s %s %s"):format(LUA, sh_quote(HERE .. "/run.lua"), w.name)
+  return ("%s%s %s %s"):format(w.workers and ("env GENSERVER_WORKERS=%d "):format(w.workers) or "",
+    LUA, sh_quote(HERE .. "/run.lua"), w.run or w.name)
 end
 
 local function erl_cmd(w)
   local flags = "-noshell"
-  if WORKERS then flags = flags .. (" +S %d:%d"):format(WORKERS, WORKERS) end
+  local n = w.workers or WORKERS
+  if n then flags = flags .. (" +S %d:%d"):format(n, n) end
   if w.big then flags = flags .. " +P 4000000" end
-  return ("%s %s -pa %s -run bench main %s"):format(ERL, flags, sh_quote(opts.erl_out), w.name)
+  return ("%s %s -pa %s -run bench main %s"):format(ERL, flags, sh_quote(opts.erl_out),
+    w.run or w.name)
 end
 
 -- -------------------------------------------------------------------- runs
@@ -502,6 +527,24 @@ if #problems > 0 then
   for _, p in ipairs(problems) do io.write("  - ", p, "\n") end
 end
 
+-- instructions per operation (--instr): bench/instr.lua under callgrind
+local instr
+if opts.instr then
+  instr = {}
+  io.write("\nInstructions per operation (callgrind, 1 worker, bench/instr.lua):\n")
+  local p = io.popen(("%s %s cast call start 2>&1"):format(LUA, sh_quote(HERE .. "/instr.lua")))
+  for line in p:lines() do
+    local w, n = line:match("^INSTR workload=(%S+) per_op=(%d+)")
+    if w then
+      instr[w] = tonumber(n)
+      io.write(("  %-6s %8d instructions\n"):format(w, tonumber(n)))
+    else
+      io.write("  ", line, "\n")
+    end
+  end
+  p:close()
+end
+
 local fails = 0
 for _, row in ipairs(rows) do if row.pass == false then fails = fails + 1 end end
 io.write(("\n%d target(s) met, %d not met; took %.0f s\n"):format(
@@ -547,6 +590,7 @@ local out = {
   environment = env,
   erlang = { available = erl_ok, reason_missing = erl_why },
   ratio = "genserver median / Erlang median",
+  instructions_per_op = instr,
   results = {},
 }
 for _, row in ipairs(rows) do
