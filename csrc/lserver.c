@@ -679,10 +679,10 @@ int gsi_serve(lua_State *L) {
   lua_pushliteral(L, "vsn");
   lua_rawget(L, S_MOD);
   lua_call(L, 2, 0);
-  /* the spawn arguments and the module's main chunk are garbage now:
-  ** collected while the state boots, their memory serves init (pstate.c's
-  ** boot arena does not reuse a block freed after the boot) */
-  lua_gc(L, LUA_GCCOLLECT);
+  /* no full collection here: the spawn arguments and the module's main
+  ** chunk are left to the collector's own steps. Collecting them before
+  ** init cost ~22 K instructions per start (callgrind) and saved no
+  ** measurable RSS per idle server (10,077 vs 10,082 bytes). */
   if (lua_getfield(L, S_MOD, "init") != LUA_TFUNCTION) {
     lua_pop(L, 1);
     lua_pushliteral(L, "ok");
