@@ -121,13 +121,33 @@ int gsi_runq_busy(gsi_rt *rt) {
   return atomic_load_explicit(&rt->rq.len, memory_order_relaxed) > 0;
 }
 
-static gsi_proc *try_pop(gsi_runq *q) {
+/* Wake-ups of parked workers (the invariant that keeps them few): a worker
+** parks only after finding the queue empty under q->mu, and whoever queues
+** work while a worker is parked and nobody spins signals one. So work is
+** never stranded: a spinner (nspinning == 1) polls the queue until it
+** parks, and re-checks it under q->mu before it does. Every other signal is
+** for parallelism only, and is sent only when no one spins: a spinner
+** would take the work itself much sooner than a futex wake-up, and
+** signalling anyway made workers wake each other for one process each
+** (2 workers ran the clients workload at 0.4x one worker). */
+static void help_if_idle(gsi_runq *q) {
+  int more;
+  pthread_mutex_lock(&q->mu);
+  more = q->head != NULL && q->nparked > 0 && atomic_load(&q->nspinning) == 0;
+  pthread_mutex_unlock(&q->mu);
+  if (more) pthread_cond_signal(&q->cv);
+}
+
+/* spinning: the caller is the spinner, which asks for help (see above)
+** only once it stops spinning */
+static gsi_proc *try_pop(gsi_runq *q, int spinning) {
   gsi_proc *p;
   int more;
   if (atomic_load_explicit(&q->len, memory_order_relaxed) == 0) return NULL;
   pthread_mutex_lock(&q->mu);
   p = rq_pop_locked(q);
-  more = q->head != NULL && q->nparked > 0;
+  more = !spinning && q->head != NULL && q->nparked > 0 &&
+         atomic_load(&q->nspinning) == 0;
   pthread_mutex_unlock(&q->mu);
   /* we took one and more wait: let a parked worker help */
   if (more) pthread_cond_signal(&q->cv);
@@ -138,18 +158,22 @@ static gsi_proc *try_pop(gsi_runq *q) {
 ** worker spins; the others park on the condition variable. */
 static gsi_proc *take(gsi_rt *rt) {
   gsi_runq *q = &rt->rq;
-  gsi_proc *p = try_pop(q);
+  gsi_proc *p = try_pop(q, 0);
   int none = 0;
   if (p != NULL) return p;
   if (atomic_compare_exchange_strong(&q->nspinning, &none, 1)) {
     unsigned i = 0;
     uint64_t t0 = 0;
     while (spin_step(&i, &t0, WORKER_SPIN_NS)) {
-      if ((p = try_pop(q)) != NULL) break;
+      if ((p = try_pop(q, 1)) != NULL) break;
       if (atomic_load_explicit(&rt->stopping, memory_order_relaxed)) break;
     }
     atomic_store(&q->nspinning, 0);
-    if (p != NULL) return p;
+    if (p != NULL) {
+      /* the spinner found work: if more waits, a parked worker may help */
+      if (atomic_load_explicit(&q->len, memory_order_relaxed) > 0) help_if_idle(q);
+      return p;
+    }
   }
   pthread_mutex_lock(&q->mu);
   while ((p = rq_pop_locked(q)) == NULL) {
@@ -175,7 +199,7 @@ static void *worker_main(void *arg) {
   w->scratch = gsi_scratch_get();
   for (;;) {
     gsi_proc *p = NULL;
-    if (++ticks % FAIR_EVERY == 0) p = try_pop(&w->rt->rq);
+    if (++ticks % FAIR_EVERY == 0) p = try_pop(&w->rt->rq, 0);
     if (p == NULL) p = atomic_exchange(&w->runnext, NULL);
     if (p == NULL) p = take(w->rt);
     if (p == NULL) break;
