@@ -241,14 +241,39 @@ static void addfields (lua_State *L, int cache, int mod, const char *m,
 }
 
 
+/* The module cache (not the C-function one) keeps, at integer key 0 (no
+** module is a number), a userdata: a one-hash Bloom filter of the
+** addresses of its tables and functions. The fast encoder tests a table
+** against it (a few instructions) before the exact lookup (a rawget,
+** ~150): a clear bit means "not a loaded module". The filter is written
+** only while the cache is built, as every entry is, so it covers every
+** entry; an entry the weak cache dropped leaves a bit set, which only sends
+** that address to the exact lookup. */
+#define MODFILTER_BITS 512
+
+static unsigned modfilter_bit (const void *p) {
+  return (unsigned)((((uint64_t)(uintptr_t)p >> 4) * 0x9E3779B97F4A7C15u) >> 55);
+}
+
+static int modfilter_maybe (const uint64_t *f, const void *p) {
+  unsigned b = modfilter_bit(p);
+  return (f[b >> 6] >> (b & 63)) & 1;
+}
+
 /* Scan package.loaded into a fresh cache (weak keys: it must not keep an
 ** unloaded module alive), store it in the registry and push it. With
 ** cfuncs, the C functions of the modules go in too. */
 static void buildcache (lua_State *L, int cfuncs) {
   int cache, loaded;
+  uint64_t *filter = NULL;
   luaL_checkstack(L, 10, "building the module cache");
   lua_createtable(L, 0, cfuncs ? 64 : 8);
   cache = lua_gettop(L);
+  if (!cfuncs) {
+    filter = (uint64_t *)lua_newuserdatauv(L, MODFILTER_BITS / 8, 0);
+    memset(filter, 0, MODFILTER_BITS / 8);
+    lua_rawseti(L, cache, 0);
+  }
   lua_createtable(L, 0, 1);
   lua_pushliteral(L, "k");
   lua_setfield(L, -2, "__mode");
@@ -266,6 +291,10 @@ static void buildcache (lua_State *L, int cfuncs) {
         const char *m = lua_tolstring(L, mod - 1, &lm);
         pushname(L, GSI_T_MODULE, m, lm, NULL, 0);
         offer(L, cache, mod);
+        if (filter != NULL) {
+          unsigned b = modfilter_bit(lua_topointer(L, mod));
+          filter[b >> 6] |= (uint64_t)1 << (b & 63);
+        }
         if (t == LUA_TTABLE && cfuncs)
           addfields(L, cache, mod, m, lm);
       }
@@ -1335,6 +1364,7 @@ typedef struct fastenc {
   size_t limit;      /* b->len may not grow past this */
   int maxdepth, depth;
   int cache;         /* stack slot of the module cache, or 0 */
+  const uint64_t *filter;  /* the cache's filter (see modfilter_maybe) */
   int ntables;
   const void *tables[FAST_TABLES];  /* tables started, to see repeats */
 } fastenc;
@@ -1368,10 +1398,13 @@ static int fasttable (lua_State *L, fastenc *e, int t) {
   if (e->ntables == FAST_TABLES || e->depth == e->maxdepth ||
       !lua_checkstack(L, 4))
     return -1;
-  lua_pushvalue(L, t);  /* a loaded module is sent by name */
-  if (lua_rawget(L, e->cache) != LUA_TNIL)
-    return -1;
-  lua_pop(L, 1);
+  /* a loaded module is sent by name (by the full path) */
+  if (e->filter == NULL || modfilter_maybe(e->filter, ptr)) {
+    lua_pushvalue(L, t);
+    if (lua_rawget(L, e->cache) != LUA_TNIL)
+      return -1;
+    lua_pop(L, 1);
+  }
   e->tables[e->ntables++] = ptr;
   e->depth++;
   n = (lua_Integer)lua_rawlen(L, t);
@@ -1482,6 +1515,7 @@ static int fastencode (lua_State *L, int idx, gsi_buf *b, size_t limit,
   e.depth = 0;
   e.ntables = 0;
   e.cache = 0;
+  e.filter = NULL;
   /* tables need the module cache; without one, the full path builds it */
   if (lua_type(L, idx) == LUA_TTABLE) {
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &cachekey) != LUA_TTABLE) {
@@ -1489,6 +1523,9 @@ static int fastencode (lua_State *L, int idx, gsi_buf *b, size_t limit,
       return -1;
     }
     e.cache = top + 1;
+    if (lua_rawgeti(L, e.cache, 0) == LUA_TUSERDATA)
+      e.filter = (const uint64_t *)lua_touserdata(L, -1);
+    lua_pop(L, 1);  /* the cache holds it while the cache is on the stack */
   }
   if ((p = fastneed(&e, 1)) != NULL) {
     *p = GSI_WIRE_MAGIC;  /* no flags: the fast path sends no references */

@@ -449,6 +449,29 @@ describe("codec", function()
       assert.is_true(rawequal(rt({ m = pr_mod }).m, pr_mod))
     end)
 
+    it("with hundreds of loaded modules, each nested one still crosses by name", function()
+      -- the fast encoder skips the exact module lookup for a table whose
+      -- address misses the cache's filter: every module must be in it
+      for i = 1, 300 do package.loaded["pr_filler_" .. i] = { i } end
+      local data = require "pr_datamod" -- a require: the module cache is rebuilt
+      local ok, err = pcall(function()
+        for _ = 1, 3 do
+          local r = rt({ { 1, 2 }, inner = { d = data, m = pr_mod, s = string, t = table } })
+          assert.is_true(rawequal(r.inner.d, data))
+          -- plain data only around it: the fast path's own check
+          local r2 = rt({ { 1, 2 }, inner = { d = data } })
+          assert.is_true(rawequal(r2.inner.d, data))
+          assert.is_true(rawequal(r.inner.m, pr_mod))
+          assert.is_true(rawequal(r.inner.s, string))
+          assert.is_true(rawequal(r.inner.t, table))
+          assert.are.same({ 1, 2 }, r[1])
+        end
+      end)
+      for i = 1, 300 do package.loaded["pr_filler_" .. i] = nil end
+      require "pr_datamod"
+      assert(ok, err)
+    end)
+
     it("a function whose upvalue is a module uses the receiver's module", function()
       local m = pr_mod
       local tag = there(function() return m.state_tag .. "|" .. m.double(21) end)
