@@ -81,17 +81,17 @@ local WORKLOADS = {
       target = { kind = "ratio_ge", x = 0.5 } } } },
   { name = "call", runs = 5, limit = 90, metrics = {
     { key = "value", label = "call round trip, process→server", better = "lower",
-      target = { kind = "ratio_le", x = 1.5 } } } },
+      target = { kind = "ratio_le", x = 0.8 } } } },
   { name = "main_call", runs = 5, limit = 90, erlang = false, metrics = {
     { key = "value", label = "call round trip, main→server, median", better = "lower",
-      target = { kind = "abs_le", x = 5 } },
+      target = { kind = "abs_le", x = 1.5 } },
     { key = "p99", label = "call round trip, main→server, p99", better = "lower" } } },
   { name = "flood", runs = 3, limit = 90, erlang = false, metrics = {
     { key = "value", label = "call with 500k queued ÷ empty mailbox", better = "lower",
       target = { kind = "abs_le", x = 10 } } } },
   { name = "clients", runs = 5, limit = 90, metrics = {
     { key = "value", label = "100 clients × 2000 calls", better = "higher",
-      target = { kind = "ratio_ge", x = 0.7 } } } },
+      target = { kind = "ratio_ge", x = 1.0 } } } },
   { name = "start", runs = 3, limit = 150, metrics = {
     { key = "value", label = "start rate (start+init), 100k", better = "higher",
       target = { kind = "ratio_ge", x = 0.3 } },
@@ -121,7 +121,7 @@ local WORKLOADS = {
     { key = "value", label = "Savina chameneos, 100 × 200k", better = "higher" } } },
   { name = "big", runs = 1, limit = 600, big = true, metrics = {
     { key = "value", label = "1M live idle servers, RSS", better = "lower",
-      target = { kind = "abs_lt", x = 12 * GB } },
+      target = { kind = "abs_lt", x = 10 * GB } },
     { key = "rate", unit_key = "rate_unit", label = "1M live idle servers, start rate",
       better = "higher" },
     { key = "mem", unit_key = "mem_unit", label = "1M live idle servers, RSS per server",

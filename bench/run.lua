@@ -251,11 +251,11 @@ workload("start", "start rate (start + init, sequential) and RSS per idle server
 end)
 
 -- 1,000,000 live idle servers (make bench-big). Stops early, and says so,
--- when the RSS passes BENCH_BIG_LIMIT_GB (default 12, the target) or 85 % of
+-- when the RSS passes BENCH_BIG_LIMIT_GB (default 10, the target) or 85 % of
 -- the machine's memory, whichever is lower.
 workload("big", "N live idle servers (default 1,000,000), resident memory", function(a)
   local n = a[1] or 1000000
-  local limit = (tonumber(os.getenv("BENCH_BIG_LIMIT_GB")) or 12) * 2^30
+  local limit = (tonumber(os.getenv("BENCH_BIG_LIMIT_GB")) or 10) * 2^30
   local f = io.open("/proc/meminfo", "r")
   if f then
     local total = tonumber(f:read("a"):match("MemTotal:%s+(%d+)"))
