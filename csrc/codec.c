@@ -1938,6 +1938,10 @@ static void decvalue (lua_State *L, dec *d) {
 typedef struct fastdec {
   const unsigned char *p, *end;
   int depth, maxdepth;
+  /* C functions of the binding by name (a spawn's body, such as the
+  ** gen_server loop); NULL: functions go to the full path */
+  lua_CFunction (*builtin)(lua_State *, const char *, size_t, const char *,
+                           size_t);
 } fastdec;
 
 static int fastdvalue (lua_State *L, fastdec *d);
@@ -2056,6 +2060,24 @@ static int fastdvalue (lua_State *L, fastdec *d) {
       }
       return 0;
     }
+    case GSI_T_CFUNC: {  /* only the binding's own, found without raising */
+      uint64_t lm, lf;
+      const char *m, *f;
+      lua_CFunction fn;
+      if (d->builtin == NULL || fastdvarint(d, &lm) != 0 ||
+          lm > (uint64_t)(d->end - d->p))
+        return -1;
+      m = (const char *)d->p;
+      d->p += lm;
+      if (fastdvarint(d, &lf) != 0 || lf > (uint64_t)(d->end - d->p))
+        return -1;
+      f = (const char *)d->p;
+      d->p += lf;
+      if ((fn = d->builtin(L, m, (size_t)lm, f, (size_t)lf)) == NULL)
+        return -1;
+      lua_pushcfunction(L, fn);
+      return 0;
+    }
     default:
       return -1;  /* references, modules, functions, unknown tags */
   }
@@ -2064,7 +2086,9 @@ static int fastdvalue (lua_State *L, fastdec *d) {
 
 /* 0 with the value pushed, or -1 with nothing pushed. */
 static int fastdecode (lua_State *L, const unsigned char *p, size_t len,
-                       int maxdepth, size_t maxsize) {
+                       int maxdepth, size_t maxsize,
+                       lua_CFunction (*builtin)(lua_State *, const char *,
+                                                size_t, const char *, size_t)) {
   fastdec d;
   int top = lua_gettop(L);
   if (len < 1 || len > maxsize || p[0] != GSI_WIRE_MAGIC ||
@@ -2074,6 +2098,7 @@ static int fastdecode (lua_State *L, const unsigned char *p, size_t len,
   d.end = p + len;
   d.depth = 0;
   d.maxdepth = maxdepth;
+  d.builtin = builtin;
   if (fastdvalue(L, &d) == 0 && d.p == d.end)
     return 0;
   lua_settop(L, top);
@@ -2085,7 +2110,8 @@ static int fastdecode (lua_State *L, const unsigned char *p, size_t len,
 static int decmain (lua_State *L) {
   dec *d = (dec *)lua_touserdata(L, 1);
   int h;
-  if (fastdecode(L, d->p, left(d), d->maxdepth, d->maxsize) == 0)
+  if (fastdecode(L, d->p, left(d), d->maxdepth, d->maxsize,
+                 d->allowfn ? d->builtin : NULL) == 0)
     return 1;
   if (left(d) > d->maxsize) {
     char num[32];
@@ -2136,7 +2162,8 @@ int gsi_decode_raw (lua_State *L, const unsigned char *p, size_t len,
   int maxdepth, allowfn;
   size_t maxsize;
   getlimits(lim, &maxdepth, &maxsize, &allowfn);
-  if (p != NULL && fastdecode(L, p, len, maxdepth, maxsize) == 0)
+  if (p != NULL && fastdecode(L, p, len, maxdepth, maxsize,
+                             allowfn && lim != NULL ? lim->builtin : NULL) == 0)
     return 0;
   return gsi_decode(L, p, len, lim);
 }

@@ -76,8 +76,9 @@ int gsi_encode(lua_State *L, int idx, const char *what,
 int gsi_decode(lua_State *L, const unsigned char *p, size_t len,
                const gsi_codec_limits *lim);
 
-/* As gsi_decode, but plain data (no functions, modules or shared
-** tables) is decoded without a protected call, so a memory error raises
+/* As gsi_decode, but plain data (no functions but the binding's own C
+** functions, no modules or shared tables) is decoded without a protected
+** call, so a memory error raises
 ** from here as from any API function. For callers that run in a Lua C
 ** function of the receiving state and would raise that error anyway;
 ** every other failure returns -1 with an error string, as gsi_decode. */

@@ -893,7 +893,7 @@ static int setup_state(lua_State *L) {
   if (p->rt->state_hook) p->rt->state_hook(L, p->rt->state_hook_ud);
   luaL_checkstack(L, 4, "spawn");
   lua_pushcfunction(L, boot);
-  if (gsi_decode(L, s, (size_t)(e - s), gsi_limits_of(p)) != 0) {
+  if (gsi_decode_raw(L, s, (size_t)(e - s), gsi_limits_of(p)) != 0) {
     lua_pushcfunction(L, boot_fail); /* raises the decode error */
     lua_replace(L, -3);
   }
