@@ -12,8 +12,9 @@
 -- `process.info` does not give on this version (`reductions`, `current`,
 -- `vsn`, ...) are simply absent and print as `-`.
 --
--- (A live web page, `observer.serve{ port = … }`, needs genserver.tcp and is
--- not part of this version.)
+-- `observer.serve{ port = … }` serves the same views as a live web page on
+-- loopback (built on genserver.tcp, loaded only when `serve` is called; see
+-- `genserver.observer_web`).
 -- @module genserver.observer
 
 local process = require "genserver.process"
@@ -369,6 +370,27 @@ function M.top(opts)
   if saved and saved ~= "" then os.execute("stty " .. saved .. " 2>/dev/null") end
   if not ok then error(err, 0) end
   return prev
+end
+
+-- ------------------------------------------------------------------ web
+
+--- Serves the views as a live web page: `/` (a page that refreshes itself
+-- every second; click a column to sort), `/api/processes`, `/api/tree`,
+-- `/api/top?sort=memory|mailbox|reductions|rate` (JSON). Loopback unless
+-- `ip` says otherwise; port 0 picks a free port. See `genserver.observer_web`.
+---@param opts genserver.observer.ServeOptions? `{ port =, ip =, acceptors =, max_request =, timeout =, name = }`: the port (default 0: any free one), the address (default "127.0.0.1"), processes waiting in accept (default 2), bytes of a request head (default 8192), ms a client has to send it (default 5000), a name for the web process
+---@return userdata|nil pid the web process (the handle for `stop`), or nil
+---@return integer|string port the bound port, or why it could not listen ("eaddrinuse", ...)
+function M.serve(opts)
+  return require("genserver.observer_web").serve(opts)
+end
+
+--- Stops a web page started by `serve`: closes its port and ends its
+-- processes. Stopping (or killing) the pid closes the port as well.
+---@param pid userdata|string the pid `serve` returned, or its name
+---@return boolean stopped false if it was not running
+function M.stop(pid)
+  return require("genserver.observer_web").stop(pid)
 end
 
 return M
