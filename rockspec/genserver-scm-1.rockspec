@@ -66,6 +66,7 @@ build = {
     ["genserver.code"] = "lua/genserver/code.lua",
     ["genserver.logger"] = "lua/genserver/logger.lua",
     ["genserver.observer"] = "lua/genserver/observer.lua",
+    ["genserver.observer_web"] = "lua/genserver/observer_web.lua",
     ["genserver.process"] = "lua/genserver/process.lua",
     ["genserver.runtime"] = "lua/genserver/runtime.lua",
     ["genserver.server"] = "lua/genserver/server.lua",
