@@ -180,6 +180,7 @@ describe("LuaLS annotations", function()
   local MODULES = { "lua/genserver/init.lua", "lua/genserver/process.lua",
                     "lua/genserver/supervisor.lua", "lua/genserver/runtime.lua",
                     "lua/genserver/logger.lua", "lua/genserver/observer.lua",
+                    "lua/genserver/observer_web.lua",
                     "lua/genserver/sys.lua", "lua/genserver/code.lua",
                     "lua/genserver/agent.lua", "lua/genserver/task.lua" }
 
@@ -231,6 +232,7 @@ describe("LuaLS annotations", function()
     end
     assert.is_true(has(read("lua/genserver/supervisor.lua"), "---@class genserver.supervisor.ChildSpec\n"))
     assert.is_true(has(read("lua/genserver/observer.lua"), "---@class genserver.observer.TopOptions\n"))
+    assert.is_true(has(read("lua/genserver/observer_web.lua"), "---@class genserver.observer.ServeOptions\n"))
   end)
 end)
 
@@ -252,7 +254,7 @@ describe("make docs", function()
     assert.are.equal("", r.err, "warnings:\n" .. r.err)
     assert.is_falsy(r.out:lower():find("warning"), r.out)
     for _, m in ipairs({ "genserver", "genserver.process", "genserver.supervisor",
-                         "genserver.runtime", "genserver.logger", "genserver.observer",
+                         "genserver.runtime", "genserver.logger", "genserver.observer", "genserver.observer_web",
                          "genserver.sys", "genserver.code", "genserver.agent",
                          "genserver.task" }) do
       assert.is_true(has(index, m), m .. " is not in the reference")
