@@ -222,9 +222,61 @@ describe("genserver.observer.serve", function()
     assert.are.equal(200, (get(port, "/api/processes")))
   end)
 
+  it("replaces an acceptor that dies", function()
+    local acceptors = process.info(handle).monitors
+    assert.are.equal(2, #acceptors)
+    local mref = process.monitor(acceptors[1])
+    process.exit(acceptors[1], "kill")
+    U.await_down(mref)
+    local now
+    for _ = 1, 500 do
+      now = process.info(handle).monitors
+      if #now == 2 and now[1] ~= acceptors[1] and now[2] ~= acceptors[1] then break end
+      process.sleep(5)
+    end
+    assert.are.equal(2, #now)
+    assert.are_not.equal(acceptors[1], now[1])
+    assert.are_not.equal(acceptors[1], now[2])
+    for _ = 1, 4 do assert.are.equal(200, (get(port, "/api/tree"))) end
+  end)
+
+  it("runs as a supervisor's child and is restarted with it", function()
+    local sup = assert(supervisor.start({
+      strategy = "one_for_one",
+      children = { { id = "web", start = { "genserver.observer_web", { port = 0 },
+                                           { name = "web_obs_child" } } } },
+    }))
+    cleanup[#cleanup + 1] = sup
+    local web1 = process.whereis("web_obs_child")
+    local p1 = web.port("web_obs_child")
+    assert.are.equal(200, (get(p1, "/api/processes")))
+    local status, _, body = get(p1, "/api/tree")
+    assert.are.equal(200, status)
+    assert.is_truthy(body:find('"id":"web"', 1, true), body)
+    -- port 0 again on restart: another free port, served as well
+    local mref = process.monitor(web1)
+    process.exit(web1, "kill")
+    U.await_down(mref)
+    local web2
+    for _ = 1, 500 do
+      web2 = process.whereis("web_obs_child")
+      if web2 and web2 ~= web1 then break end
+      process.sleep(5)
+    end
+    assert.is_true(web2 ~= nil and web2 ~= web1)
+    assert.are.equal(200, (get(web.port(web2), "/api/processes")))
+    assert.has_error(function() web.port(web1) end)
+  end)
+
   it("stop closes the port: a connection is refused", function()
+    local acceptors = process.info(handle).monitors
     assert.is_true(observer.stop(handle))
     assert.is_false(process.alive(handle))
+    -- its acceptors end with the listening socket
+    for _, a in ipairs(acceptors) do
+      local mref = process.monitor(a)
+      U.await_down(mref)
+    end
     local s, err = tcp.connect("127.0.0.1", port, nil, T)
     if s then tcp.close(s) end
     assert.is_nil(s)
@@ -262,6 +314,10 @@ describe("genserver.observer.serve", function()
       "genserver.observer.serve: opts must be a table")
     assert.has_error(function() observer.serve { acceptors = 0 } end,
       "genserver.observer.serve: acceptors must be an integer 1..64")
+    -- as a supervisor's child, bad options stop it in init with the same reason
+    local pid, why = gs.start("genserver.observer_web", { timeout = "soon" })
+    assert.is_nil(pid)
+    assert.are.equal("genserver.observer.serve: timeout must be ms > 0", why)
   end)
 
   it("renders the process table in headless Chromium (its script ran)", function()

@@ -10,8 +10,9 @@
 --     observer.stop(pid)
 --
 -- Built on `genserver.tcp`, as three kinds of processes: the **web
--- process** (its pid is the handle) owns the listening socket and keeps the
--- last sample of the processes (for the message rates); a few **acceptors**
+-- process** (its pid is the handle), a gen_server whose callback module is
+-- this one (so a supervisor can start it too), owns the listening socket and
+-- keeps the last samples of the processes (for the message rates); a few **acceptors**
 -- wait in `accept` on that socket; each connection gets its own **handler**
 -- process, which reads one request, answers it and closes the connection.
 -- A handler that crashes (a bug, bad input) takes only its connection with
@@ -203,17 +204,10 @@ end
 
 -- Ask the web process for a sample (it keeps the previous one, for rates).
 local function ask_sample(web, sort_by)
-  local ref = process.make_ref()
-  local mref = process.monitor(web)
-  process.send(web, { "observer_web_sample", process.self(), ref, sort_by })
-  local m = process.receive(function(m)
-    return type(m) == "table" and (m[1] == ref or (m[1] == "DOWN" and m.ref == mref))
-  end, 5000)
-  process.demonitor(mref, "flush")
-  if m == nil then return nil, "the observer did not answer" end
-  if m[1] == "DOWN" then return nil, "the observer is not running" end
-  if not m[2] then return nil, tostring(m[3]) end
-  return m[3]
+  local ok, r = pcall(require("genserver").call, web, { "sample", sort_by }, 5000)
+  if not ok then return nil, "the observer did not answer: " .. tostring(r) end
+  if type(r) ~= "table" or not r[1] then return nil, tostring(r and r[2]) end
+  return r[2]
 end
 
 local function route(web, path, query)
@@ -342,60 +336,7 @@ end
 local function spawn_acceptor(ls, opts)
   local pid = process.spawn(function(l, w, o) require("genserver.observer_web")._acceptor(l, w, o) end,
                             ls, process.self(), opts)
-  return pid, process.monitor(pid)
-end
-
---- The body of the web process (internal): listens, tells `caller`, starts
--- the acceptors, then answers sample requests and `stop` until stopped.
----@param caller userdata who called serve
----@param ref userdata the reply's tag
----@param opts table the server's options
-function M._web(caller, ref, opts)
-  local ls, err = tcp.listen(opts.port, { ip = opts.ip, active = false, backlog = 128 })
-  if not ls then process.send(caller, { ref, false, err }) return end
-  local port = tcp.sockname(ls).port
-  if opts.name then
-    local ok, e = pcall(process.register, opts.name)
-    if not ok then tcp.close(ls) process.send(caller, { ref, false, tostring(e) }) return end
-  end
-  local acceptors = {} -- monitor ref -> true
-  for _ = 1, opts.acceptors do
-    local _, mref = spawn_acceptor(ls, opts)
-    acceptors[mref] = true
-  end
-  process.send(caller, { ref, true, port })
-  local observer = require "genserver.observer"
-  local older, newer = nil, nil
-  while true do
-    local m = process.receive()
-    if type(m) == "table" then
-      if m[1] == "observer_web_sample" then
-        -- rates are measured against the newest kept sample at least half a
-        -- second old (older: the one before newer, kept >= 500 ms apart)
-        local now = process.now()
-        local ref_s = newer
-        if newer and now - newer.at < 500 and older then ref_s = older end
-        local ok, s = pcall(observer.sample, ref_s, m[4] or "memory")
-        if ok then
-          if not newer or s.at - newer.at >= 500 then older, newer = newer, s end
-          process.send(m[2], { m[3], true, s.list })
-        else
-          process.send(m[2], { m[3], false, s })
-        end
-      elseif m[1] == "observer_web_stop" then
-        tcp.close(ls)
-        process.send(m[2], { m[3], true })
-        return
-      elseif m[1] == "DOWN" and acceptors[m.ref] then
-        -- an acceptor died (not for a closed listener: only this process
-        -- closes it): replace it, unhurried
-        acceptors[m.ref] = nil
-        process.sleep(50)
-        local _, mref = spawn_acceptor(ls, opts)
-        acceptors[mref] = true
-      end
-    end
-  end
+  return process.monitor(pid)
 end
 
 -- The options of serve() (a LuaLS class).
@@ -407,78 +348,133 @@ end
 ---@field timeout? integer ms a client has to send its request (default 5000)
 ---@field name? string a name to register the web process under
 
+-- The options with their defaults, or nil and what is wrong.
 local function check_opts(opts)
   if opts == nil then opts = {} end
-  if type(opts) ~= "table" then error("genserver.observer.serve: opts must be a table", 3) end
+  if type(opts) ~= "table" then return nil, "opts must be a table" end
   local o = {
     port = opts.port or 0, ip = opts.ip or "127.0.0.1", acceptors = opts.acceptors or 2,
     max_request = opts.max_request or 8192, timeout = opts.timeout or 5000, name = opts.name,
   }
   if math_type(o.port) ~= "integer" or o.port < 0 or o.port > 65535 then
-    error("genserver.observer.serve: port must be an integer 0..65535", 3)
+    return nil, "port must be an integer 0..65535"
   end
-  if type(o.ip) ~= "string" then error("genserver.observer.serve: ip must be a string", 3) end
+  if type(o.ip) ~= "string" then return nil, "ip must be a string" end
   if math_type(o.acceptors) ~= "integer" or o.acceptors < 1 or o.acceptors > 64 then
-    error("genserver.observer.serve: acceptors must be an integer 1..64", 3)
+    return nil, "acceptors must be an integer 1..64"
   end
   if math_type(o.max_request) ~= "integer" or o.max_request < 64 then
-    error("genserver.observer.serve: max_request must be an integer >= 64", 3)
+    return nil, "max_request must be an integer >= 64"
   end
-  if type(o.timeout) ~= "number" or o.timeout <= 0 then
-    error("genserver.observer.serve: timeout must be ms > 0", 3)
-  end
-  if o.name ~= nil and type(o.name) ~= "string" then
-    error("genserver.observer.serve: name must be a string", 3)
-  end
+  if type(o.timeout) ~= "number" or o.timeout <= 0 then return nil, "timeout must be ms > 0" end
+  if o.name ~= nil and type(o.name) ~= "string" then return nil, "name must be a string" end
   return o
 end
+
+-- ------------------------------------------- the web process: a gen_server
+
+--- gen_server callback: listens and starts the acceptors. This module is
+-- the web process's callback module, so it can also be a supervisor's
+-- child: `{ id = "observer", start = { "genserver.observer_web", { port = 8080 } } }`
+-- (then `observer_web.port(pid)` gives the port).
+---@param opts genserver.observer.ServeOptions? the options (see `serve`)
+---@return string "ok" | "stop"
+---@return any state or reason
+function M.init(opts)
+  local o, bad = check_opts(opts)
+  if not o then return "stop", "genserver.observer.serve: " .. bad end
+  local ls, err = tcp.listen(o.port, { ip = o.ip, active = false, backlog = 128 })
+  if not ls then return "stop", err end
+  local st = { ls = ls, port = tcp.sockname(ls).port, opts = o, acceptors = {} }
+  for _ = 1, o.acceptors do st.acceptors[spawn_acceptor(ls, o)] = true end
+  return "ok", st
+end
+
+--- gen_server callback: `"port"`, and `{ "sample", sort }` (a sample of the
+-- processes with rates, for the handlers).
+---@param req any the request
+---@param _from table the caller
+---@param st table the state
+---@return string "reply"
+---@return any reply
+---@return table state
+function M.handle_call(req, _from, st)
+  if req == "port" then return "reply", st.port, st end
+  if type(req) == "table" and req[1] == "sample" then
+    -- rates are measured against the newest kept sample at least half a
+    -- second old (older: the one before newer; kept >= 500 ms apart)
+    local ref_s = st.newer
+    if st.newer and process.now() - st.newer.at < 500 and st.older then ref_s = st.older end
+    local ok, s = pcall(require("genserver.observer").sample, ref_s, req[2] or "memory")
+    if not ok then return "reply", { false, tostring(s) }, st end
+    if not st.newer or s.at - st.newer.at >= 500 then st.older, st.newer = st.newer, s end
+    return "reply", { true, s.list }, st
+  end
+  return "reply", nil, st
+end
+
+--- gen_server callback: replaces an acceptor that died (after 50 ms).
+---@param msg any the message
+---@param st table the state
+---@return string "noreply"
+---@return table state
+function M.handle_info(msg, st)
+  if type(msg) == "table" and msg[1] == "DOWN" and st.acceptors[msg.ref] then
+    -- not for a closed listener: only this process closes it, in terminate
+    st.acceptors[msg.ref] = nil
+    process.send_after(50, process.self(), "observer_web_respawn")
+  elseif msg == "observer_web_respawn" then
+    st.acceptors[spawn_acceptor(st.ls, st.opts)] = true
+  end
+  return "noreply", st
+end
+
+--- gen_server callback: closes the listening socket (its acceptors end).
+---@param _reason any
+---@param st table the state
+function M.terminate(_reason, st)
+  tcp.close(st.ls)
+end
+
+-- ----------------------------------------------------------- the API
 
 --- Serves the observer's views as a web page (see the module's header).
 -- Returns once the port is listening.
 ---@param opts genserver.observer.ServeOptions? `{ port =, ip =, acceptors =, max_request =, timeout =, name = }`
 ---@return userdata|nil pid the web process (the handle for `stop`), or nil
----@return integer|string port the port it listens on, or the reason it could not ("eaddrinuse", ...)
+---@return integer|any port the port it listens on, or why it could not ("eaddrinuse", ...)
 function M.serve(opts)
-  local o = check_opts(opts)
-  local ref = process.make_ref()
-  local pid = process.spawn(function(c, r, op) require("genserver.observer_web")._web(c, r, op) end,
-                            process.self(), ref, o)
-  local mref = process.monitor(pid)
-  local m = process.receive(function(m)
-    return type(m) == "table" and (m[1] == ref or (m[1] == "DOWN" and m.ref == mref))
-  end, 10000)
-  process.demonitor(mref, "flush")
-  if m == nil then
-    process.exit(pid, "kill")
-    return nil, "timeout"
-  end
-  if m[1] == "DOWN" then return nil, "the web process died: " .. tostring(m.reason) end
-  if not m[2] then return nil, m[3] end
-  return pid, m[3]
+  local o, bad = check_opts(opts)
+  if not o then error("genserver.observer.serve: " .. bad, 2) end
+  local gs = require "genserver"
+  local pid, err = gs.start("genserver.observer_web", o, { name = o.name })
+  if not pid then return nil, err end
+  return pid, gs.call(pid, "port")
+end
+
+--- The port a web observer listens on.
+---@param server userdata|string its pid or name
+---@return integer port
+function M.port(server)
+  return require("genserver").call(server, "port")
 end
 
 --- Stops a web observer started by `serve`: closes its listening socket and
 -- ends its processes (connections being answered finish). Returns once the
 -- port is closed; true, or false if it was not running.
----@param pid userdata|string the pid `serve` returned (or its registered name)
+---@param server userdata|string the pid `serve` returned (or its registered name)
 ---@return boolean stopped
-function M.stop(pid)
-  if type(pid) == "string" then pid = process.whereis(pid) end
-  if not process.is_pid(pid) then return false end
-  local ref = process.make_ref()
+function M.stop(server)
+  local gs = require "genserver"
+  local pid = server
+  if type(server) == "string" then pid = process.whereis(server) end
+  if not process.is_pid(pid) or not process.alive(pid) then return false end
   local mref = process.monitor(pid)
-  process.send(pid, { "observer_web_stop", process.self(), ref })
+  local ok = pcall(gs.stop, pid, "normal", 5000)
+  if not ok then process.exit(pid, "kill") end -- its death closes the socket too
   local m = process.receive(function(m)
     return type(m) == "table" and m[1] == "DOWN" and m.ref == mref
   end, 5000)
-  if m == nil then
-    -- not answering: its death closes the socket too
-    process.exit(pid, "kill")
-    m = process.receive(function(m)
-      return type(m) == "table" and m[1] == "DOWN" and m.ref == mref
-    end, 5000)
-  end
-  process.receive(function(m) return type(m) == "table" and m[1] == ref end, 0)
   return m ~= nil and m.reason ~= "noproc"
 end
 
