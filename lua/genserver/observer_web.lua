@@ -42,7 +42,7 @@ local tcp = require "genserver.tcp"
 
 local M = {}
 
-local type, tostring, pairs, ipairs, pcall, select = type, tostring, pairs, ipairs, pcall, select
+local type, tostring, pairs, ipairs, pcall = type, tostring, pairs, ipairs, pcall
 local concat, sort, format, byte, char = table.concat, table.sort, string.format, string.byte, string.char
 local math_type = math.type
 
