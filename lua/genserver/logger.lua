@@ -68,7 +68,7 @@ end
 
 local function text(v)
   if type(v) == "string" then return v end
-  return describe(v)
+  return require("genserver").format_reason(v)
 end
 
 local function who(pid, name)

@@ -155,10 +155,8 @@ local function check_child(c, index, dynamic)
   if opts ~= nil and type(opts) ~= "table" then
     return nil, bad_child(label, "start", "start[3] (opts) must be a table, got %s", show(opts))
   end
-  if opts ~= nil and opts.name ~= nil and type(opts.name) ~= "string" then
-    return nil, bad_child(label, "start", "start[3].name must be a string, got %s",
-      show(opts.name))
-  end
+  local bad = gs.check_options(opts) -- the options go to start_link unchanged
+  if bad then return nil, bad_child(label, "start", "start[3] (opts): %s", bad) end
   local restart = c.restart
   if restart == nil then restart = "permanent" end
   if not RESTARTS[restart] then
