@@ -657,15 +657,25 @@ static void addinteger (luaL_Buffer *B, lua_Integer i) {
 }
 
 
+/* what an error path quotes of a string key at most: a 20 MB key must
+** not make a 20 MB error message */
+#define KEY_QUOTE_MAX 64
+
 /* a key as a path step: .name, ["a b"], [3], [1.5], [true], [<0.4.1>],
-** [<table>] */
+** [<table>]; a long string key as ["its first bytes"...(N bytes)] */
 static void addkey (lua_State *L, luaL_Buffer *B, int idx) {
   char tmp[64];
   switch (lua_type(L, idx)) {
     case LUA_TSTRING: {
       size_t len;
       const char *s = lua_tolstring(L, idx, &len);
-      if (isident(s, len)) {
+      if (len > KEY_QUOTE_MAX) {
+        luaL_addchar(B, '[');
+        addquoted(B, s, KEY_QUOTE_MAX);
+        snprintf(tmp, sizeof(tmp), "...(%zu bytes)]", len);
+        luaL_addstring(B, tmp);
+      }
+      else if (isident(s, len)) {
         luaL_addchar(B, '.');
         luaL_addlstring(B, s, len);
       }

@@ -173,8 +173,10 @@ GS_API int gs_runtime_open(gs_runtime **rt, const gs_config *cfg);
 ** for, at least 4194303). On any error nothing has changed. */
 GS_API int gs_runtime_configure(gs_runtime *rt, const gs_config *cfg);
 
-/* Stop every process: an exit signal "shutdown", then "kill" for what is
-** left after half of timeout_ms. From then on every call on rt returns
+/* Stop every process: an exit signal "shutdown" to those whose parent is
+** gone or a foreign thread (supervisors first, newest first; they stop
+** their children; the logger last), then "kill" for what is left after
+** half of timeout_ms. From then on every call on rt returns
 ** GS_ECLOSED (and genserver functions in bound Lua states raise), but rt
 ** stays valid, so other threads may still call in safely. GS_ETIMEDOUT if
 ** a process would not die (or a host call did not return) in time; the

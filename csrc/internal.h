@@ -264,7 +264,20 @@ struct gsi_proc {
                               info() (relaxed) */
   uint8_t sflags;      /* the gen_server loop's sys state (GSI_SF_*), so
                           that it costs a message no Lua lookups; owner */
+  /* program end (runtime.c, gsi_rt_stop_all): stop_order (GSI_STOP_*) is
+  ** written by the owner under lk, or by the spawner before the process
+  ** is published; stop_sent is set by the stopping thread once it
+  ** signalled it; born is the start order, set by gsi_proc_alloc under the
+  ** table lock before the process is published */
+  uint8_t stop_order;
+  _Atomic uint8_t stop_sent;
+  uint64_t born;
 };
+
+/* When runtime shutdown stops a process that is a root (its parent is
+** gone or is a foreign thread): supervisors first, one at a time, in
+** reverse start order; the logger last, once nothing else is left. */
+enum { GSI_STOP_NORMAL = 0, GSI_STOP_FIRST, GSI_STOP_LAST };
 
 /* Count one on an owner-written counter (msgs_out, reductions): only the
 ** owner writes it, so a relaxed load + store is enough; readers may see
@@ -524,6 +537,7 @@ struct gsi_rt {
   pthread_mutex_t tbl_mu; /* guards free list and `used` */
   gsi_proc *free_head;
   uint32_t used; /* slots ever handed out */
+  uint64_t births; /* processes ever allocated: their start order */
   _Atomic size_t live;   /* slots in use, foreign ones included */
   _Atomic size_t nforeign;
   _Atomic uint64_t next_ref;
@@ -543,6 +557,7 @@ struct gsi_rt {
   pthread_t watchdog;
   _Atomic int started;
   _Atomic int stopping;
+  _Atomic int shutting; /* gsi_rt_stop_all began: what crashes now is its doing */
   _Atomic int closed; /* freed but for this struct: every call fails */
   gsi_timers *timers;
   gsi_names *names;

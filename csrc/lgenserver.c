@@ -321,13 +321,158 @@ static int from_tag(lua_State *L, int idx, uint64_t *ref) {
   return gsi_toref(L, idx, ref);
 }
 
+/* ------------------------------------------------ readable reasons */
+
+/* A table reason (an exit reason, start's `nil, reason`, a call error's
+** reason) prints readably: it carries the metatable REASON_MT, whose
+** __tostring is genserver.format_reason (init.lua), loaded only when a
+** reason is printed. Metatables do not cross between states, so the
+** receiving side attaches it again where the runtime decodes a reason
+** (DOWN, EXIT, a call's failure). */
+#define REASON_MT "genserver.reason"
+
+static int reason_tostring(lua_State *L) {
+  lua_settop(L, 1);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "genserver");
+  if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TTABLE &&
+      lua_getfield(L, -1, "format_reason") == LUA_TFUNCTION) {
+    lua_pushvalue(L, 1);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING) return 1;
+  }
+  lua_pushfstring(L, REASON_MT ": %p", lua_topointer(L, 1));
+  return 1;
+}
+
+/* Give the table at idx (if it has no metatable) the reason metatable. */
+static void mark_reason(lua_State *L, int idx) {
+  if (lua_type(L, idx) != LUA_TTABLE || lua_getmetatable(L, idx)) {
+    if (lua_type(L, idx) == LUA_TTABLE) lua_pop(L, 1);
+    return;
+  }
+  idx = lua_absindex(L, idx);
+  if (luaL_newmetatable(L, REASON_MT)) {
+    lua_pushcfunction(L, reason_tostring);
+    lua_setfield(L, -2, "__tostring");
+  }
+  lua_setmetatable(L, idx);
+}
+
+/* reason_mt() -> the metatable of readable reasons (init.lua uses it) */
+static int l_reason_mt(lua_State *L) {
+  lua_newtable(L);
+  mark_reason(L, -1);
+  lua_getmetatable(L, -1);
+  return 1;
+}
+
 /* The reason of an exit signal or DOWN: "killed" for an untrappable kill. */
 static int push_reason(lua_State *L, gsi_msg *m) {
+  int rc;
   if (m->kind == GSI_M_EXIT && (m->flags & GSI_XF_KILL)) {
     lua_pushliteral(L, "kill");
     return 0;
   }
-  return decode_payload(L, m);
+  rc = decode_payload(L, m);
+  if (rc == 0) mark_reason(L, -1);
+  return rc;
+}
+
+/* process.exit(reason) in a gen_server (its state is marked serving by
+** core.serve) raises an exit error carrying the reason instead of ending
+** the process at once, so that the server loop runs terminate(reason,
+** state) and reports an abnormal reason, as OTP's gen_server does for
+** exit/1 (a pcall catches it, as Erlang's catch does). */
+static const char SERVING_KEY = 'v', EXIT_MT_KEY = 'x';
+
+void gsi_set_serving(lua_State *L, int on) {
+  lua_pushboolean(L, on);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &SERVING_KEY);
+}
+
+static int exit_error_tostring(lua_State *L) {
+  lua_getfield(L, 1, "reason");
+  lua_pushfstring(L, "process.exit(%s)", luaL_tolstring(L, -1, NULL));
+  return 1;
+}
+
+static int raise_exit_error(lua_State *L, int idx) {
+  idx = lua_absindex(L, idx);
+  lua_createtable(L, 0, 1);
+  lua_pushvalue(L, idx);
+  lua_setfield(L, -2, "reason");
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &EXIT_MT_KEY) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 2);
+    lua_pushcfunction(L, exit_error_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushliteral(L, "genserver.exit");
+    lua_setfield(L, -2, "__name");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &EXIT_MT_KEY);
+  }
+  lua_setmetatable(L, -2);
+  return lua_error(L);
+}
+
+/* Protected part of gsi_report_crash (1 = the error). */
+static int report_crash(lua_State *L) {
+  gsi_proc *p = state_proc(L);
+  lua_settop(L, 1);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "genserver.logger");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "report"); /* 1 = e, 2 = logger, 3 = report */
+  lua_createtable(L, 0, 5);
+  lua_pushliteral(L, "process");
+  lua_setfield(L, -2, "kind");
+  gsi_pushpid(L, pid_of(p));
+  lua_setfield(L, -2, "pid");
+  if (lua_isnil(L, 1)) lua_pushliteral(L, "(error object is a nil value)");
+  else if (lua_type(L, 1) == LUA_TTABLE || lua_type(L, 1) == LUA_TSTRING) lua_pushvalue(L, 1);
+  else luaL_tolstring(L, 1, NULL);
+  lua_setfield(L, -2, "error");
+  if (gsi_crash_traceback(L, 1)) lua_setfield(L, -2, "traceback");
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+/* A plain process's body raised the error at idx: an error report goes to
+** genserver.logger (printed if it is not running), as Erlang prints
+** "Error in process ... with exit value". A gen_server's loop reports its
+** own crashes. Never raises, never waits. */
+void gsi_report_crash(lua_State *L, int idx) {
+  int serving;
+  idx = lua_absindex(L, idx);
+  if (!lua_checkstack(L, 4)) return;
+  serving = lua_rawgetp(L, LUA_REGISTRYINDEX, &SERVING_KEY) != LUA_TNIL;
+  lua_pop(L, 1);
+  /* not once the runtime is shutting down: a process that meets the
+  ** stopped runtime ("the runtime has been shut down") did not crash */
+  if (serving || state_proc(L) == NULL || atomic_load(&state_proc(L)->rt->shutting)) return;
+  lua_pushcfunction(L, report_crash);
+  lua_pushvalue(L, idx);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    /* the logger could not be used (out of memory, a sandbox without it):
+    ** one line here, a string error quoted up to a bound */
+    uint64_t pid = pid_of(state_proc(L));
+    const char *e = lua_type(L, idx) == LUA_TSTRING ? lua_tostring(L, idx) : NULL;
+    fprintf(stderr, "=ERROR REPORT==== Error in process <0.%u.%u> with exit value: %.500s\n",
+            GSI_PID_INDEX(pid), GSI_PID_GEN(pid), e != NULL ? e : luaL_typename(L, idx));
+    lua_pop(L, 1);
+  }
+}
+
+int gsi_exit_reason(lua_State *L, int idx) {
+  int is;
+  idx = lua_absindex(L, idx);
+  if (lua_type(L, idx) != LUA_TTABLE || !lua_getmetatable(L, idx)) return 0;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &EXIT_MT_KEY);
+  is = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  if (!is) return 0;
+  lua_getfield(L, idx, "reason");
+  return 1;
 }
 
 /* Push message m as the value a plain receive returns. */
@@ -567,12 +712,13 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
   for (;;) {
     gsi_msg *m = NULL;
     if (ctx) { /* suspended (sys): only system messages and the parent's
-                  EXIT; everything else stays queued in order */
+                  or the runtime's EXIT; the rest stays queued in order */
       gsi_drain(p);
       for (m = p->sv_head; m != NULL;
            m = atomic_load_explicit(&m->next, memory_order_relaxed))
         if (m->kind == GSI_M_SYSTEM ||
-            (m->kind == GSI_M_EXIT && p->parent != 0 && m->from == p->parent))
+            (m->kind == GSI_M_EXIT && (m->from == 0 ||
+                                       (p->parent != 0 && m->from == p->parent))))
           break;
     } else {
       gsi_drain_front(p);
@@ -603,6 +749,9 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
       default:
         lua_pushinteger(L, K_INFO);
         rc = push_msg(L, m);
+        /* an exit signal from no process: the runtime is shutting down
+        ** (gsi_rt_stop_all); the loop then terminates, see dispatch */
+        if (rc == 0 && kind == GSI_M_EXIT && m->from == 0) lua_pushboolean(L, 1), n = 3;
       }
       if (rc != 0) {
         /* one undecodable message (e.g. functions sent to a sandbox) must
@@ -743,6 +892,7 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
         lua_pushboolean(L, 0);
         lua_pushliteral(L, "down");
         rc = decode_payload(L, m);
+        if (rc == 0) mark_reason(L, -1);
         n = 3;
       }
       gsi_msg_free(m);
@@ -775,7 +925,17 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
 ** replies are dropped and exit signals noticed the same way in both. */
 static int l_call(lua_State *L) {
   ENTER(L, p);
-  uint64_t pid = resolve(L, 1), ref;
+  uint64_t pid, ref;
+  if (!gsi_topid(L, 1, &pid) && lua_type(L, 1) != LUA_TSTRING) {
+    /* blame the line that called genserver.call (level 2: its Lua
+    ** wrapper calls this one), not the wrapper */
+    luaL_where(L, 2);
+    lua_pushfstring(L, "bad argument #1 to 'genserver.call' (pid or registered "
+                    "name expected, got %s)", luaL_typename(L, 1));
+    lua_concat(L, 2);
+    return lua_error(L);
+  }
+  pid = resolve(L, 1);
   luaL_checkany(L, 2);
   if (pid == 0) {
     lua_pushboolean(L, 0);
@@ -1093,7 +1253,8 @@ static int opt_flag(lua_State *L, int t, const char *k) {
 
 /* spawn(body, opts, ...) -> pid [, ref]
 ** body: a function (copied) or a module name (required in the new state).
-** opts: { link = bool, monitor = bool, module = name, request = ref }
+** opts: { link = bool, monitor = bool, module = name, request = ref,
+**         trap_exit = bool, stop_last = bool }
 ** `request`: a ref of ours that becomes a pending request on the new
 ** process (monitored), so its answer or its DOWN can be waited for. */
 static int l_spawn(lua_State *L) {
@@ -1103,6 +1264,9 @@ static int l_spawn(lua_State *L) {
   ENTER(L, self);
   int link = opt_flag(L, 2, "link");
   int mon = opt_flag(L, 2, "monitor");
+  /* internal options (genserver.logger's forwarder): it traps exits from
+  ** the start, and is stopped last at program end (runtime.c) */
+  int trap = opt_flag(L, 2, "trap_exit"), last = opt_flag(L, 2, "stop_last");
   uint64_t pid, ref = 0, req = 0;
   gsi_msg *sm;
   spawn_lim lim;
@@ -1144,6 +1308,8 @@ static int l_spawn(lua_State *L) {
     return luaL_error(L, "genserver: out of memory");
   }
   p->spawn_msg = sm;
+  p->trap_exit = trap;
+  p->stop_order = last ? GSI_STOP_LAST : GSI_STOP_NORMAL;
   p->parent = pid_of(self);
   p->start_ref = req; /* a gen_server's start (init.lua): its ack answers req */
   memcpy(p->module, module, sizeof module);
@@ -1220,15 +1386,25 @@ static int l_demonitor(lua_State *L) {
   return 1;
 }
 
+static void push_exit_error(lua_State *L, uint64_t pid);
+
 static int l_link(lua_State *L) {
   ENTER(L, p);
   uint64_t pid = check_pid(L, 1);
   if (gsi_link(p, pid) != 0) {
-    /* as Erlang: linking to a dead process sends us exit signal noproc */
-    gsi_msg *m = encode_str(L, "noproc", GSI_M_EXIT, pid, 0);
-    gsi_deliver(p->rt, pid_of(p), m, 0);
-    gsi_drain(p);
-    if (p->dying) return die(L, p);
+    /* as Erlang's link/1: a process that traps exits gets {"EXIT", pid,
+    ** "noproc"}; one that does not gets a catchable error (it lives on) */
+    if (p->trap_exit) {
+      gsi_msg *m = encode_str(L, "noproc", GSI_M_EXIT, pid, 0);
+      gsi_deliver(p->rt, pid_of(p), m, 0);
+    } else {
+      push_exit_error(L, pid);
+      lua_pushliteral(L, "link");
+      lua_setfield(L, -2, "op");
+      lua_pushliteral(L, "noproc");
+      lua_setfield(L, -2, "reason");
+      return lua_error(L);
+    }
   }
   lua_pushboolean(L, 1);
   return 1;
@@ -1283,6 +1459,10 @@ static int l_exit(lua_State *L) {
     return 1;
   }
   luaL_checkany(L, 1);
+  if (p->fg == NULL && lua_rawgetp(L, LUA_REGISTRYINDEX, &SERVING_KEY) == LUA_TBOOLEAN &&
+      lua_toboolean(L, -1))
+    return raise_exit_error(L, 1);
+  lua_settop(L, 1);
   m = encode_msg(L, 1, "reason", GSI_M_EXIT, pid_of(p), 0);
   m->flags = (uint8_t)(reason_flags(L, 1) & GSI_XF_NORMAL);
   gsi_msg_free(p->exit_msg);
@@ -1795,6 +1975,19 @@ static int l_code_version(lua_State *L) {
   return 2;
 }
 
+/* stop_order("first" | "last" | "normal"): when runtime shutdown stops
+** this process if it is a root (runtime.c, gsi_rt_stop_all): supervisors
+** say "first", the logger "last". */
+static int l_stop_order(lua_State *L) {
+  static const char *const orders[] = {"normal", "first", "last", NULL};
+  gsi_proc *p = self_of(L);
+  int o = luaL_checkoption(L, 1, NULL, orders);
+  pthread_mutex_lock(&p->lk);
+  p->stop_order = o == 1 ? GSI_STOP_FIRST : o == 2 ? GSI_STOP_LAST : GSI_STOP_NORMAL;
+  pthread_mutex_unlock(&p->lk);
+  return 0;
+}
+
 static int l_parent(lua_State *L) {
   gsi_proc *p = self_of(L);
   if (p->parent == 0) lua_pushnil(L);
@@ -1982,6 +2175,7 @@ static const luaL_Reg funcs[] = {
     {"configure", l_configure}, {"stats", l_stats},
     {"shutdown", l_shutdown},   {"set_module", l_set_module},
     {"parent", l_parent},       {"error_mt", l_error_mt},
+    {"reason_mt", l_reason_mt}, {"stop_order", l_stop_order},
     {"clock", l_clock},         {"serve", gsi_serve},
     {"code_reload", l_code_reload}, {"code_version", l_code_version},
     {"send_interval", l_send_interval}, {"now", l_now},

@@ -63,6 +63,19 @@ GSI_FUNC int gsi_crash_traceback(lua_State *L, int idx);
 ** binding (lio.c), registered with the same upvalues. */
 GSI_FUNC gsi_proc *gsi_lua_self(lua_State *L);
 
+/* Mark L as a gen_server's state (core.serve) or not: while it is,
+** process.exit(reason) raises an exit error that gsi_exit_reason
+** recognises, so that the server's loop runs terminate (lserver.c). */
+GSI_FUNC void gsi_set_serving(lua_State *L, int on);
+
+/* If the value at idx is the exit error of process.exit in a gen_server,
+** push its reason and return 1; else push nothing and return 0. */
+GSI_FUNC int gsi_exit_reason(lua_State *L, int idx);
+
+/* A plain process's body raised the error at idx: hand an error report
+** to genserver.logger (pstate.c, when the body crashed). Never raises. */
+GSI_FUNC void gsi_report_crash(lua_State *L, int idx);
+
 /* Mark L as the state of process p (before genserver.core is opened). */
 GSI_FUNC void gsi_bind_process_state(lua_State *L, gsi_proc *p);
 

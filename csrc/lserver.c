@@ -93,15 +93,31 @@ static void running(lua_State *L, int callback) {
 #define core_fn(L, f) lua_pushcfunction(L, gsi_core.f)
 
 /* The error on top, raised by a callback run under gsi_crash_msgh,
-** becomes the crash reason { error = e, traceback } (a string error also
-** heads its traceback). An error the handler did not see (out of memory)
-** stays as it is. */
+** becomes the crash reason { error = e, traceback } (the first line of a
+** string error heads its traceback: a long message, such as a module
+** search list, is not carried twice). process.exit(reason) in a callback
+** raised an exit error: the reason is its own. error(nil) reads as
+** Lua's stand-alone interpreter says it. An error the handler did not see
+** (out of memory) stays as it is. */
 static void crash_reason(lua_State *L) {
   int e = lua_gettop(L);
+  if (gsi_exit_reason(L, e)) {
+    lua_replace(L, e);
+    return;
+  }
   if (!gsi_crash_traceback(L, e)) return;
+  if (lua_isnil(L, e)) {
+    lua_pushliteral(L, "(error object is a nil value)");
+    lua_replace(L, e);
+  }
   if (lua_type(L, e) == LUA_TSTRING) {
-    lua_pushfstring(L, "%s\n%s", lua_tostring(L, e), lua_tostring(L, -1));
-    lua_replace(L, -2);
+    const char *msg = lua_tostring(L, e), *nl = strchr(msg, '\n');
+    int head = nl != NULL ? (int)(nl - msg) : (int)lua_rawlen(L, e);
+    lua_pushlstring(L, msg, (size_t)head); /* e, traceback, head */
+    lua_pushliteral(L, "\n");
+    lua_pushvalue(L, -3);
+    lua_concat(L, 3);
+    lua_replace(L, -2); /* e, head .. "\n" .. traceback */
   }
   lua_createtable(L, 0, 2);
   lua_insert(L, e); /* reason, e, traceback */
@@ -140,15 +156,43 @@ static int quiet(lua_State *L, int idx) {
   return q;
 }
 
-/* { bad_return_value = { v1, ..., vn } } from the n results above S_BASE */
-static void push_bad_return(lua_State *L, int n) {
-  lua_createtable(L, 0, 1);
+/* What each callback may return (for bad_return_value reasons). */
+static const char EXPECT_INIT[] =
+    "\"ok\", state [, action] | \"ignore\" | \"stop\", reason | \"error\", reason";
+static const char EXPECT_CALL[] =
+    "\"reply\", reply, state [, action] | \"noreply\", state [, action] | "
+    "\"stop\", reason, reply, state | \"stop\", reason, state";
+static const char EXPECT_NOREPLY[] = "\"noreply\", state [, action] | \"stop\", reason, state";
+
+/* The callback that handled the message of kind S_KIND (for reasons). */
+static const char *callback_name(lua_State *L) {
+  if (lua_isnil(L, S_KIND)) return "handle_info"; /* a time-out */
+  switch ((int)lua_tointeger(L, S_KIND)) {
+  case 0: return "handle_continue";
+  case GSI_K_CALL: return "handle_call";
+  case GSI_K_CAST: return "handle_cast";
+  default: return "handle_info";
+  }
+}
+
+/* { bad_return_value = { v1, ..., vn }, callback =, expected = } from the
+** n results above S_BASE; an action that is not one counts as bad too
+** (action: a time-out in ms, "hibernate" or { continue = v }). */
+static void push_bad_return(lua_State *L, int n, const char *callback) {
+  const char *expected = strcmp(callback, "init") == 0 ? EXPECT_INIT
+                         : strcmp(callback, "handle_call") == 0 ? EXPECT_CALL
+                                                                : EXPECT_NOREPLY;
+  lua_createtable(L, 0, 3);
   lua_createtable(L, n, 0);
   for (int i = 1; i <= n; i++) {
     lua_pushvalue(L, S_BASE + i);
     lua_rawseti(L, -2, i);
   }
   lua_setfield(L, -2, "bad_return_value");
+  lua_pushstring(L, callback);
+  lua_setfield(L, -2, "callback");
+  lua_pushstring(L, expected);
+  lua_setfield(L, -2, "expected");
 }
 
 /* reply(from, value) with both on top; an unsendable value returns the
@@ -270,6 +314,7 @@ static int init_fail(lua_State *L) {
   }
   gsi_ack(L, lua_gettop(L));
   lua_pop(L, 1);
+  gsi_set_serving(L, 0); /* this exit is the real one */
   core_fn(L, exit);
   lua_insert(L, -2); /* exit(reason) */
   lua_callk(L, 1, 0, P_DEAD, serve_k);
@@ -332,7 +377,7 @@ static int after_init(lua_State *L, int st) {
     push_ack(L, "error", S_BASE + 2);
     return init_fail(L);
   }
-  push_bad_return(L, n);
+  push_bad_return(L, n, "init");
   lua_pushvalue(L, -1);
   push_ack(L, "error", lua_gettop(L));
   lua_remove(L, -2);
@@ -381,7 +426,7 @@ static int after_noreply(lua_State *L, int st) {
     lua_pushvalue(L, S_BASE + 2);
     return begin_terminate(L);
   }
-  push_bad_return(L, n);
+  push_bad_return(L, n, callback_name(L));
   return begin_terminate(L);
 }
 
@@ -397,6 +442,7 @@ static int after_terminate(lua_State *L, int st) {
   }
   if (!quiet(L, S_REASON)) report(L);
   lua_settop(L, S_BASE);
+  gsi_set_serving(L, 0); /* this exit is the real one */
   core_fn(L, exit);
   lua_pushvalue(L, S_REASON);
   lua_callk(L, 1, 0, P_DEAD, serve_k);
@@ -520,6 +566,15 @@ static int dispatch(lua_State *L) {
   }
   /* info, or a time-out (kind nil): an EXIT from the parent ends a server
   ** that traps exits, as in OTP */
+  if (kind != 0 && lua_toboolean(L, S_MFROM)) {
+    /* the runtime's own exit signal (next() flags it): the program ends
+    ** or runtime.shutdown runs. A server that traps exits terminates as
+    ** if its parent had asked; handle_info never sees it (DESIGN 1.7) */
+    lua_pushnil(L);
+    lua_replace(L, S_MFROM);
+    lua_getfield(L, S_MSG, "reason");
+    return begin_terminate(L);
+  }
   if (kind != 0 && lua_type(L, S_MSG) == LUA_TTABLE) {
     lua_rawgeti(L, S_MSG, 1);
     lua_getfield(L, S_MSG, "pid");
@@ -646,6 +701,7 @@ static int load_module(lua_State *L) {
 ** goes to the starter, which the spawner recorded (gsi_ack). */
 int gsi_serve(lua_State *L) {
   lua_settop(L, S_BASE);
+  gsi_set_serving(L, 1); /* process.exit(reason) now ends in terminate */
   if (lua_type(L, S_OPTS) != LUA_TTABLE) lua_pushnil(L), lua_replace(L, S_OPTS);
   lua_pushcfunction(L, gsi_crash_msgh);
   lua_replace(L, S_MSGH);

@@ -55,9 +55,12 @@ gsi_proc *gsi_proc_alloc(gsi_rt *rt) {
                          ? gsi_proc_at(rt, index) : NULL;
     if (p == NULL) rt->used--;
   }
+  if (p != NULL) p->born = ++rt->births;
   pthread_mutex_unlock(&rt->tbl_mu);
   if (p != NULL) {
     p->free_next = NULL;
+    p->stop_order = GSI_STOP_NORMAL; /* not alive: nobody else reads them */
+    atomic_store_explicit(&p->stop_sent, 0, memory_order_relaxed);
     atomic_fetch_add_explicit(&rt->live, 1, memory_order_relaxed);
   }
   return p;

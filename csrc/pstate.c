@@ -786,11 +786,32 @@ static int read_u32(const unsigned char **s, const unsigned char *e,
 ** it took there. */
 static const char TBERR_KEY = 'e', TB_KEY = 't';
 
+/* The runtime's own frames at the bottom of a traceback (the body's boot,
+** the gen_server loop) say nothing to the user: cut them. */
+static void cut_runtime_frames(lua_State *L) {
+  static const char *const tails[] = {"\n\t[C]: in ?",
+                                      "\n\t[C]: in function 'genserver.core.serve'"};
+  size_t len;
+  const char *s = lua_tolstring(L, -1, &len), *end = s + len;
+  for (int cut = 1; cut;) {
+    cut = 0;
+    for (size_t i = 0; i < sizeof tails / sizeof tails[0]; i++) {
+      size_t n = strlen(tails[i]);
+      if ((size_t)(end - s) > n && memcmp(end - n, tails[i], n) == 0) end -= n, cut = 1;
+    }
+  }
+  if ((size_t)(end - s) != len) {
+    lua_pushlstring(L, s, (size_t)(end - s));
+    lua_replace(L, -2);
+  }
+}
+
 int gsi_crash_msgh(lua_State *L) {
   lua_settop(L, 1);
   lua_pushvalue(L, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &TBERR_KEY);
   luaL_traceback(L, L, NULL, 1); /* from the function that raised */
+  cut_runtime_frames(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &TB_KEY);
   return 1;
 }
@@ -844,7 +865,11 @@ static int run_body(lua_State *L) {
 static int boot_done(lua_State *L, int status, lua_KContext ctx) {
   (void)ctx;
   if (status != LUA_OK && status != LUA_YIELD) {
-    proc_of(L)->crashed = 1; /* the error on top; see make_reason */
+    gsi_proc *p = proc_of(L);
+    p->crashed = 1; /* the error on top; see make_reason */
+    /* reported as Erlang does for a process that crashed; not a kill,
+    ** max_heap or out of memory (finish() gives those their reasons) */
+    if (status == LUA_ERRRUN && !p->dying && !p->heap_exceeded) gsi_report_crash(L, -1);
     return 1;
   }
   return lua_gettop(L) - 1; /* above the handler */

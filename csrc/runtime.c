@@ -4,6 +4,7 @@
 */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "genserver.h"
@@ -183,15 +184,140 @@ static int wait_empty(gsi_rt *rt, uint64_t deadline) {
   return empty;
 }
 
-/* Stop every process: first an exit signal with `reason` (the encoded
-** "shutdown"), then, for what is left after half the time-out, "kill".
+/* ------------------------------------------------------ program end */
+
+/* A process the shutdown may signal now: a live Lua process whose parent
+** is gone or is a foreign thread (the main script, a host's thread). */
+typedef struct stop_root {
+  uint64_t pid, born;
+  int order;
+} stop_root;
+
+static int root_cmp(const void *a, const void *b) {
+  const stop_root *x = a, *y = b;
+  if (x->order != y->order) return x->order == GSI_STOP_FIRST ? -1 : 1;
+  return x->born < y->born ? 1 : x->born > y->born ? -1 : 0; /* newest first */
+}
+
+/* A live process that is not a foreign thread? */
+static int alive_lua(gsi_rt *rt, uint64_t pid) {
+  gsi_proc *p = gsi_pin(rt, pid);
+  int yes;
+  if (p == NULL) return 0;
+  yes = p->fg == NULL; /* pinned: fg is stable */
+  gsi_unpin(p);
+  return yes;
+}
+
+/* The roots not yet signalled, sorted: GSI_STOP_FIRST ones first, then
+** the others, each group newest first; GSI_STOP_LAST ones only when no
+** other Lua process is left. *n = how many; NULL when none or out of
+** memory (the caller then kills what is left when its time is up). One
+** pass over the table. */
+static stop_root *collect_roots(gsi_rt *rt, size_t *n) {
+  uint32_t used;
+  size_t cap = 0, j = 0;
+  int others = 0; /* a live Lua process that is not GSI_STOP_LAST */
+  stop_root *v = NULL;
+  *n = 0;
+  pthread_mutex_lock(&rt->tbl_mu);
+  used = rt->used;
+  pthread_mutex_unlock(&rt->tbl_mu);
+  for (uint32_t i = 1; i <= used; i++) {
+    gsi_proc *p = gsi_proc_at(rt, i);
+    stop_root r;
+    int take;
+    if (p == NULL) continue;
+    r.pid = gsi_proc_pid(p);
+    if ((p = gsi_pin(rt, r.pid)) == NULL) continue;
+    if (p->fg != NULL) { /* pinned: fg is stable */
+      gsi_unpin(p);
+      continue;
+    }
+    /* parent and born were set before it was published */
+    take = !atomic_load(&p->stop_sent) && (p->parent == 0 || !alive_lua(rt, p->parent));
+    pthread_mutex_lock(&p->lk);
+    r.order = p->stop_order;
+    pthread_mutex_unlock(&p->lk);
+    r.born = p->born;
+    gsi_unpin(p);
+    if (r.order != GSI_STOP_LAST) others = 1;
+    if (!take) continue;
+    if (*n == cap) {
+      stop_root *nv = realloc(v, (cap = cap ? cap * 2 : 16) * sizeof *v);
+      if (nv == NULL) break;
+      v = nv;
+    }
+    v[(*n)++] = r;
+  }
+  for (size_t i = 0; i < *n; i++) /* the logger waits for the others */
+    if (!(others && v[i].order == GSI_STOP_LAST)) v[j++] = v[i];
+  *n = j;
+  if (*n == 0) {
+    free(v);
+    return NULL;
+  }
+  qsort(v, *n, sizeof *v, root_cmp);
+  return v;
+}
+
+static void send_stop(gsi_rt *rt, uint64_t pid, const void *reason, size_t len) {
+  gsi_proc *p = gsi_pin(rt, pid);
+  if (p == NULL) return;
+  atomic_store(&p->stop_sent, 1);
+  gsi_unpin(p);
+  gsi_exit_signal(rt, 0, pid, reason, len, 0);
+}
+
+static void nap_ms(long ms) {
+  struct timespec ts = {0, ms * 1000000L};
+  nanosleep(&ts, NULL);
+}
+
+/* Stop every process the way its parent would (DESIGN 1.7): rounds of
+** exit signals with `reason` (the encoded "shutdown") from the runtime
+** itself (no sender pid), each to the roots not signalled yet --
+** processes whose parent is gone or is a foreign thread. Supervisors
+** (GSI_STOP_FIRST) go first, one at a time, newest first, each waited
+** for; they stop their own children in order. Then the other roots at
+** once; their linked children get the exit through the link, the others
+** are roots of a later round. The logger (GSI_STOP_LAST) goes when
+** nothing else is left, so that every report sent before reaches it.
+** A gen_server that traps exits runs terminate(reason) on the runtime's
+** signal (lserver.c). What is left after half the time-out is killed.
 ** Returns 0 when every process is gone, -1 otherwise. */
 int gsi_rt_stop_all(gsi_rt *rt, const void *reason, size_t len, uint64_t ms);
 int gsi_rt_stop_all(gsi_rt *rt, const void *reason, size_t len, uint64_t ms) {
-  uint64_t start = gsi_now_ns();
+  uint64_t start = gsi_now_ns(), half = start + ms * 500000u;
+  uint64_t seen_births = 0;
+  size_t seen_live = (size_t)-1;
   if (!atomic_load(&rt->started)) return 0;
-  signal_all(rt, reason, len, 0);
-  if (wait_empty(rt, start + ms * 500000u)) return 0;
+  atomic_store(&rt->shutting, 1);
+  for (;;) {
+    size_t n, live = lua_procs(rt);
+    uint64_t births;
+    stop_root *v;
+    if (live == 0) return 0;
+    if (gsi_now_ns() >= half && seen_live != (size_t)-1) break;
+    pthread_mutex_lock(&rt->tbl_mu);
+    births = rt->births;
+    pthread_mutex_unlock(&rt->tbl_mu);
+    if (live == seen_live && births == seen_births) { /* none started or ended */
+      nap_ms(1);
+      continue;
+    }
+    seen_live = live;
+    seen_births = births;
+    v = collect_roots(rt, &n);
+    for (size_t i = 0; i < n; i++) {
+      send_stop(rt, v[i].pid, reason, len);
+      if (v[i].order != GSI_STOP_FIRST) continue;
+      while (alive_lua(rt, v[i].pid) && gsi_now_ns() < half) nap_ms(1);
+    }
+    free(v);
+    /* look again when something has ended: children may be roots now */
+    nap_ms(1);
+  }
   signal_all(rt, NULL, 0, GSI_XF_KILL);
   return wait_empty(rt, start + ms * 1000000u) ? 0 : -1;
 }

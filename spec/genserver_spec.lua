@@ -17,6 +17,14 @@ local runtime = require "genserver.runtime"
 
 local insert = table.insert
 
+-- A bad_return_value reason (DESIGN 2.1, 2.2): every value the callback
+-- returned, the callback's name and the shapes it may return.
+local function assert_brv(values, reason, callback)
+  assert.are.same(values, reason.bad_return_value)
+  assert.are.equal(callback, reason.callback)
+  assert.are.equal("string", type(reason.expected))
+end
+
 -- ----------------------------------------------------------------- helpers
 
 local WAIT = 5000 -- ms: upper bound for anything that should happen "soon"
@@ -270,14 +278,14 @@ describe("genserver", function()
       local S = { init = function() return "okay", 1 end }
       local pid, reason = gs.start(S, nil)
       assert.is_nil(pid)
-      assert.are.same({ bad_return_value = { "okay", 1 } }, reason)
+      assert_brv({ "okay", 1 }, reason, "init")
     end)
 
     it("returning 'ok' with an invalid action: bad_return_value", function()
       local S = { init = function() return "ok", 5, "sometime" end }
       local pid, reason = gs.start(S, nil)
       assert.is_nil(pid)
-      assert.are.same({ bad_return_value = { "ok", 5, "sometime" } }, reason)
+      assert_brv({ "ok", 5, "sometime" }, reason, "init")
     end)
   end)
 
@@ -651,8 +659,8 @@ describe("genserver", function()
       local pid = start_ok(S, {})
       local ref = process.monitor(pid)
       local err = gs_error(gs.call, pid, "x")
-      assert.are.same({ bad_return_value = { "rep", 1, 2 } }, err.reason)
-      assert.are.same({ bad_return_value = { "rep", 1, 2 } }, await_down(ref))
+      assert_brv({ "rep", 1, 2 }, err.reason, "handle_call")
+      assert_brv({ "rep", 1, 2 }, await_down(ref), "handle_call")
     end)
 
     it("from handle_cast: { bad_return_value = { ... } }", function()
@@ -660,7 +668,7 @@ describe("genserver", function()
       local pid = start_ok(S, {})
       local ref = process.monitor(pid)
       gs.cast(pid, "x")
-      assert.are.same({ bad_return_value = { "noreply", 7, "not an action" } }, await_down(ref))
+      assert_brv({ "noreply", 7, "not an action" }, await_down(ref), "handle_cast")
     end)
 
     it("from handle_info: { bad_return_value = { ... } }", function()
@@ -668,7 +676,7 @@ describe("genserver", function()
       local pid = start_ok(S, {})
       local ref = process.monitor(pid)
       process.send(pid, "x")
-      assert.are.same({ bad_return_value = { 42 } }, await_down(ref))
+      assert_brv({ 42 }, await_down(ref), "handle_info")
     end)
 
     it("from handle_continue: { bad_return_value = { ... } }", function()
@@ -678,7 +686,7 @@ describe("genserver", function()
       }
       local pid, ref = gs.start_monitor(S, nil)
       track(pid)
-      assert.are.same({ bad_return_value = { "huh", "what" } }, await_down(ref))
+      assert_brv({ "huh", "what" }, await_down(ref), "handle_continue")
     end)
 
     it("holds every returned value, even beyond the fourth", function()
@@ -686,14 +694,14 @@ describe("genserver", function()
       local pid = start_ok(S, {})
       local ref = process.monitor(pid)
       process.send(pid, "x")
-      assert.are.same({ bad_return_value = { "noreply", 1, 2, 3, 4 } }, await_down(ref))
+      assert_brv({ "noreply", 1, 2, 3, 4 }, await_down(ref), "handle_info")
     end)
 
     it("from handle_call with six values holds all six", function()
       local S = { handle_call = function() return "reply", 1, 2, 3, 4, 5 end }
       local pid = start_ok(S, {})
       local err = gs_error(gs.call, pid, "x")
-      assert.are.same({ bad_return_value = { "reply", 1, 2, 3, 4, 5 } }, err.reason)
+      assert_brv({ "reply", 1, 2, 3, 4, 5 }, err.reason, "handle_call")
     end)
 
     -- The contract's shapes need the state: `"noreply", state`, `"reply",
@@ -706,7 +714,7 @@ describe("genserver", function()
       local ref = process.monitor(pid)
       gs.cast(pid, "x")
       local reason = await_down(ref, 1000)
-      assert.are.same({ bad_return_value = { "noreply" } }, reason)
+      assert_brv({ "noreply" }, reason, "handle_cast")
     end)
 
     it("'reply', reply without a state from handle_call", function()
@@ -715,8 +723,8 @@ describe("genserver", function()
       local ref = process.monitor(pid)
       local ok, err = pcall(gs.call, pid, "x", 1000)
       assert.is_false(ok, "the call should fail, it returned " .. gs.describe(err))
-      assert.are.same({ bad_return_value = { "reply", "r" } }, err.reason)
-      assert.are.same({ bad_return_value = { "reply", "r" } }, await_down(ref))
+      assert_brv({ "reply", "r" }, err.reason, "handle_call")
+      assert_brv({ "reply", "r" }, await_down(ref), "handle_call")
     end)
 
     it("'ok' without a state from init", function()
@@ -724,7 +732,7 @@ describe("genserver", function()
       local pid, reason = gs.start(S, nil)
       track(pid)
       assert.is_nil(pid)
-      assert.are.same({ bad_return_value = { "ok" } }, reason)
+      assert_brv({ "ok" }, reason, "init")
     end)
   end)
 

@@ -54,6 +54,7 @@ M._VERSION = "0.1.0"
 ---@field overflow ("drop"|"reject"|"kill")? what a full bounded mailbox does (default "drop")
 ---@field max_heap integer? bytes the server's state may use; past it the server exits with { max_heap = bytes }
 ---@field sandbox boolean? no io, os, debug, package.loadlib or C modules; the module must be given by name
+---@field debug string[]? genserver.sys options from the start: "trace", "statistics", "log"
 ---@field fail_alloc integer? for tests: the n-th allocation in the server's state fails
 
 -- The error call and stop raise (a LuaLS class); genserver.is_error tells it.
@@ -66,24 +67,43 @@ M._VERSION = "0.1.0"
 
 local type, tostring, error, select = type, tostring, error, select
 local setmetatable, getmetatable, pairs = setmetatable, getmetatable, pairs
+local next, rawget = next, rawget
 local ccall, cwait, crequest = core.call, core.wait, core.request
 
 -- ------------------------------------------------------------- errors
 
 local error_mt = core.error_mt()
+local reason_mt = core.reason_mt() -- readable table reasons (lgenserver.c)
 
--- A short, readable rendering of a value for error messages.
+-- what an error message quotes of a string or a tostring() at most
+local QUOTE_MAX = 200
+
+-- and of an error message (a module's search list is worth reading)
+local MESSAGE_MAX = 4096
+
+local function bound(s, max)
+  max = max or QUOTE_MAX
+  if #s <= max then return s end
+  return s:sub(1, max) .. ("...(%d bytes)"):format(#s)
+end
+
+-- A short, readable rendering of a value for error messages. Long
+-- strings are cut (an error never quotes megabytes), big tables elided.
 local function describe(v, depth)
   depth = depth or 0
   local t = type(v)
-  if t == "string" then return ("%q"):format(v) end
-  if t ~= "table" or getmetatable(v) then return tostring(v) end
+  if t == "string" then
+    if #v <= QUOTE_MAX then return ("%q"):format(v) end
+    return ("%q"):format(v:sub(1, QUOTE_MAX)) .. ("...(%d bytes)"):format(#v)
+  end
+  local mt = getmetatable(v)
+  if t ~= "table" or (mt and mt ~= reason_mt) then return bound(tostring(v)) end
   if depth > 2 then return "{...}" end
   local parts, n = {}, 0
-  for k, x in pairs(v) do
+  for k, x in next, v do
     n = n + 1
     if n > 6 then parts[#parts + 1] = "..." break end
-    local key = (type(k) == "string" and k:match("^[%a_][%w_]*$")) and k
+    local key = (type(k) == "string" and #k <= QUOTE_MAX and k:match("^[%a_][%w_]*$")) and k
       or ("[" .. describe(k, depth + 1) .. "]")
     if type(k) == "number" and k == n then
       parts[#parts + 1] = describe(x, depth + 1)
@@ -100,6 +120,57 @@ end
 ---@return string text
 M.describe = describe
 
+-- A crash's error and traceback as text: the traceback's first line
+-- repeats the error's (lserver.c heads it so), shown once.
+local function crash_text(err, tb)
+  local s = type(err) == "string" and bound(err, MESSAGE_MAX) or describe(err)
+  if type(tb) == "string" then
+    local first = type(err) == "string" and err:match("^[^\n]*") or nil
+    if first and tb:sub(1, #first + 1) == first .. "\n" then tb = tb:sub(#first + 2) end
+    s = s .. "\n" .. tb
+  end
+  return s
+end
+
+--- A reason (an exit reason, `start`'s `nil, reason`, a call error's
+-- reason) as readable text: what `tostring` gives for the table reasons
+-- genserver returns (they carry a metatable for it).
+---@param r any the reason
+---@return string
+function M.format_reason(r)
+  if type(r) == "string" then return bound(r, MESSAGE_MAX) end
+  if type(r) ~= "table" then return describe(r) end
+  local brv = rawget(r, "bad_return_value")
+  if brv ~= nil then
+    local vals = {}
+    if type(brv) == "table" then
+      local n = 0
+      for k in next, brv do if math.type(k) == "integer" and k > n then n = k end end
+      for i = 1, n do vals[i] = describe(brv[i]) end
+    end
+    return ("bad return value from %s: %s (expected %s)"):format(
+      tostring(rawget(r, "callback") or "a callback"),
+      #vals > 0 and table.concat(vals, ", ") or "nothing",
+      tostring(rawget(r, "expected") or "a documented return shape"))
+  end
+  if rawget(r, "error") ~= nil or rawget(r, "traceback") ~= nil then
+    return "error: " .. crash_text(rawget(r, "error"), rawget(r, "traceback"))
+  end
+  local started = rawget(r, "already_started")
+  if started ~= nil then return "already started: " .. tostring(started) end
+  local heap = rawget(r, "max_heap")
+  if heap ~= nil then
+    return ("max_heap: the process grew past %s bytes"):format(tostring(heap))
+  end
+  return describe(r)
+end
+
+-- Gives a table reason that has no metatable the readable one.
+local function readable(r)
+  if type(r) == "table" and getmetatable(r) == nil then setmetatable(r, reason_mt) end
+  return r
+end
+
 error_mt.__name = "genserver.error"
 error_mt.__tostring = function(e)
   local head = ("genserver.%s(%s"):format(e.op or "call", tostring(e.server))
@@ -113,15 +184,11 @@ error_mt.__tostring = function(e)
     local inner = r.error
     if type(inner) == "table" and getmetatable(inner) == nil and inner.op and inner.reason ~= nil then
       inner = tostring(setmetatable(inner, error_mt)) -- a genserver error that crossed
-    elseif type(inner) ~= "string" then
-      inner = describe(inner)
     end
-    local s = ("%s: server crashed: %s"):format(head, inner)
-    if r.traceback then s = s .. "\n" .. r.traceback end
-    return s
+    return ("%s: server crashed: %s"):format(head, crash_text(inner, r.traceback))
   end
-  if type(r) == "string" then return head .. ": " .. r end
-  return head .. ": " .. describe(r)
+  if type(r) == "string" then return head .. ": " .. bound(r, MESSAGE_MAX) end
+  return head .. ": " .. M.format_reason(r)
 end
 
 -- Builds a genserver error (a table with a shared metatable).
@@ -140,19 +207,94 @@ end
 
 -- ------------------------------------------------------------ starting
 
+-- ms >= 0 (math.huge included) or "infinity"
+local function is_timeout(v)
+  return v == "infinity" or (type(v) == "number" and v >= 0)
+end
+
+local function is_posint(v)
+  return math.type(v) == "integer" and v >= 1
+end
+
+local DEBUG_FLAGS = { trace = true, statistics = true, log = true }
+
+-- Every option `start` takes: a check and what it expects.
+local OPTIONS = {
+  name = { function(v) return type(v) == "string" and v ~= "" end, "a non-empty string" },
+  timeout = { is_timeout, 'ms (a number >= 0) or "infinity"' },
+  hibernate_after = { is_timeout, 'ms (a number >= 0) or "infinity"' },
+  trap_exit = { function(v) return type(v) == "boolean" end, "a boolean" },
+  mailbox_limit = { is_posint, "a positive integer" },
+  overflow = { function(v) return v == "drop" or v == "reject" or v == "kill" end,
+               '"drop", "reject" or "kill"' },
+  max_heap = { is_posint, "a positive integer (bytes)" },
+  sandbox = { function(v) return type(v) == "boolean" end, "a boolean" },
+  debug = { function(v)
+    if type(v) ~= "table" or getmetatable(v) ~= nil then return false end
+    local n = 0
+    for _ in next, v do n = n + 1 end
+    if n ~= #v then return false end
+    for i = 1, n do if not DEBUG_FLAGS[v[i]] then return false end end
+    return true
+  end, 'a list of "trace", "statistics" and "log"' },
+  fail_alloc = { is_posint, "a positive integer" }, -- tests: see spec/oom_spec.lua
+}
+
+-- The known option closest to a misspelt one (at most two edits away).
+local function closest(key)
+  local best, best_d
+  for k in next, OPTIONS do
+    local a, b = key, k
+    local prev = {}
+    for j = 0, #b do prev[j] = j end
+    for i = 1, #a do
+      local cur = { [0] = i }
+      for j = 1, #b do
+        local cost = a:byte(i) == b:byte(j) and 0 or 1
+        cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+      end
+      prev = cur
+    end
+    local d = prev[#b]
+    if d <= 2 and (best_d == nil or d < best_d or (d == best_d and k < best)) then
+      best, best_d = k, d
+    end
+  end
+  return best
+end
+
+--- Checks `start`'s options: nil, or an error message that names the
+-- first bad option (unknown key or wrong type). The supervisor checks
+-- child specs with it too.
+---@param opts genserver.StartOptions? the options
+---@return string? bad what is wrong, or nil
+function M.check_options(opts)
+  if opts == nil then return nil end
+  if type(opts) ~= "table" then return "opts must be a table, got " .. describe(opts) end
+  for k, v in next, opts do
+    local o = OPTIONS[k]
+    if o == nil then
+      local s = "unknown option " .. describe(k)
+      local near = type(k) == "string" and #k <= 64 and closest(k)
+      if near then s = s .. (' (did you mean "%s"?)'):format(near) end
+      return s
+    end
+    if not o[1](v) then
+      return ('option "%s" must be %s, got %s'):format(k, o[2], describe(v))
+    end
+  end
+  if opts.overflow ~= nil and opts.mailbox_limit == nil then
+    return 'option "overflow" needs option "mailbox_limit"'
+  end
+  return nil
+end
+
+-- Raises (blaming the caller of start) for bad options, before any
+-- process is made.
 local function check_opts(opts, fname)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    error(("genserver.%s: opts must be a table"):format(fname), 3)
-  end
-  if opts.name ~= nil and type(opts.name) ~= "string" then
-    error(("genserver.%s: opts.name must be a string"):format(fname), 3)
-  end
-  local t = opts.timeout
-  if t ~= nil and t ~= "infinity" and (type(t) ~= "number" or t < 0) then
-    error(("genserver.%s: opts.timeout must be ms or \"infinity\""):format(fname), 3)
-  end
-  return opts
+  local bad = M.check_options(opts)
+  if bad then error(("genserver.%s: %s"):format(fname, bad), 3) end
+  return opts or {}
 end
 
 local function module_label(mod)
@@ -167,21 +309,19 @@ local function do_start(fname, mod, arg, opts, link, monitor)
   if type(mod) ~= "string" and type(mod) ~= "table" then
     error(("genserver.%s: module must be a module name or a table"):format(fname), 3)
   end
+  if type(mod) == "string" and (#mod == 0 or #mod > 1024) then
+    -- require's error would quote a huge name once per path tried
+    error(("genserver.%s: a module name is 1 to 1024 bytes, got %d"):format(fname, #mod), 3)
+  end
   opts = check_opts(opts, fname)
+  local hib = opts.hibernate_after
+  if hib == "infinity" or hib == math.huge then hib = nil end
   local send_opts -- nil when empty: an empty table would cost each server's state
-  if opts.name ~= nil or opts.hibernate_after ~= nil or opts.trap_exit ~= nil
-     or opts.debug ~= nil then
-    send_opts = { name = opts.name, hibernate_after = opts.hibernate_after,
+  if opts.name ~= nil or hib ~= nil or opts.trap_exit ~= nil or opts.debug ~= nil then
+    send_opts = { name = opts.name, hibernate_after = hib,
                   trap_exit = opts.trap_exit, debug = opts.debug }
   end
-  local o = opts.overflow
-  if o ~= nil and o ~= "drop" and o ~= "reject" and o ~= "kill" then
-    error(("genserver.%s: opts.overflow must be \"drop\", \"reject\" or \"kill\""):format(fname), 2)
-  end
-  local ml = opts.mailbox_limit
-  if ml ~= nil and (math.type(ml) ~= "integer" or ml < 1) then
-    error(("genserver.%s: opts.mailbox_limit must be a positive integer"):format(fname), 2)
-  end
+  local o, ml = opts.overflow, opts.mailbox_limit
   local ref = core.make_ref()
   local pid, mref = core.spawn(core.serve,
     { link = link, monitor = monitor, request = ref, module = module_label(mod),
@@ -192,10 +332,14 @@ local function do_start(fname, mod, arg, opts, link, monitor)
   if ok then
     local tag = ack[1]
     if tag == "ok" then return pid, mref end
+    -- init failed: the server released its name before answering, and
+    -- is ending; a monitor asked for leaves no DOWN behind (DESIGN 1.5)
+    if mref then core.demonitor(mref, "flush") end
     if tag == "ignore" then return nil, "ignore" end
-    return nil, ack[2] -- the server released its name before answering
+    return nil, readable(ack[2])
   end
-  if ack == "down" then return nil, reason end
+  if mref then core.demonitor(mref, "flush") end
+  if ack == "down" then return nil, readable(reason) end
   -- init took too long: kill the half-started server and wait for its end,
   -- so that its name is free when we return
   local down = core.monitor(pid)
@@ -204,6 +348,7 @@ local function do_start(fname, mod, arg, opts, link, monitor)
     return type(m) == "table" and m[1] == "DOWN" and m.ref == down
   end)
   cwait(ref, 0, true)
+  if mref then core.demonitor(mref, "flush") end
   return nil, "timeout"
 end
 
@@ -301,6 +446,10 @@ end
 ---@return boolean true
 function M.stop(server, reason, timeout)
   reason = reason == nil and "normal" or reason
+  if type(server) ~= "string" and not core.is_pid(server) then
+    error(("bad argument #1 to 'genserver.stop' (pid or registered name expected, got %s)")
+      :format(type(server)), 2)
+  end
   local pid = server
   if type(server) == "string" then pid = core.whereis(server) end
   if pid == nil then return fail("stop", server, "noproc") end

@@ -24,6 +24,11 @@
 --       event_kind = "call"|"cast"|"info"|"timeout"|"continue" (for "in"),
 --       message =, from =, reply =, to =, state =, time = }
 --
+-- A process report (a plain process's body raised an error; Erlang's
+-- "Error in process ... with exit value"):
+--
+--     { kind = "process", pid =, error = (the error), traceback =, time = }
+--
 -- A supervisor report:
 --
 --     { kind = "supervisor", supervisor = pid, supervisor_name =,
@@ -63,7 +68,7 @@ end
 
 local function text(v)
   if type(v) == "string" then return v end
-  return describe(v)
+  return require("genserver").format_reason(v)
 end
 
 local function who(pid, name)
@@ -88,6 +93,19 @@ local function format_crash(r)
   lines[#lines + 1] = "  state: " .. describe(r.state)
   if type(r.traceback) == "string" then
     lines[#lines + 1] = "  " .. r.traceback:gsub("\n", "\n  ")
+  end
+  return table.concat(lines, "\n")
+end
+
+local function format_process(r)
+  local lines = {
+    ("=ERROR REPORT==== Error in process %s with exit value:"):format(tostring(r.pid)),
+    "  " .. text(r.error),
+  }
+  if type(r.traceback) == "string" then
+    local tb, first = r.traceback, type(r.error) == "string" and r.error:match("^[^\n]*")
+    if first and tb:sub(1, #first + 1) == first .. "\n" then tb = tb:sub(#first + 2) end
+    lines[#lines + 1] = "  " .. tb:gsub("\n", "\n  ")
   end
   return table.concat(lines, "\n")
 end
@@ -145,6 +163,7 @@ function M.format(r)
   if r.kind == "crash" then return format_crash(r) end
   if r.kind == "supervisor" then return format_supervisor(r) end
   if r.kind == "trace" then return format_trace(r) end
+  if r.kind == "process" then return format_process(r) end
   return "=REPORT==== " .. describe(r)
 end
 
@@ -221,8 +240,10 @@ local function send_report(send, dest, r)
   return (pcall(send, dest, { "report", sanitize(r) }))
 end
 
+-- (stop_last, trap_exit: see M.main)
+local spawn_opts = { stop_last = true, trap_exit = true }
 local function spawn_report(body, r)
-  return core.spawn(body, nil, r)
+  return core.spawn(body, spawn_opts, r)
 end
 
 --- Sends a report to the logger, starting it if needed. When the logger
@@ -231,7 +252,8 @@ end
 --
 -- Where the caller cannot wait for the logger to start (a crash report
 -- sent from inside the gen_server loop), a short-lived process starts it
--- and forwards the report; call `logger.start()` early in a program to
+-- and forwards the report (it outlives a program's end until it has:
+-- nothing reported is lost); call `logger.start()` early in a program to
 -- have every report go straight in.
 ---@param r genserver.logger.Report a report table (see the module description)
 ---@return boolean sent true if the report was sent, false if it was printed here
@@ -265,13 +287,15 @@ function M.report(r)
 end
 
 --- Body of the process that starts the logger for a report sent from
--- where the sender could not wait (see `report`).
+-- where the sender could not wait (see `report`). It is spawned to be
+-- stopped with the logger at program end, after every other process, and
+-- trapping exits, so that the report it carries is not lost.
 -- @local
 ---@param msg genserver.logger.Report
 function M.main(msg)
   local r = msg[2]
-  local pid = M.start()
-  if pid == nil or not pcall(core.cast, pid, { "report", r }) then M.print(r) end
+  local ok, pid = pcall(M.start)
+  if not ok or pid == nil or not pcall(core.cast, pid, { "report", r }) then M.print(r) end
 end
 
 --- Replaces the report handler. `module_name` is `require`d **in the
@@ -320,8 +344,10 @@ end
 ---@return string, table
 function M.init(arg)
   -- trapping exits lets it hand over what is queued when the runtime shuts
-  -- down (see handle_info)
+  -- down (see terminate), and it is stopped after every other process, so
+  -- that every report sent before the end reaches it (DESIGN 1.7)
   core.trap_exit(true)
+  core.stop_order("last")
   return "ok", { handler = type(arg) == "table" and arg.handler or nil, count = 0 }
 end
 
@@ -383,24 +409,28 @@ function M.handle_call(req, _from, st)
 end
 
 --- @local
----@param msg any
+---@param _msg any
 ---@param st table
 ---@return string, table
-function M.handle_info(msg, st)
-  if type(msg) == "table" and msg[1] == "EXIT" and msg.pid == nil then
-    -- the runtime is shutting down (the program ends): handle the reports
-    -- already queued, then stop
-    while true do
-      local m = core.receive(function(x)
-        return type(x) == "table" and x[1] == "$gen_cast"
-      end, 0)
-      if m == nil then break end
-      local c = m[2]
-      if type(c) == "table" and c[1] == "report" then deliver(st, c[2]) end
-    end
-    return "stop", msg.reason, st
-  end
+function M.handle_info(_msg, st)
   return "noreply", st
+end
+
+--- Handles the reports still queued, then ends (the program ends, or the
+-- logger is stopped): nothing reported before is lost.
+-- @local
+---@param _reason any
+---@param st table
+function M.terminate(_reason, st)
+  if type(st) ~= "table" then return end
+  while true do
+    local m = core.receive(function(x)
+      return type(x) == "table" and x[1] == "$gen_cast"
+    end, 0)
+    if m == nil then break end
+    local c = m[2]
+    if type(c) == "table" and c[1] == "report" then deliver(st, c[2]) end
+  end
 end
 
 return M

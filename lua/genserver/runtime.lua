@@ -28,9 +28,13 @@ M.configure = core.configure --[[@as fun(settings: table): boolean]]
 ---@return table stats
 M.stats = core.stats --[[@as fun(): table]]
 
---- Stops every process (exit signal "shutdown", then "kill" after half of
--- `timeout` ms, default 5000) and joins the workers. Also runs by itself
--- when the program exits.
+--- Stops every process the way its parent would (DESIGN.md §1.7): the
+-- exit signal "shutdown" goes to processes whose parent is gone or is the
+-- main script, supervisors first (newest first, each waited for), then the
+-- others, the logger last; a server that traps exits runs
+-- terminate("shutdown"). What is left after half of `timeout` ms (default
+-- 5000) is killed; then the workers are joined. Also runs by itself when
+-- the program exits.
 -- @function shutdown
 ---@param timeout number? ms (default 5000)
 M.shutdown = core.shutdown --[[@as fun(timeout?: number)]]

@@ -155,10 +155,8 @@ local function check_child(c, index, dynamic)
   if opts ~= nil and type(opts) ~= "table" then
     return nil, bad_child(label, "start", "start[3] (opts) must be a table, got %s", show(opts))
   end
-  if opts ~= nil and opts.name ~= nil and type(opts.name) ~= "string" then
-    return nil, bad_child(label, "start", "start[3].name must be a string, got %s",
-      show(opts.name))
-  end
+  local bad = gs.check_options(opts) -- the options go to start_link unchanged
+  if bad then return nil, bad_child(label, "start", "start[3] (opts): %s", bad) end
   local restart = c.restart
   if restart == nil then restart = "permanent" end
   if not RESTARTS[restart] then
@@ -692,6 +690,7 @@ end
 ---@return string, any
 function M.init(spec)
   core.trap_exit(true)
+  core.stop_order("first") -- at program end, supervisors stop first (DESIGN 1.7)
   local st, err = check_spec(spec)
   -- "error" (not "stop"): the starter gets nil, reason and is not killed
   -- through its link
@@ -864,15 +863,8 @@ function M.handle_info(msg, st)
   if type(msg) == "table" then
     local tag = msg[1]
     if tag == "EXIT" then
-      -- no pid: the runtime itself is shutting everything down
-      -- (runtime.shutdown). The top supervisor stops its tree in order; a
-      -- supervisor under a live supervisor waits to be stopped by it.
-      if msg.pid == nil then
-        local parent = core.parent()
-        local info = parent and core.info(parent)
-        if info and info.module == "genserver.supervisor" then return "noreply", st end
-        return "stop", msg.reason, st
-      end
+      -- (the runtime's own EXIT at shutdown never comes here: the server
+      -- loop runs terminate, which stops the children in order)
       return child_exited(st, msg.pid, msg.reason)
     end
     if tag == "$sup_restart" then return restart_due(st, msg[2]) end

@@ -454,7 +454,9 @@ static void t_msg(void) {
   check(back == NULL && lua_gettop(L) == 1 && strstr(gs_errmsg(), "userdata"),
         "... with the codec's message: %s", gs_errmsg());
   lua_settop(L, 0);
-  lua_do(L, "return { [string.rep('k', 300)] = { io.stdout } }");
+  /* a long path (each key is quoted whole up to 64 bytes) */
+  lua_do(L, "local t = { io.stdout } for _ = 1, 6 do t = { [string.rep('k', 60)] = t } end "
+            "return t");
   CHECK_RC(gs_msg_from_lua(NULL, L, -1, &back), GS_EENCODE, "a userdata under a long key");
   {
     const char *e = gs_errmsg();
