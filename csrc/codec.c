@@ -1423,34 +1423,36 @@ static int fasttable (lua_State *L, fastenc *e, int t) {
   p[0] = GSI_T_TABLE;
   pos = e->b->len + 1 + putvarint(p + 1, (uint64_t)n);
   e->b->len = pos + 1;  /* one byte for the hash count, as enctable */
-  /* Keys 1..n first, by index (lua_rawgeti: much cheaper than lua_next
-  ** over the array part), a nil written for each nil; then lua_next from
-  ** key n (t[n] is not nil, so n is a valid key to continue from; n == 0:
-  ** from the start) for the other keys, written as pairs. A key 1..n met
-  ** there again (it lives in the hash part) was written already. */
+  /* One traversal: keys 1..n (the array part, nils skipped, comes first
+  ** in lua_next's order) are written as array values, with a nil for
+  ** each key skipped, then the other keys as pairs, in the order the full
+  ** path writes them. A key 1..n after another key (it is in the hash
+  ** part) cannot be written in place: give up. */
   top = lua_gettop(L);
-  for (i = 1; i <= n; i++) {
-    lua_rawgeti(L, t, i);
-    if (fastvalue(L, e, top + 1) != 0)
-      return -1;
-    lua_pop(L, 1);
-  }
-  if (n > 0)
-    lua_pushinteger(L, n);
-  else
-    lua_pushnil(L);
+  i = 1;  /* the next array index to write */
+  lua_pushnil(L);
   while (lua_next(L, t)) {
     lua_Integer ki;
     if (n > 0 && lua_isinteger(L, top + 1) &&
         (ki = lua_tointeger(L, top + 1)) >= 1 && ki <= n) {
-      lua_pop(L, 1);
-      continue;
+      if (ki < i || nh > 0 || (p = fastneed(e, (size_t)(ki - i))) == NULL)
+        return -1;
+      memset(p, GSI_T_NIL, (size_t)(ki - i));
+      e->b->len += (size_t)(ki - i);
+      if (fastvalue(L, e, top + 2) != 0)
+        return -1;
+      i = ki + 1;
     }
-    if (fastvalue(L, e, top + 1) != 0 || fastvalue(L, e, top + 2) != 0)
-      return -1;
-    nh++;
+    else {
+      if (i <= n || fastvalue(L, e, top + 1) != 0 ||
+          fastvalue(L, e, top + 2) != 0)
+        return -1;
+      nh++;
+    }
     lua_pop(L, 1);
   }
+  if (i <= n)  /* t[n] is not nil: it was not seen, so it came late */
+    return -1;
   if ((k = varintlen(nh)) > 1) {  /* move the values up, as patchvarint */
     gsi_buf *b = e->b;
     if (fastneed(e, k - 1) == NULL)

@@ -146,26 +146,6 @@ describe("codec", function()
       assert.is_nil(next(r))
     end)
 
-    it("keys 1..n in the hash part, beside an array part and other keys", function()
-      -- the encoder's fast path writes 1..n by index, then the rest by
-      -- lua_next from n, skipping the 1..n it meets again in the hash part
-      local rev = {}
-      for i = 6, 1, -1 do rev[i] = i * 10 end
-      rev.name = "rev"
-      assert.are.same(rev, rt(rev))
-      local mixed = { 1, 2, 3, x = "x", [10] = 10, [2.5] = "f" }
-      mixed[4] = 4
-      mixed[5] = { 5, [7] = 7 }
-      assert.are.same(mixed, rt(mixed))
-      local sparse = { [1] = "a", [3] = "c", [100] = "z" }
-      assert.are.same(sparse, rt(sparse))
-      local t = {}
-      for i = 1, 40 do t[i] = i end
-      for i = 1, 40, 3 do t[i] = nil end
-      t[41] = "end"
-      assert.are.same(t, rt(t))
-    end)
-
     it("nil inside tables (holes in the array part)", function()
       local r = rt({ 1, nil, 3, nil, 5 })
       assert.are.equal(1, r[1])
