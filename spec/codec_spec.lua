@@ -146,6 +146,41 @@ describe("codec", function()
       assert.is_nil(next(r))
     end)
 
+    it("keys 1..n in the hash part, beside an array part and other keys", function()
+      local rev = {}
+      for i = 6, 1, -1 do rev[i] = i * 10 end
+      rev.name = "rev"
+      assert.are.same(rev, rt(rev))
+      local mixed = { 1, 2, 3, x = "x", [10] = 10, [2.5] = "f" }
+      mixed[4] = 4
+      mixed[5] = { 5, [7] = 7 }
+      assert.are.same(mixed, rt(mixed))
+      local sparse = { [1] = "a", [3] = "c", [100] = "z" }
+      assert.are.same(sparse, rt(sparse))
+      local t = {}
+      for i = 1, 40 do t[i] = i end
+      for i = 1, 40, 3 do t[i] = nil end
+      t[41] = "end"
+      assert.are.same(t, rt(t))
+    end)
+
+    it("keeps every key when the border lives in the hash part (found by the roundtrip fuzzer)", function()
+      -- an encoder that wrote 1..n by index and resumed lua_next from n
+      -- lost the hash keys that came before n in traversal order
+      local t = { [0.25] = 0, [0] = 20, [1] = -0.25, [2] = 4284547588 }
+      assert.are.same(t, rt(t))
+      for seed = 1, 200 do
+        local u = {}
+        math.randomseed(seed)
+        for _ = 1, math.random(1, 12) do
+          local k = math.random(0, 6)
+          if math.random() < 0.3 then k = k + 0.5 end
+          u[k] = math.random(1, 1000)
+        end
+        assert.are.same(u, rt(u))
+      end
+    end)
+
     it("nil inside tables (holes in the array part)", function()
       local r = rt({ 1, nil, 3, nil, 5 })
       assert.are.equal(1, r[1])
