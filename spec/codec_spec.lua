@@ -169,6 +169,33 @@ describe("codec", function()
       -- lost the hash keys that came before n in traversal order
       local t = { [0.25] = 0, [0] = 20, [1] = -0.25, [2] = 4284547588 }
       assert.are.same(t, rt(t))
+      -- a relay re-sends the table its decoder built (1..n in the hash part)
+      local relay = process.spawn(function(parent)
+        local P = require "genserver.process"
+        while true do
+          local m = P.receive()
+          if m == "stop" then return end
+          P.send(parent, { relayed = m })
+        end
+      end, process.self())
+      local function via(v)
+        process.send(relay, v)
+        local r = process.receive(function(m) return type(m) == "table" and m.relayed ~= nil end, 5000)
+        assert.is_not_nil(r, "the relay did not answer")
+        return r.relayed
+      end
+      assert.are.same(t, via(t))
+      for seed = 1, 200 do
+        local u = {}
+        math.randomseed(seed)
+        for _ = 1, math.random(1, 12) do
+          local k = math.random(0, 6)
+          if math.random() < 0.3 then k = k + 0.5 end
+          u[k] = math.random(1, 1000)
+        end
+        assert.are.same(u, via(u))
+      end
+      process.send(relay, "stop")
       for seed = 1, 200 do
         local u = {}
         math.randomseed(seed)
