@@ -49,40 +49,6 @@ static char cachekey;
 static char cfcachekey;
 
 
-/* ------------------------------------------------------------ gsi_buf */
-
-void gsi_buf_init (gsi_buf *b) {
-  b->data = NULL;
-  b->len = b->cap = 0;
-}
-
-
-void gsi_buf_free (gsi_buf *b) {
-  free(b->data);
-  gsi_buf_init(b);
-}
-
-
-int gsi_buf_reserve (gsi_buf *b, size_t n) {
-  size_t want, cap;
-  unsigned char *d;
-  if (n <= b->cap - b->len)
-    return 0;
-  if (n > SIZE_MAX - b->len)
-    return -1;
-  want = b->len + n;
-  cap = b->cap < 256 ? 256 : b->cap;
-  while (cap < want)  /* doubling keeps appends amortised O(1) */
-    cap = (cap > SIZE_MAX / 2) ? want : cap * 2;
-  d = (unsigned char *)realloc(b->data, cap);
-  if (d == NULL)
-    return -1;
-  b->data = d;
-  b->cap = cap;
-  return 0;
-}
-
-
 /* ---------------------------------------------------------- utilities */
 
 static void getlimits (const gsi_codec_limits *lim, int *depth,
@@ -354,9 +320,6 @@ int gsi_encode_field_int (gsi_buf *b, const char *k, lua_Integer v) {
 }
 
 
-size_t gsi_putvarint (unsigned char *p, uint64_t v) { return putvarint(p, v); }
-
-uint64_t gsi_zigzag (int64_t i) { return zigzag((lua_Integer)i); }
 
 
 void gsi_codec_invalidate (lua_State *L) {
