@@ -589,7 +589,7 @@ _test_valgrind: all
 FUZZ_CC      ?= clang
 FUZZ_TIME    ?= 60
 FUZZ_MAX_LEN ?= 4096
-FUZZ_TARGETS := decode roundtrip
+FUZZ_TARGETS := decode roundtrip wire
 FUZZ_SAN     := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_CFLAGS  ?= -g -O1 -fno-omit-frame-pointer
 FUZZ_SRCS    := csrc/codec.c csrc/ids.c csrc/wire.c
