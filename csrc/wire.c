@@ -46,22 +46,6 @@ int gsi_buf_reserve(gsi_buf *b, size_t n) {
 
 /* ------------------------------------------------------------ writing */
 
-size_t gsi_putvarint(unsigned char *p, uint64_t v) {
-  size_t n = 0;
-  while (v >= 0x80) {
-    p[n++] = (unsigned char)(v | 0x80);
-    v >>= 7;
-  }
-  p[n++] = (unsigned char)v;
-  return n;
-}
-
-/* zigzag keeps small negative numbers short */
-uint64_t gsi_zigzag(int64_t i) {
-  uint64_t u = (uint64_t)i;
-  return i < 0 ? ~(u << 1) : u << 1;
-}
-
 int gsi_wire_bytes(gsi_buf *b, const void *s, size_t n) {
   if (gsi_buf_reserve(b, n) != 0) return -1;
   if (n > 0) memcpy(b->data + b->len, s, n);
@@ -174,11 +158,9 @@ int gsi_wire_read(gsi_wire_rd *r, gsi_wire_item *it, int depth) {
   case GSI_T_FALSE: it->type = GSI_WV_BOOLEAN; return 0;
   case GSI_T_TRUE: it->type = GSI_WV_BOOLEAN; it->boolean = 1; return 0;
   case GSI_T_INT: {
-    uint64_t u;
     if (rd_varint(r, &v) != 0) return -1;
-    u = (v >> 1) ^ (0 - (v & 1));
     it->type = GSI_WV_INTEGER;
-    it->integer = u <= (uint64_t)INT64_MAX ? (int64_t)u : -(int64_t)(~u) - 1;
+    it->integer = gsi_unzigzag(v);
     return 0;
   }
   case GSI_T_FLOAT: {

@@ -80,9 +80,29 @@ enum {
 ** buffer then holds whatever was appended before the failing part). */
 
 /* An unsigned LEB128 varint into p (at most 10 bytes; returns the count),
-** and zigzag for signed integers. */
-GSI_WIRE_FN size_t gsi_putvarint(unsigned char *p, uint64_t v);
-GSI_WIRE_FN uint64_t gsi_zigzag(int64_t i);
+** and zigzag for signed integers. Inline: the codec's encoder writes
+** every varint through here. */
+static inline size_t gsi_putvarint(unsigned char *p, uint64_t v) {
+  size_t n = 0;
+  while (v >= 0x80) {
+    p[n++] = (unsigned char)(v | 0x80);
+    v >>= 7;
+  }
+  p[n++] = (unsigned char)v;
+  return n;
+}
+
+/* zigzag keeps small negative numbers short */
+static inline uint64_t gsi_zigzag(int64_t i) {
+  uint64_t u = (uint64_t)i;
+  return i < 0 ? ~(u << 1) : u << 1;
+}
+
+/* and back, without implementation-defined unsigned->signed conversion */
+static inline int64_t gsi_unzigzag(uint64_t v) {
+  uint64_t u = (v >> 1) ^ (0 - (v & 1));
+  return u <= (uint64_t)INT64_MAX ? (int64_t)u : -(int64_t)(~u) - 1;
+}
 
 GSI_WIRE_FN int gsi_wire_bytes(gsi_buf *b, const void *s, size_t n);
 GSI_WIRE_FN int gsi_wire_byte(gsi_buf *b, int c);
