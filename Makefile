@@ -589,10 +589,10 @@ _test_valgrind: all
 FUZZ_CC      ?= clang
 FUZZ_TIME    ?= 60
 FUZZ_MAX_LEN ?= 4096
-FUZZ_TARGETS := decode roundtrip
+FUZZ_TARGETS := decode roundtrip wire
 FUZZ_SAN     := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_CFLAGS  ?= -g -O1 -fno-omit-frame-pointer
-FUZZ_SRCS    := csrc/codec.c csrc/ids.c
+FUZZ_SRCS    := csrc/codec.c csrc/ids.c csrc/wire.c
 FUZZ_BINS    := $(patsubst %,$(FUZZ_BUILD)/%_fuzz,$(FUZZ_TARGETS))
 FUZZ_OPTS    ?= -max_len=$(FUZZ_MAX_LEN) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 FUZZ_RESULTS := $(FUZZ_BUILD)/test-results
@@ -601,11 +601,11 @@ FUZZ_ENV      = ASAN_OPTIONS='detect_leaks=1:halt_on_error=1' UBSAN_OPTIONS='$(U
 $(FUZZ_BUILD):
 	@mkdir -p $@
 
-$(FUZZ_BUILD)/%_fuzz: fuzz/%_fuzz.c fuzz/fuzz_common.h $(FUZZ_SRCS) csrc/codec.h csrc/ids.h | $(FUZZ_BUILD)
+$(FUZZ_BUILD)/%_fuzz: fuzz/%_fuzz.c fuzz/fuzz_common.h $(FUZZ_SRCS) csrc/codec.h csrc/ids.h csrc/wire.h | $(FUZZ_BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -std=c11 -Wall -Wextra -D_GNU_SOURCE \
 	  $(LUA_CFLAGS) -Icsrc -Ifuzz -o $@ $< $(FUZZ_SRCS) $(LUA_LIBS) -lm
 
-$(FUZZ_BUILD)/mkseeds: fuzz/mkseeds.c $(FUZZ_SRCS) csrc/codec.h csrc/ids.h | $(FUZZ_BUILD)
+$(FUZZ_BUILD)/mkseeds: fuzz/mkseeds.c $(FUZZ_SRCS) csrc/codec.h csrc/ids.h csrc/wire.h | $(FUZZ_BUILD)
 	$(CC) -O1 -g -std=c11 -Wall -Wextra -D_GNU_SOURCE $(LUA_CFLAGS) -Icsrc \
 	  -o $@ $< $(FUZZ_SRCS) $(LUA_LIBS) -lm
 

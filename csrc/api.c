@@ -31,6 +31,7 @@
 
 #include "genserver.h"
 #include "ids.h"
+#include "wire.h"
 #include "internal.h"
 #include "lgenserver.h"
 
@@ -149,266 +150,39 @@ static int ok(void) {
 
 void gs_free(void *p) { free(p); }
 
-/* ------------------------------------------------------- wire: writing */
+/* ----------------------------------------------------------------- wire */
 
-/* The codec's wire format (codec.h), written without a Lua state. Each
-** writer returns 0 or -1 (out of memory; the buffer is unchanged). */
+/* The codec's wire format without a Lua state: wire.h. The public reader
+** hands out gs_item, whose kinds are wire.h's GSI_WV_* one for one. */
 
-static int w_bytes(gsi_buf *b, const void *s, size_t n) {
-  if (gsi_buf_reserve(b, n) != 0) return -1;
-  if (n > 0) memcpy(b->data + b->len, s, n);
-  b->len += n;
-  return 0;
-}
+_Static_assert((int)GS_TNIL == GSI_WV_NIL && (int)GS_TBOOLEAN == GSI_WV_BOOLEAN &&
+               (int)GS_TINTEGER == GSI_WV_INTEGER && (int)GS_TNUMBER == GSI_WV_NUMBER &&
+               (int)GS_TSTRING == GSI_WV_STRING && (int)GS_TTABLE == GSI_WV_TABLE &&
+               (int)GS_TPID == GSI_WV_PID && (int)GS_TREF == GSI_WV_REF &&
+               (int)GS_TFUNCTION == GSI_WV_FUNCTION && (int)GS_TMODULE == GSI_WV_MODULE &&
+               (int)GS_TBACKREF == GSI_WV_BACKREF,
+               "gs_item kinds follow wire.h");
 
-static int w_byte(gsi_buf *b, int c) {
-  unsigned char x = (unsigned char)c;
-  return w_bytes(b, &x, 1);
-}
 
-static int w_tagvar(gsi_buf *b, int tag, uint64_t v) {
-  unsigned char t[11];
-  size_t n = 0;
-  if (tag >= 0) t[n++] = (unsigned char)tag;
-  n += gsi_putvarint(t + n, v);
-  return w_bytes(b, t, n);
-}
+typedef gsi_wire_rd rd;
 
-static int w_varint(gsi_buf *b, uint64_t v) { return w_tagvar(b, -1, v); }
-
-static int w_int(gsi_buf *b, int64_t i) {
-  if (i >= 0 && i < 0x80) return w_byte(b, (int)i);
-  if (i < 0 && i >= -32) return w_byte(b, GSI_T_NEGINT + (int)(i + 32));
-  return w_tagvar(b, GSI_T_INT, gsi_zigzag(i));
-}
-
-static int w_float(gsi_buf *b, double x) {
-  unsigned char t[9];
-  uint64_t u;
-  memcpy(&u, &x, sizeof u);
-  t[0] = GSI_T_FLOAT;
-  for (int k = 0; k < 8; k++) t[1 + k] = (unsigned char)(u >> (8 * k));
-  return w_bytes(b, t, 9);
-}
-
-static int w_str(gsi_buf *b, const char *s, size_t len) {
-  if (len < 32) {
-    if (w_byte(b, GSI_T_FIXSTR | (int)len) != 0) return -1;
-  } else if (w_tagvar(b, GSI_T_STR, len) != 0) {
-    return -1;
-  }
-  return w_bytes(b, s, len);
-}
-
-static int w_cstr(gsi_buf *b, const char *s) { return w_str(b, s, strlen(s)); }
-
-/* A whole message holding one string. */
-static int w_msg_cstr(gsi_buf *b, const char *s) {
-  return w_byte(b, GSI_WIRE_MAGIC) || w_cstr(b, s) ? -1 : 0;
-}
-
-/* ------------------------------------------------------- wire: reading */
-
-typedef struct rd {
-  const unsigned char *p, *end;
-  size_t nobj; /* tables and functions seen so far */
-} rd;
-
-#define MAXDEPTH GSI_CODEC_MAXDEPTH
-
-static size_t rd_left(const rd *r) { return (size_t)(r->end - r->p); }
-
-static int rd_varint(rd *r, uint64_t *v) {
-  *v = 0;
-  for (int shift = 0; shift < 64; shift += 7) {
-    int c;
-    if (r->p >= r->end) return -1;
-    c = *r->p++;
-    if (shift == 63 && c > 1) return -1;
-    *v |= (uint64_t)(c & 0x7f) << shift;
-    if (c < 0x80) return 0;
-  }
-  return -1;
-}
-
-static int rd_len(rd *r, size_t *n) {
-  uint64_t v;
-  if (rd_varint(r, &v) != 0 || v > rd_left(r)) return -1;
-  *n = (size_t)v;
-  return 0;
-}
-
-static int rd_skip(rd *r, int depth);
-
-/* One item: a scalar, or the head of a table (its contents follow). A
-** function is skipped whole (its upvalues are values too). -1 when
-** malformed. */
 static int rd_item(rd *r, gs_item *it, int depth) {
-  int c;
-  uint64_t v, na, nh;
-  memset(it, 0, sizeof *it);
-  if (r->p >= r->end) return -1;
-  c = *r->p++;
-  if (c < 0x80) {
-    it->type = GS_TINTEGER;
-    it->integer = c;
-    return 0;
-  }
-  if (c < 0xa0) {
-    size_t n = (size_t)(c & 0x1f);
-    if (n > rd_left(r)) return -1;
-    it->type = GS_TSTRING;
-    it->string = (const char *)r->p;
-    it->len = n;
-    r->p += n;
-    return 0;
-  }
-  if (c >= GSI_T_NEGINT) {
-    it->type = GS_TINTEGER;
-    it->integer = c - GSI_T_NEGINT - 32;
-    return 0;
-  }
-  switch (c) {
-  case GSI_T_NIL: it->type = GS_TNIL; return 0;
-  case GSI_T_FALSE: it->type = GS_TBOOLEAN; return 0;
-  case GSI_T_TRUE: it->type = GS_TBOOLEAN; it->boolean = 1; return 0;
-  case GSI_T_INT: {
-    uint64_t u;
-    if (rd_varint(r, &v) != 0) return -1;
-    u = (v >> 1) ^ (0 - (v & 1));
-    it->type = GS_TINTEGER;
-    it->integer = u <= (uint64_t)INT64_MAX ? (int64_t)u : -(int64_t)(~u) - 1;
-    return 0;
-  }
-  case GSI_T_FLOAT: {
-    uint64_t u = 0;
-    if (rd_left(r) < 8) return -1;
-    for (int k = 0; k < 8; k++) u |= (uint64_t)r->p[k] << (8 * k);
-    r->p += 8;
-    it->type = GS_TNUMBER;
-    memcpy(&it->number, &u, sizeof u);
-    return 0;
-  }
-  case GSI_T_STR:
-    if (rd_len(r, &it->len) != 0) return -1;
-    it->type = GS_TSTRING;
-    it->string = (const char *)r->p;
-    r->p += it->len;
-    return 0;
-  case GSI_T_TABLE:
-    if (rd_varint(r, &na) != 0 || rd_varint(r, &nh) != 0) return -1;
-    if (na > rd_left(r) || nh > rd_left(r) / 2 || depth >= MAXDEPTH) return -1;
-    it->type = GS_TTABLE;
-    it->narr = (size_t)na;
-    it->nhash = (size_t)nh;
-    it->object = ++r->nobj;
-    return 0;
-  case GSI_T_REF:
-    if (rd_varint(r, &v) != 0 || v < 1 || v > r->nobj) return -1;
-    it->type = GS_TBACKREF;
-    it->object = (size_t)v;
-    return 0;
-  case GSI_T_PID:
-  case GSI_T_IDREF:
-    if (rd_varint(r, &v) != 0) return -1;
-    it->type = c == GSI_T_PID ? GS_TPID : GS_TREF;
-    it->id = v;
-    return 0;
-  case GSI_T_MODULE:
-    if (rd_len(r, &it->len) != 0) return -1;
-    it->type = GS_TMODULE;
-    it->string = (const char *)r->p;
-    r->p += it->len;
-    return 0;
-  case GSI_T_CFUNC: {
-    size_t n;
-    if (rd_len(r, &n) != 0) return -1;
-    it->string = (const char *)r->p; /* the module's name, for describe */
-    it->len = n;
-    r->p += n;
-    if (rd_len(r, &n) != 0) return -1;
-    r->p += n;
-    it->type = GS_TFUNCTION;
-    return 0;
-  }
-  case GSI_T_FUNC: {
-    size_t n;
-    uint64_t nup;
-    if (rd_len(r, &n) != 0 || depth >= MAXDEPTH) return -1;
-    r->p += n;
-    it->type = GS_TFUNCTION;
-    it->object = ++r->nobj;
-    if (rd_varint(r, &nup) != 0 || nup > 255) return -1;
-    for (uint64_t i = 0; i < nup; i++) {
-      if (r->p < r->end && *r->p == GSI_T_UPJOIN) {
-        r->p++;
-        if (rd_varint(r, &v) != 0 || rd_varint(r, &v) != 0) return -1;
-      } else if (rd_skip(r, depth + 1) != 0) {
-        return -1;
-      }
-    }
-    return 0;
-  }
-  default:
-    return -1;
-  }
+  gsi_wire_item w;
+  int rc = gsi_wire_read(r, &w, depth);
+  it->type = w.type;
+  it->boolean = w.boolean;
+  it->integer = w.integer;
+  it->number = w.number;
+  it->string = w.string;
+  it->len = w.len;
+  it->id = w.id;
+  it->narr = w.narr;
+  it->nhash = w.nhash;
+  it->object = w.object;
+  return rc;
 }
 
-static int rd_skip(rd *r, int depth) {
-  gs_item it;
-  if (rd_item(r, &it, depth) != 0) return -1;
-  if (it.type == GS_TTABLE)
-    for (size_t i = 0; i < it.narr + 2 * it.nhash; i++)
-      if (rd_skip(r, depth + 1) != 0) return -1;
-  return 0;
-}
-
-/* Copy one value from r to b, renumbering back-references by delta (the
-** value moves into, or out of, an enclosing table). */
-static int copy_value(rd *r, gsi_buf *b, long delta, int depth) {
-  const unsigned char *start = r->p;
-  gs_item it;
-  uint64_t v;
-  if (depth >= MAXDEPTH || r->p >= r->end) return -1;
-  switch (*r->p) {
-  case GSI_T_REF:
-    r->p++;
-    if (rd_varint(r, &v) != 0 || (long)v + delta < 1) return -1;
-    return w_tagvar(b, GSI_T_REF, (uint64_t)((long)v + delta));
-  case GSI_T_TABLE:
-    if (rd_item(r, &it, depth) != 0 || w_bytes(b, start, (size_t)(r->p - start)) != 0)
-      return -1;
-    for (size_t i = 0; i < it.narr + 2 * it.nhash; i++)
-      if (copy_value(r, b, delta, depth + 1) != 0) return -1;
-    return 0;
-  case GSI_T_FUNC: {
-    size_t n;
-    uint64_t nup;
-    r->p++;
-    if (rd_len(r, &n) != 0) return -1;
-    r->p += n;
-    if (rd_varint(r, &nup) != 0 || nup > 255) return -1;
-    if (w_bytes(b, start, (size_t)(r->p - start)) != 0) return -1;
-    for (uint64_t i = 0; i < nup; i++) {
-      if (r->p < r->end && *r->p == GSI_T_UPJOIN) {
-        uint64_t obj, k;
-        r->p++;
-        if (rd_varint(r, &obj) != 0 || rd_varint(r, &k) != 0 || (long)obj + delta < 1)
-          return -1;
-        if (w_byte(b, GSI_T_UPJOIN) || w_varint(b, (uint64_t)((long)obj + delta)) ||
-            w_varint(b, k))
-          return -1;
-      } else if (copy_value(r, b, delta, depth + 1) != 0) {
-        return -1;
-      }
-    }
-    return 0;
-  }
-  default: /* a scalar (nothing inside refers to objects): copy it raw */
-    if (rd_item(r, &it, depth) != 0) return -1;
-    return w_bytes(b, start, (size_t)(r->p - start));
-  }
-}
+static int rd_skip(rd *r, int depth) { return gsi_wire_skip(r, depth); }
 
 /* ------------------------------------------------------- wire: describe */
 
@@ -612,7 +386,7 @@ gs_msg *gs_msg_new(void) {
   gs_msg *m = calloc(1, sizeof *m);
   if (m == NULL) return NULL;
   gsi_buf_init(&m->b);
-  if (w_byte(&m->b, GSI_WIRE_MAGIC) != 0) {
+  if (gsi_wire_byte(&m->b, GSI_WIRE_MAGIC) != 0) {
     free(m);
     return NULL;
   }
@@ -645,7 +419,7 @@ static gs_msg *msg_from_bytes(const unsigned char *data, size_t len) {
     data = nil;
     len = 2;
   }
-  if (w_bytes(&m->b, data, len) != 0) {
+  if (gsi_wire_bytes(&m->b, data, len) != 0) {
     free(m);
     return NULL;
   }
@@ -687,42 +461,42 @@ static int wrote(gs_msg *m, int rc) {
 
 int gs_msg_nil(gs_msg *m) {
   int rc = begin_value(m, 1);
-  return rc ? rc : wrote(m, w_byte(&m->b, GSI_T_NIL));
+  return rc ? rc : wrote(m, gsi_wire_byte(&m->b, GSI_T_NIL));
 }
 
 int gs_msg_boolean(gs_msg *m, int b) {
   int rc = begin_value(m, 0);
-  return rc ? rc : wrote(m, w_byte(&m->b, b ? GSI_T_TRUE : GSI_T_FALSE));
+  return rc ? rc : wrote(m, gsi_wire_byte(&m->b, b ? GSI_T_TRUE : GSI_T_FALSE));
 }
 
 int gs_msg_integer(gs_msg *m, int64_t i) {
   int rc = begin_value(m, 0);
-  return rc ? rc : wrote(m, w_int(&m->b, i));
+  return rc ? rc : wrote(m, gsi_wire_int(&m->b, i));
 }
 
 int gs_msg_number(gs_msg *m, double d) {
   int rc = begin_value(m, d != d);
-  return rc ? rc : wrote(m, w_float(&m->b, d));
+  return rc ? rc : wrote(m, gsi_wire_float(&m->b, d));
 }
 
 int gs_msg_string(gs_msg *m, const char *s, size_t len) {
   int rc = begin_value(m, 0);
   if (rc) return rc;
   if (s == NULL && len > 0) return GS_EINVAL;
-  return wrote(m, w_str(&m->b, s ? s : "", len));
+  return wrote(m, gsi_wire_str(&m->b, s ? s : "", len));
 }
 
 int gs_msg_pid(gs_msg *m, gs_pid pid) {
   int rc = begin_value(m, 0);
-  return rc ? rc : wrote(m, w_tagvar(&m->b, GSI_T_PID, pid));
+  return rc ? rc : wrote(m, gsi_wire_tagvar(&m->b, GSI_T_PID, pid));
 }
 
 int gs_msg_table(gs_msg *m, size_t narr, size_t nhash) {
   int rc = begin_value(m, 0);
   if (rc) return rc;
   if (narr > SIZE_MAX / 4 || nhash > SIZE_MAX / 4) return GS_EINVAL;
-  if (m->depth >= MAXDEPTH) return GS_EINVAL;
-  if (w_tagvar(&m->b, GSI_T_TABLE, narr) != 0 || w_varint(&m->b, nhash) != 0)
+  if (m->depth >= GSI_CODEC_MAXDEPTH) return GS_EINVAL;
+  if (gsi_wire_tagvar(&m->b, GSI_T_TABLE, narr) != 0 || gsi_wire_varint(&m->b, nhash) != 0)
     return m->err = GS_ENOMEM;
   if (narr + 2 * nhash == 0) {
     if (m->depth + 1 > m->maxdepth) m->maxdepth = m->depth + 1;
@@ -982,7 +756,7 @@ static void detach(gs_runtime *rt) {
   gsi_proc *p = fg_self(rt);
   gsi_buf_init(&b);
   if (p != NULL) {
-    w_msg_cstr(&b, "normal");
+    gsi_wire_msg_cstr(&b, "normal");
     gsi_drain(p); /* a pending exit signal changes nothing now */
     fg_end(rt, p, b.data, b.len, 1);
   }
@@ -1078,7 +852,7 @@ static int end_killed(gs_runtime *rt, gsi_proc *p, gsi_msg **killed) {
   if (m == NULL || (m->flags & GSI_XF_KILL) || m->len == 0) {
     gsi_msg_free(m);
     m = NULL;
-    if (w_msg_cstr(&b, "killed") == 0)
+    if (gsi_wire_msg_cstr(&b, "killed") == 0)
       m = gsi_msg_new(GSI_M_EXIT, 0, 0, b.data, b.len);
   }
   gsi_buf_free(&b);
@@ -1177,12 +951,13 @@ static int encode_src_to(gs_runtime *rt, const src *v, const char *what, gsi_buf
       return fail(GS_EINVAL, "%s: the message is not a whole value", what);
     if (v->msg->maxdepth > maxd)
       return fail(GS_EENCODE, "%s: too deep (more than %d levels)", what, maxd);
-    if (w_bytes(b, v->msg->b.data, v->msg->b.len)) return fail(GS_ENOMEM, "out of memory");
+    if (gsi_wire_bytes(b, v->msg->b.data, v->msg->b.len)) return fail(GS_ENOMEM, "out of memory");
   } else if (v->nil) {
-    if (w_byte(b, GSI_WIRE_MAGIC) || w_byte(b, GSI_T_NIL)) return fail(GS_ENOMEM, "out of memory");
+    if (gsi_wire_byte(b, GSI_WIRE_MAGIC) || gsi_wire_byte(b, GSI_T_NIL))
+      return fail(GS_ENOMEM, "out of memory");
   } else {
     if (v->s == NULL && v->len > 0) return fail(GS_EINVAL, "%s: NULL string", what);
-    if (w_byte(b, GSI_WIRE_MAGIC) || w_str(b, v->s ? v->s : "", v->len))
+    if (gsi_wire_byte(b, GSI_WIRE_MAGIC) || gsi_wire_str(b, v->s ? v->s : "", v->len))
       return fail(GS_ENOMEM, "out of memory");
   }
   /* the codec checks this for Lua values; the receiver would refuse it */
@@ -1516,8 +1291,9 @@ int gs_stop(gs_runtime *rt, gs_pid server, const char *reason, int timeout_ms) {
   if ((rc = deadline_of(timeout_ms, &deadline)) != 0 || (rc = enter(rt)) != 0) return rc;
   gsi_buf_init(&b);
   /* { "stop", reason } as a system message, as genserver.stop sends it */
-  if (w_byte(&b, GSI_WIRE_MAGIC) || w_tagvar(&b, GSI_T_TABLE, 2) || w_varint(&b, 0) ||
-      w_cstr(&b, "stop") || w_cstr(&b, reason))
+  if (gsi_wire_byte(&b, GSI_WIRE_MAGIC) || gsi_wire_tagvar(&b, GSI_T_TABLE, 2) ||
+      gsi_wire_varint(&b, 0) ||
+      gsi_wire_cstr(&b, "stop") || gsi_wire_cstr(&b, reason))
     rc = fail(GS_ENOMEM, "out of memory");
   if (rc == 0) rc = self_of(rt, &self, &ans);
   if (rc == 0) rc = request_wait(rt, self, server, GSI_M_SYSTEM, &b, deadline, &ans);
@@ -1549,7 +1325,7 @@ static int valid_name(const char *name, const char *what) {
 
 static int put_u32str(gsi_buf *b, const char *s) {
   uint32_t n = (uint32_t)strlen(s);
-  return w_bytes(b, &n, 4) || w_bytes(b, s, n) ? -1 : 0;
+  return gsi_wire_bytes(b, &n, 4) || gsi_wire_bytes(b, s, n) ? -1 : 0;
 }
 
 /* The spawn message (pstate.c): u32 + path, u32 + cpath, then the encoding
@@ -1560,21 +1336,23 @@ static int spawn_message(gs_runtime *rt, const char *module, const gsi_buf *arg,
   rd r = {arg->data + 1, arg->data + arg->len, 0};
   int nopt = (o->name != NULL) + (o->hibernate_after_ms > 0) + (o->trap_exit != 0);
   if (put_u32str(b, rt->path) || put_u32str(b, rt->cpath) ||
-      w_byte(b, GSI_WIRE_MAGIC | (arg->data[0] & GSI_WIRE_FLAGS)) ||
-      w_tagvar(b, GSI_T_TABLE, 4) || w_varint(b, 1) ||
-      w_tagvar(b, GSI_T_CFUNC, strlen(BODY_MODULE)) || w_bytes(b, BODY_MODULE, strlen(BODY_MODULE)) ||
-      w_varint(b, strlen(BODY_FIELD)) || w_bytes(b, BODY_FIELD, strlen(BODY_FIELD)) ||
-      w_cstr(b, module))
+      gsi_wire_byte(b, GSI_WIRE_MAGIC | (arg->data[0] & GSI_WIRE_FLAGS)) ||
+      gsi_wire_tagvar(b, GSI_T_TABLE, 4) || gsi_wire_varint(b, 1) ||
+      gsi_wire_tagvar(b, GSI_T_CFUNC, strlen(BODY_MODULE)) ||
+      gsi_wire_bytes(b, BODY_MODULE, strlen(BODY_MODULE)) ||
+      gsi_wire_varint(b, strlen(BODY_FIELD)) || gsi_wire_bytes(b, BODY_FIELD, strlen(BODY_FIELD)) ||
+      gsi_wire_cstr(b, module))
     return GS_ENOMEM;
-  if (copy_value(&r, b, 1, 1) != 0 || r.p != r.end)
+  if (gsi_wire_copy(&r, b, 1, 1) != 0 || r.p != r.end)
     return b->len == 0 ? GS_ENOMEM : fail(GS_EINVAL, "init argument: malformed message");
-  if (w_tagvar(b, GSI_T_TABLE, 0) || w_varint(b, (uint64_t)nopt)) return GS_ENOMEM;
-  if (o->name && (w_cstr(b, "name") || w_cstr(b, o->name))) return GS_ENOMEM;
+  if (gsi_wire_tagvar(b, GSI_T_TABLE, 0) || gsi_wire_varint(b, (uint64_t)nopt)) return GS_ENOMEM;
+  if (o->name && (gsi_wire_cstr(b, "name") || gsi_wire_cstr(b, o->name))) return GS_ENOMEM;
   if (o->hibernate_after_ms > 0 &&
-      (w_cstr(b, "hibernate_after") || w_int(b, o->hibernate_after_ms)))
+      (gsi_wire_cstr(b, "hibernate_after") || gsi_wire_int(b, o->hibernate_after_ms)))
     return GS_ENOMEM;
-  if (o->trap_exit && (w_cstr(b, "trap_exit") || w_byte(b, GSI_T_TRUE))) return GS_ENOMEM;
-  if (w_cstr(b, "n") || w_int(b, 3)) return GS_ENOMEM;
+  if (o->trap_exit && (gsi_wire_cstr(b, "trap_exit") || gsi_wire_byte(b, GSI_T_TRUE)))
+    return GS_ENOMEM;
+  if (gsi_wire_cstr(b, "n") || gsi_wire_int(b, 3)) return GS_ENOMEM;
   return 0;
 }
 
@@ -1634,8 +1412,8 @@ static int kill_wait(gs_runtime *rt, gsi_proc *self, gs_pid pid) {
 /* Element 2 of the ack { "error", reason } as a whole message. */
 static int ack_reason(const gsi_msg *ack, rd *r, gsi_buf *out) {
   out->len = 0;
-  if (w_byte(out, GSI_MSG_DATA(ack)[0]) != 0) return -1;
-  return copy_value(r, out, -1, 1);
+  if (gsi_wire_byte(out, GSI_MSG_DATA(ack)[0]) != 0) return -1;
+  return gsi_wire_copy(r, out, -1, 1);
 }
 
 /* Is the reason { already_started = pid }? */
@@ -1928,7 +1706,7 @@ int gs_runtime_stop(gs_runtime *rt, int timeout_ms) {
   }
   atomic_store(&rt->stopped, 1); /* no call gets in any more */
   gsi_buf_init(&b);
-  if (w_msg_cstr(&b, "shutdown") != 0) rc = fail(GS_ENOMEM, "out of memory");
+  if (gsi_wire_msg_cstr(&b, "shutdown") != 0) rc = fail(GS_ENOMEM, "out of memory");
   /* every process gets "shutdown" (then "kill"); calls still inside see
   ** their servers die and leave; a process one of them started late is
   ** caught by the next round */

@@ -49,40 +49,6 @@ static char cachekey;
 static char cfcachekey;
 
 
-/* ------------------------------------------------------------ gsi_buf */
-
-void gsi_buf_init (gsi_buf *b) {
-  b->data = NULL;
-  b->len = b->cap = 0;
-}
-
-
-void gsi_buf_free (gsi_buf *b) {
-  free(b->data);
-  gsi_buf_init(b);
-}
-
-
-int gsi_buf_reserve (gsi_buf *b, size_t n) {
-  size_t want, cap;
-  unsigned char *d;
-  if (n <= b->cap - b->len)
-    return 0;
-  if (n > SIZE_MAX - b->len)
-    return -1;
-  want = b->len + n;
-  cap = b->cap < 256 ? 256 : b->cap;
-  while (cap < want)  /* doubling keeps appends amortised O(1) */
-    cap = (cap > SIZE_MAX / 2) ? want : cap * 2;
-  d = (unsigned char *)realloc(b->data, cap);
-  if (d == NULL)
-    return -1;
-  b->data = d;
-  b->cap = cap;
-  return 0;
-}
-
-
 /* ---------------------------------------------------------- utilities */
 
 static void getlimits (const gsi_codec_limits *lim, int *depth,
@@ -99,17 +65,6 @@ static void getlimits (const gsi_codec_limits *lim, int *depth,
 }
 
 
-static size_t putvarint (unsigned char *p, uint64_t v) {
-  size_t n = 0;
-  while (v >= 0x80) {
-    p[n++] = (unsigned char)(v | 0x80);
-    v >>= 7;
-  }
-  p[n++] = (unsigned char)v;
-  return n;
-}
-
-
 static size_t varintlen (uint64_t v) {
   size_t n = 1;
   while (v >= 0x80) {
@@ -117,22 +72,6 @@ static size_t varintlen (uint64_t v) {
     n++;
   }
   return n;
-}
-
-
-/* zigzag keeps small negative numbers short */
-static uint64_t zigzag (lua_Integer i) {
-  uint64_t u = (uint64_t)i;
-  return i < 0 ? ~(u << 1) : u << 1;
-}
-
-
-/* without implementation-defined unsigned->signed conversion */
-static lua_Integer unzigzag (uint64_t v) {
-  uint64_t u = (v >> 1) ^ (0 - (v & 1));
-  if (u <= (uint64_t)INT64_MAX)
-    return (lua_Integer)u;
-  return -(lua_Integer)(~u) - 1;
 }
 
 
@@ -215,10 +154,10 @@ static void pushname (lua_State *L, int tag, const char *m, size_t lm,
   unsigned char tmp[10];
   luaL_buffinit(L, &B);
   luaL_addchar(&B, (char)tag);
-  luaL_addlstring(&B, (const char *)tmp, putvarint(tmp, lm));
+  luaL_addlstring(&B, (const char *)tmp, gsi_putvarint(tmp, lm));
   luaL_addlstring(&B, m, lm);
   if (f != NULL) {
-    luaL_addlstring(&B, (const char *)tmp, putvarint(tmp, lf));
+    luaL_addlstring(&B, (const char *)tmp, gsi_putvarint(tmp, lf));
     luaL_addlstring(&B, f, lf);
   }
   luaL_pushresult(&B);
@@ -326,7 +265,7 @@ int gsi_encode_cstring (gsi_buf *b, const char *s) {
   p = b->data + b->len;
   *p++ = GSI_WIRE_MAGIC;
   *p++ = GSI_T_STR;
-  p += putvarint(p, n);
+  p += gsi_putvarint(p, n);
   memcpy(p, s, n);
   b->len = (size_t)(p + n - b->data);
   return 0;
@@ -341,22 +280,19 @@ int gsi_encode_field_int (gsi_buf *b, const char *k, lua_Integer v) {
   p = b->data + b->len;
   *p++ = GSI_WIRE_MAGIC;
   *p++ = GSI_T_TABLE;
-  p += putvarint(p, 0);  /* array part */
-  p += putvarint(p, 1);  /* one pair */
+  p += gsi_putvarint(p, 0);  /* array part */
+  p += gsi_putvarint(p, 1);  /* one pair */
   *p++ = GSI_T_STR;
-  p += putvarint(p, n);
+  p += gsi_putvarint(p, n);
   memcpy(p, k, n);
   p += n;
   *p++ = GSI_T_INT;
-  p += putvarint(p, zigzag(v));
+  p += gsi_putvarint(p, gsi_zigzag(v));
   b->len = (size_t)(p - b->data);
   return 0;
 }
 
 
-size_t gsi_putvarint (unsigned char *p, uint64_t v) { return putvarint(p, v); }
-
-uint64_t gsi_zigzag (int64_t i) { return zigzag((lua_Integer)i); }
 
 
 void gsi_codec_invalidate (lua_State *L) {
@@ -536,13 +472,13 @@ static void emitbyte (lua_State *L, enc *e, int c) {
 static void emittagvar (lua_State *L, enc *e, int tag, uint64_t v) {
   unsigned char *p = need(L, e, 11);
   p[0] = (unsigned char)tag;
-  e->b->len += 1 + putvarint(p + 1, v);
+  e->b->len += 1 + gsi_putvarint(p + 1, v);
 }
 
 
 static void emitvarint (lua_State *L, enc *e, uint64_t v) {
   unsigned char *p = need(L, e, 10);
-  e->b->len += putvarint(p, v);
+  e->b->len += gsi_putvarint(p, v);
 }
 
 
@@ -561,7 +497,7 @@ static size_t put_integer (unsigned char *p, lua_Integer i) {
     return 1;
   }
   p[0] = GSI_T_INT;
-  return 1 + putvarint(p + 1, zigzag(i));
+  return 1 + gsi_putvarint(p + 1, gsi_zigzag(i));
 }
 
 
@@ -583,7 +519,7 @@ static size_t put_strhead (unsigned char *p, size_t len) {
     return 1;
   }
   p[0] = GSI_T_STR;
-  return 1 + putvarint(p + 1, len);
+  return 1 + gsi_putvarint(p + 1, len);
 }
 
 
@@ -865,7 +801,7 @@ static void enctablebody (lua_State *L, enc *e, int t, const frame *f) {
   n = (lua_Integer)lua_rawlen(L, t);  /* a border: t[1..n] may hold nils */
   p = need(L, e, 12);
   p[0] = GSI_T_TABLE;
-  pos = e->b->len + 1 + putvarint(p + 1, (uint64_t)n);
+  pos = e->b->len + 1 + gsi_putvarint(p + 1, (uint64_t)n);
   e->b->len = pos + 1;  /* one byte reserved for the hash count */
   k = lua_gettop(L) + 1;  /* slot of array values, then of keys */
   for (i = 1; i <= n; i++) {
@@ -1421,7 +1357,7 @@ static int fasttable (lua_State *L, fastenc *e, int t) {
   if ((p = fastneed(e, 12)) == NULL)
     return -1;
   p[0] = GSI_T_TABLE;
-  pos = e->b->len + 1 + putvarint(p + 1, (uint64_t)n);
+  pos = e->b->len + 1 + gsi_putvarint(p + 1, (uint64_t)n);
   e->b->len = pos + 1;  /* one byte for the hash count, as enctable */
   /* One traversal: keys 1..n (the array part, nils skipped, comes first
   ** in lua_next's order) are written as array values, with a nil for
@@ -1460,7 +1396,7 @@ static int fasttable (lua_State *L, fastenc *e, int t) {
     memmove(b->data + pos + k, b->data + pos + 1, b->len - pos - 1);
     b->len += k - 1;
   }
-  putvarint(e->b->data + pos, nh);
+  gsi_putvarint(e->b->data + pos, nh);
   e->depth--;
   return 0;
 }
@@ -1504,7 +1440,7 @@ static int fastvalue (lua_State *L, fastenc *e, int idx) {
       if (kind == GSI_ID_NONE || (p = fastneed(e, 11)) == NULL)
         return -1;
       p[0] = kind == GSI_ID_PID ? GSI_T_PID : GSI_T_IDREF;
-      e->b->len += 1 + putvarint(p + 1, id);
+      e->b->len += 1 + gsi_putvarint(p + 1, id);
       return 0;
     }
     default:
@@ -1904,7 +1840,7 @@ static void decvalue (lua_State *L, dec *d) {
     case GSI_T_NIL: lua_pushnil(L); break;
     case GSI_T_FALSE: lua_pushboolean(L, 0); break;
     case GSI_T_TRUE: lua_pushboolean(L, 1); break;
-    case GSI_T_INT: lua_pushinteger(L, unzigzag(getvarint(L, d))); break;
+    case GSI_T_INT: lua_pushinteger(L, gsi_unzigzag(getvarint(L, d))); break;
     case GSI_T_FLOAT: {
       uint64_t u = 0;
       lua_Number x;
@@ -2059,7 +1995,7 @@ static int fastdvalue (lua_State *L, fastdec *d) {
       if (fastdvarint(d, &v) != 0)
         return -1;
       if (c == GSI_T_INT)
-        lua_pushinteger(L, unzigzag(v));
+        lua_pushinteger(L, gsi_unzigzag(v));
       else if (c == GSI_T_PID)
         gsi_pushpid(L, v);
       else if (c == GSI_T_IDREF)

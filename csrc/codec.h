@@ -3,8 +3,8 @@
 **
 ** Every message between processes goes through here: the sender encodes
 ** into a gsi_buf, the receiver decodes into its own state. See DESIGN.md
-** section 1.4 for what crosses; the wire format is described below so that
-** tests (and a future network transport) can build frames by hand.
+** section 1.4 for what crosses; the wire format is described in wire.h, which reads and writes it
+** without Lua.
 */
 #ifndef GS_CODEC_H
 #define GS_CODEC_H
@@ -12,16 +12,7 @@
 #include <stddef.h>
 
 #include "lua.h"
-
-/* A growable byte buffer (malloc/realloc/free, never the Lua allocator,
-** so it may outlive the state that filled it). Reusable: set len = 0. */
-typedef struct gsi_buf { unsigned char *data; size_t len, cap; } gsi_buf;
-
-void gsi_buf_init(gsi_buf *b);
-void gsi_buf_free(gsi_buf *b);
-/* Make room for n more bytes; returns 0 on success, -1 when out of memory
-** (the buffer is then unchanged). */
-int gsi_buf_reserve(gsi_buf *b, size_t n);
+#include "wire.h"   /* gsi_buf, the wire format, gsi_putvarint */
 
 typedef struct gsi_codec_limits {
   int max_depth;        /* nesting of tables/functions; default 200; 0 means
@@ -54,8 +45,6 @@ enum { GSI_FN_NONE = 0, GSI_FN_ALL = 1, GSI_FN_NAMES = 2 };
 
 extern const gsi_codec_limits gsi_codec_default_limits;  /* 200, 64 MiB, 1 */
 
-#define GSI_CODEC_MAXDEPTH 1000
-
 /* Encode the value at stack index idx of L, appending to b (b->len is not
 ** reset: the caller sets it). `what` names the root in error paths
 ** ("message", "argument 2"; NULL means "value"). lim may be NULL (defaults).
@@ -85,12 +74,6 @@ int gsi_decode(lua_State *L, const unsigned char *p, size_t len,
 int gsi_decode_raw(lua_State *L, const unsigned char *p, size_t len,
                    const gsi_codec_limits *lim);
 
-/* Wire primitives for code that writes frames without a Lua state (the C
-** API's value builder): an unsigned LEB128 varint into p (at most 10
-** bytes; returns the count), and zigzag for signed integers. */
-size_t gsi_putvarint (unsigned char *p, uint64_t v);
-uint64_t gsi_zigzag (int64_t i);
-
 /* Encode the string s as a whole message (no Lua state needed): for
 ** reasons the runtime makes up itself, e.g. "mailbox_full". Returns 0, or
 ** -1 when out of memory. */
@@ -113,52 +96,5 @@ extern const char gsi_codec_sandbox_key;
 /* Mark this state's loaded-module reverse cache stale (call after
 ** `require` loaded something new). Never raises. */
 void gsi_codec_invalidate(lua_State *L);
-
-
-/*
-** Wire format. A message is one header byte then one value.
-**   header: GSI_WIRE_MAGIC | flags; flag GSI_WIRE_REFS is set when the
-**   value contains a back-reference (GSI_T_REF) or an upvalue join
-**   (GSI_T_UPJOIN), so only then must the decoder remember objects;
-**   GSI_WIRE_CODE when it contains a function sent by value (GSI_T_FUNC),
-**   so that a sender can tell, without decoding, that a sandboxed
-**   receiver would refuse it.
-** varint = unsigned LEB128, at most 10 bytes (padding 0x80 bytes allowed).
-** Objects (tables and Lua functions sent by value) are numbered 1, 2, ...
-** in the order their tags appear; GSI_T_REF n stands for object n again.
-**   0x00-0x7f              integer 0..127
-**   0xe0-0xff              integer -32..-1
-**   0x80-0x9f              string of length 0..31, bytes follow
-**   GSI_T_NIL/FALSE/TRUE
-**   GSI_T_INT    varint    zigzag-coded integer
-**   GSI_T_FLOAT  8 bytes   IEEE double, little-endian
-**   GSI_T_STR    varint n, n bytes
-**   GSI_T_TABLE  varint na, varint nh, na values (keys 1..na; nil allowed),
-**                then nh key/value pairs (keys neither nil nor NaN)
-**   GSI_T_REF    varint n  object n (already started)
-**   GSI_T_PID, GSI_T_IDREF   varint id
-**   GSI_T_MODULE varint n, name      package.loaded[name] / require(name)
-**   GSI_T_CFUNC  varint n, module name, varint m, field name
-**   GSI_T_FUNC   varint n, n bytes of lua_dump output, varint nup, then per
-**                upvalue either a value or GSI_T_UPJOIN varint obj,
-**                varint k: "share upvalue k of function object obj"
-**   GSI_T_ENV    then a GSI_T_TABLE: a function's _ENV that was an
-**                environment in the sender (DESIGN §1.4): the table
-**                arrives with a metatable whose __index is the receiver's
-**                globals
-*/
-#define GSI_WIRE_MAGIC 0xb0
-#define GSI_WIRE_REFS  0x01
-#define GSI_WIRE_CODE  0x02   /* the value holds Lua bytecode (GSI_T_FUNC) */
-#define GSI_WIRE_FLAGS (GSI_WIRE_REFS | GSI_WIRE_CODE)
-
-enum {
-  GSI_T_FIXSTR = 0x80,  /* 0x80 | length */
-  GSI_T_NIL = 0xc0, GSI_T_FALSE, GSI_T_TRUE,
-  GSI_T_INT, GSI_T_FLOAT, GSI_T_STR, GSI_T_TABLE, GSI_T_REF,
-  GSI_T_PID, GSI_T_IDREF, GSI_T_MODULE, GSI_T_CFUNC, GSI_T_FUNC,
-  GSI_T_UPJOIN, GSI_T_ENV,
-  GSI_T_NEGINT = 0xe0   /* 0xe0 + (n + 32) for n in -32..-1 */
-};
 
 #endif

@@ -38,6 +38,7 @@
 #include <uv.h>
 
 #include "io.h"
+#include "wire.h"
 
 #define IO_CHUNK_BITS 10
 #define IO_CHUNK (1u << IO_CHUNK_BITS)
@@ -245,48 +246,14 @@ static uint64_t owner_of(io_t *io, io_conn *c) {
 
 /* ------------------------------------------------------ building messages */
 
-static int w_bytes(gsi_buf *b, const void *s, size_t n) {
-  if (gsi_buf_reserve(b, n) != 0) return -1;
-  if (n > 0) memcpy(b->data + b->len, s, n);
-  b->len += n;
-  return 0;
-}
-
-static int w_byte(gsi_buf *b, int c) {
-  unsigned char x = (unsigned char)c;
-  return w_bytes(b, &x, 1);
-}
-
-static int w_tagvar(gsi_buf *b, int tag, uint64_t v) {
-  unsigned char t[11];
-  size_t n = 0;
-  if (tag >= 0) t[n++] = (unsigned char)tag;
-  n += gsi_putvarint(t + n, v);
-  return w_bytes(b, t, n);
-}
-
-static int w_str(gsi_buf *b, const char *s, size_t len) {
-  if (len < 32) {
-    if (w_byte(b, GSI_T_FIXSTR | (int)len) != 0) return -1;
-  } else if (w_tagvar(b, GSI_T_STR, len) != 0) {
-    return -1;
-  }
-  return w_bytes(b, s, len);
-}
-
-static int w_cstr(gsi_buf *b, const char *s) { return w_str(b, s, strlen(s)); }
-
-static int w_int(gsi_buf *b, int64_t i) {
-  if (i >= 0 && i < 0x80) return w_byte(b, (int)i);
-  return w_tagvar(b, GSI_T_INT, gsi_zigzag(i));
-}
+/* Inbound messages are written in the codec's wire format by wire.h. */
 
 /* { tag, sock = id [, k = v ...] }: nh more pairs follow */
 static int w_event(gsi_buf *b, const char *tag, uint64_t id, int nh) {
   b->len = 0;
-  return w_byte(b, GSI_WIRE_MAGIC) || w_tagvar(b, GSI_T_TABLE, 1) ||
-         w_tagvar(b, -1, (uint64_t)(nh + 1)) || w_cstr(b, tag) ||
-         w_cstr(b, "sock") || w_tagvar(b, GSI_T_IDREF, id);
+  return gsi_wire_byte(b, GSI_WIRE_MAGIC) || gsi_wire_tagvar(b, GSI_T_TABLE, 1) ||
+         gsi_wire_varint(b, (uint64_t)(nh + 1)) || gsi_wire_cstr(b, tag) ||
+         gsi_wire_cstr(b, "sock") || gsi_wire_tagvar(b, GSI_T_IDREF, id);
 }
 
 /* Deliver the message in io->ob to pid as a plain message: 1 delivered,
@@ -306,25 +273,25 @@ static int reply_ob(io_t *io, uint64_t pid, uint64_t ref) {
 
 static int reply_err(io_t *io, uint64_t pid, uint64_t ref, const char *why) {
   io->ob.len = 0;
-  if (w_byte(&io->ob, GSI_WIRE_MAGIC) || w_cstr(&io->ob, why)) return 0;
+  if (gsi_wire_byte(&io->ob, GSI_WIRE_MAGIC) || gsi_wire_cstr(&io->ob, why)) return 0;
   return deliver_ob(io, pid, GSI_M_DOWN, ref, GSI_REFUSED);
 }
 
 static int reply_sock(io_t *io, uint64_t pid, uint64_t ref, uint64_t id) {
   io->ob.len = 0;
-  if (w_byte(&io->ob, GSI_WIRE_MAGIC) || w_tagvar(&io->ob, GSI_T_IDREF, id)) return 0;
+  if (gsi_wire_byte(&io->ob, GSI_WIRE_MAGIC) || gsi_wire_tagvar(&io->ob, GSI_T_IDREF, id)) return 0;
   return reply_ob(io, pid, ref);
 }
 
 static int reply_true(io_t *io, uint64_t pid, uint64_t ref) {
   io->ob.len = 0;
-  if (w_byte(&io->ob, GSI_WIRE_MAGIC) || w_byte(&io->ob, GSI_T_TRUE)) return 0;
+  if (gsi_wire_byte(&io->ob, GSI_WIRE_MAGIC) || gsi_wire_byte(&io->ob, GSI_T_TRUE)) return 0;
   return reply_ob(io, pid, ref);
 }
 
 static int reply_data(io_t *io, uint64_t pid, uint64_t ref, const void *p, size_t n) {
   io->ob.len = 0;
-  if (w_byte(&io->ob, GSI_WIRE_MAGIC) || w_str(&io->ob, p, n)) return 0;
+  if (gsi_wire_byte(&io->ob, GSI_WIRE_MAGIC) || gsi_wire_str(&io->ob, p, n)) return 0;
   return reply_ob(io, pid, ref);
 }
 
@@ -436,7 +403,7 @@ static void conn_drop(io_conn *c) {
 static void event_simple(io_t *io, io_conn *c, const char *tag, const char *reason) {
   uint64_t owner = owner_of(io, c);
   if (w_event(&io->ob, tag, c->id, reason ? 1 : 0)) return;
-  if (reason && (w_cstr(&io->ob, "reason") || w_cstr(&io->ob, reason))) return;
+  if (reason && (gsi_wire_cstr(&io->ob, "reason") || gsi_wire_cstr(&io->ob, reason))) return;
   deliver_ob(io, owner, GSI_M_USER, 0, 0);
 }
 
@@ -721,8 +688,8 @@ static void pump(io_conn *c) {
       consume_in(c, skip);
       continue;
     }
-    if (w_event(&io->ob, "tcp", c->id, 1) || w_cstr(&io->ob, "data") ||
-        w_str(&io->ob, (const char *)c->in.data + c->in_off + off, len)) {
+    if (w_event(&io->ob, "tcp", c->id, 1) || gsi_wire_cstr(&io->ob, "data") ||
+        gsi_wire_str(&io->ob, (const char *)c->in.data + c->in_off + off, len)) {
       conn_close(c, "enomem", 1);
       return;
     }
@@ -787,7 +754,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
     }
     return;
   }
-  if (w_bytes(&c->in, buf->base, (size_t)n) != 0) {
+  if (gsi_wire_bytes(&c->in, buf->base, (size_t)n) != 0) {
     conn_close(c, "enomem", 1);
     return;
   }
@@ -808,7 +775,8 @@ static int w_addr(gsi_buf *b, const struct sockaddr *a) {
     uv_ip4_name(s4, ip, sizeof ip);
     port = ntohs(s4->sin_port);
   }
-  return w_cstr(b, "ip") || w_cstr(b, ip) || w_cstr(b, "port") || w_int(b, port);
+  return gsi_wire_cstr(b, "ip") || gsi_wire_cstr(b, ip) || gsi_wire_cstr(b, "port") ||
+         gsi_wire_int(b, port);
 }
 
 static void on_udp_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *buf,
@@ -818,7 +786,7 @@ static void on_udp_recv(uv_udp_t *u, ssize_t n, const uv_buf_t *buf,
   (void)flags;
   if (n < 0 || addr == NULL || c->closing) return;
   if (w_event(&io->ob, "udp", c->id, 3) || w_addr(&io->ob, addr) ||
-      w_cstr(&io->ob, "data") || w_str(&io->ob, buf->base, (size_t)n))
+      gsi_wire_cstr(&io->ob, "data") || gsi_wire_str(&io->ob, buf->base, (size_t)n))
     return;
   if (!deliver_data(c)) {
     conn_close(c, "closed", 0);
@@ -1132,8 +1100,8 @@ static void do_name(io_t *io, io_conn *c, gsi_msg *m, const gsi_io_args *a) {
     return;
   }
   io->ob.len = 0;
-  if (w_byte(&io->ob, GSI_WIRE_MAGIC) || w_tagvar(&io->ob, GSI_T_TABLE, 0) ||
-      w_tagvar(&io->ob, -1, 2) || w_addr(&io->ob, (struct sockaddr *)&sa))
+  if (gsi_wire_byte(&io->ob, GSI_WIRE_MAGIC) || gsi_wire_tagvar(&io->ob, GSI_T_TABLE, 0) ||
+      gsi_wire_tagvar(&io->ob, -1, 2) || w_addr(&io->ob, (struct sockaddr *)&sa))
     return;
   reply_ob(io, m->from, m->ref);
 }

@@ -2,6 +2,7 @@
 ** mkseeds.c - writes the seed corpora of the fuzz targets:
 **   DIR/decode/NAME     real encodings (gsi_encode) of typical messages
 **   DIR/roundtrip/NAME  builder programs for roundtrip_fuzz.c
+**   DIR/wire/NAME       the decode seeds again, for wire_fuzz.c
 **
 **   make fuzz-seeds            (rewrites fuzz/corpus/; commit the result)
 **   build-fuzz/mkseeds DIR
@@ -131,6 +132,8 @@ int main (int argc, char **argv) {
   mkdirs(path);
   snprintf(path, sizeof(path), "%s/roundtrip", dir);
   mkdirs(path);
+  snprintf(path, sizeof(path), "%s/wire", dir);
+  mkdirs(path);
   for (i = 0; values[i].name != NULL; i++) {
     char chunk[512];
     snprintf(chunk, sizeof(chunk), "return %s", values[i].expr);
@@ -145,6 +148,7 @@ int main (int argc, char **argv) {
     }
     lua_settop(L, 0);
     writefile(dir, "decode", values[i].name, b.data, b.len);
+    writefile(dir, "wire", values[i].name, b.data, b.len);
     nd++;
   }
   for (i = 0; programs[i].name != NULL; i++) {

@@ -55,6 +55,7 @@ build = {
         "csrc/sched.c",
         "csrc/signal.c",
         "csrc/timer.c",
+        "csrc/wire.c",
       },
       defines = { "_GNU_SOURCE" },
       incdirs = { "csrc", "$(LIBUV_INCDIR)" },
