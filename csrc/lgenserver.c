@@ -785,6 +785,18 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
   }
 }
 
+/* The gen_server loop (lserver.c) is written in continuation style: when
+** next returns a message without yielding, the loop goes on by calling
+** its continuation, and so on for each message of the turn. An -O2 build
+** turns those calls into jumps, but an -O0/-O1 build (the sanitizer
+** builds among them) nests a few C frames per message: a server that
+** never waits (a flood in its mailbox, an idle run queue, a callback the
+** watchdog cannot preempt) went thousands of frames deep, enough for
+** ThreadSanitizer's 65,536-frame limit and near a thread's C stack. Only
+** a yield unwinds them, so next yields at least every NEXT_NEST_MAX
+** messages, even when nobody waits for a worker. */
+#define NEXT_NEST_MAX 64
+
 /* next([timeout [, system_only]]) */
 static int l_next(lua_State *L) {
   gsi_proc *p = self_of(L);
@@ -792,6 +804,13 @@ static int l_next(lua_State *L) {
   begin_wait(L, p, opt_deadline(L, 1, HUGE_VAL));
   lua_settop(L, 0);
   if (over_budget(L, p)) return lua_yieldk(L, 0, sysonly, next_k);
+  if (p->fg == NULL && ++p->nest >= NEXT_NEST_MAX) {
+    p->nest = 0;
+    if (L == p->L && lua_isyieldable(L)) {
+      p->want = GSI_W_YIELD;
+      return lua_yieldk(L, 0, sysonly, next_k);
+    }
+  }
   return next_k(L, LUA_OK, sysonly);
 }
 

@@ -1116,6 +1116,7 @@ void gsi_run(gsi_worker *w, gsi_proc *p) {
   int nargs = 0;
   atomic_store(&p->sched, GSI_RUNNING);
   p->budget = atomic_load_explicit(&p->rt->budget, memory_order_relaxed);
+  p->nest = 0;
   if (p->L == NULL && start_state(p, &nargs) != 0) {
     /* the state could not be set up: a cap too small for the state itself,
     ** out of memory, or the host's hook failed */
