@@ -42,8 +42,10 @@ describe("process.send_interval", function()
     process.receive(function(m) return type(m) == "table" and m.ref == ref end, 5000)
     local tref = process.send_interval(1, pid, "tick")
     local gone = false
-    for _ = 1, 2000 do
-      process.sleep(1)
+    -- each look cancels a live timer, so re-arm and sleep longer each time:
+    -- soon a sleep outlasts the interval and a tick finds the pid dead
+    for i = 1, 200 do
+      process.sleep(math.min(i, 200))
       if process.cancel_timer(tref) == false then gone = true break end
       tref = process.send_interval(1, pid, "tick") -- re-arm and look again
     end
@@ -58,8 +60,8 @@ describe("process.send_interval", function()
     assert.are.equal("named tick", process.receive(is_tick("named tick"), 5000))
     process.unregister(name)
     local gone = false
-    for _ = 1, 2000 do
-      process.sleep(1)
+    for i = 1, 200 do
+      process.sleep(math.min(i, 200)) -- longer each time: soon past the interval
       if process.cancel_timer(tref) == false then gone = true break end
       tref = process.send_interval(3, name, "named tick")
     end
