@@ -177,7 +177,16 @@ for id = 1, #inputs do
   end
 end
 
-local w = supervisor.count_children(supervisor.which_children(sup)[2].pid)
+-- The queue learnt of the last crash from its monitor; the workers'
+-- supervisor learns of it from its link, maybe a moment later, and then
+-- restarts the worker: give it that moment (bounded) before counting.
+local workers_sup = supervisor.which_children(sup)[2].pid
+local w
+for _ = 1, 500 do
+  w = supervisor.count_children(workers_sup)
+  if w.active == 3 then break end
+  process.sleep(10)
+end
 print(("workers still running: %d"):format(w.active))
 gs.stop(sup)
 print("done")
