@@ -48,6 +48,19 @@ static _Atomic int handler_installed;
 ** off: Lua's own rule; see the abandonment in pstate.c for that case.) */
 #define UNWIND_COUNT 1
 
+/* A process that has ended for everyone stops where it is: the body
+** yields with GSI_W_EXIT when it can, else the state is unwound
+** uncatchably (gsi_unwind does not return). */
+static void end_here(lua_State *L, gsi_proc *p) {
+  if (L == p->L && lua_isyieldable(L)) {
+    lua_sethook(L, NULL, 0, 0);
+    p->want = GSI_W_EXIT;
+    lua_yield(L, 0);
+    return;
+  }
+  gsi_unwind(L, p);
+}
+
 static void preempt_hook(lua_State *L, lua_Debug *ar) {
   gsi_worker *w = gsi_current_worker();
   gsi_proc *p;
@@ -56,13 +69,8 @@ static void preempt_hook(lua_State *L, lua_Debug *ar) {
     /* abandoned (see below), and back from where it was stuck: it has
     ** ended for everyone, so its code stops here, as a killed one's does */
     p = *(gsi_proc **)lua_getextraspace(L);
-    if (L == p->L && lua_isyieldable(L)) {
-      lua_sethook(L, NULL, 0, 0);
-      p->want = GSI_W_EXIT;
-      lua_yield(L, 0);
-      return;
-    }
-    gsi_unwind(L, p); /* does not return */
+    end_here(L, p);
+    return;
   }
   if (w == NULL || (p = atomic_load(&w->cur)) == NULL) {
     lua_sethook(L, NULL, 0, 0); /* stale: not in a turn any more */
@@ -71,13 +79,8 @@ static void preempt_hook(lua_State *L, lua_Debug *ar) {
   p->unwind = 0; /* a refusal left over from the last raise */
   if (atomic_load_explicit(&p->sigpend, memory_order_relaxed)) gsi_drain(p);
   if (p->dying) {
-    if (L == p->L && lua_isyieldable(L)) {
-      lua_sethook(L, NULL, 0, 0);
-      p->want = GSI_W_EXIT;
-      lua_yield(L, 0);
-      return;
-    }
-    gsi_unwind(L, p); /* does not return */
+    end_here(L, p);
+    return;
   }
   if (!lua_isyieldable(L)) return; /* inside a C call: try again later */
   lua_sethook(L, NULL, 0, 0);
