@@ -1267,13 +1267,27 @@ static void *loop_main(void *arg) {
 ** Dekker pair (wakers up, then stopped read; io_stop: stopped set, then
 ** wakers read; all seq_cst) means io_stop sees every push that saw
 ** stopped == 0, and waits for it before the loop closes its async handle. */
+/* Wake the loop after a push. libuv 1.44's uv_async_send first reads the
+** handle's pending flag with a plain load and returns if it is set; on
+** x86 that load may pass the push's last store (the link of the node), so
+** the loop could clear the flag, run on_wake, find the node not linked
+** yet (gsi_mpsc_pop's NULL), and nobody would wake it again: a command
+** lost until the next one (seen as a recv that never returned). A full
+** fence orders the link before the flag's read: either we see the flag
+** cleared and signal, or the loop's clearing (a full barrier) comes after
+** our link and its pop sees the node. */
+static void kick(io_t *io) {
+  atomic_thread_fence(memory_order_seq_cst);
+  uv_async_send(&io->wake);
+}
+
 static int io_wake(io_t *io, gsi_msg *m) {
   int ok;
   atomic_fetch_add(&io->wakers, 1);
   ok = !atomic_load(&io->stopped);
   if (ok) {
     gsi_mpsc_push(&io->q, m);
-    uv_async_send(&io->wake);
+    kick(io);
   }
   atomic_fetch_sub(&io->wakers, 1);
   if (!ok) gsi_msg_free(m);
@@ -1332,11 +1346,11 @@ static void io_stop(gsi_rt *rt) {
   while (atomic_load(&io->wakers) != 0) sched_yield();
   if ((m = gsi_msg_new(GSI_IO_STOP, 0, 0, NULL, 0)) != NULL) {
     gsi_mpsc_push(&io->q, m);
-    uv_async_send(&io->wake);
+    kick(io);
   } else {
     /* no memory for the command: stop from here, the loop sees it */
     uv_stop(&io->loop);
-    uv_async_send(&io->wake);
+    kick(io);
   }
   pthread_join(io->th, NULL);
   while ((m = gsi_mpsc_pop(&io->q)) != NULL) gsi_msg_free(m);
