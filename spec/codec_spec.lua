@@ -169,6 +169,17 @@ describe("codec", function()
       -- lost the hash keys that came before n in traversal order
       local t = { [0.25] = 0, [0] = 20, [1] = -0.25, [2] = 4284547588 }
       assert.are.same(t, rt(t))
+      -- small tables of integer and half keys near 1..n, one per seed
+      local function small_table(seed)
+        local u = {}
+        math.randomseed(seed)
+        for _ = 1, math.random(1, 12) do
+          local k = math.random(0, 6)
+          if math.random() < 0.3 then k = k + 0.5 end
+          u[k] = math.random(1, 1000)
+        end
+        return u
+      end
       -- a relay re-sends the table its decoder built (1..n in the hash part)
       local relay = process.spawn(function(parent)
         local P = require "genserver.process"
@@ -186,24 +197,12 @@ describe("codec", function()
       end
       assert.are.same(t, via(t))
       for seed = 1, 200 do
-        local u = {}
-        math.randomseed(seed)
-        for _ = 1, math.random(1, 12) do
-          local k = math.random(0, 6)
-          if math.random() < 0.3 then k = k + 0.5 end
-          u[k] = math.random(1, 1000)
-        end
+        local u = small_table(seed)
         assert.are.same(u, via(u))
       end
       process.send(relay, "stop")
       for seed = 1, 200 do
-        local u = {}
-        math.randomseed(seed)
-        for _ = 1, math.random(1, 12) do
-          local k = math.random(0, 6)
-          if math.random() < 0.3 then k = k + 0.5 end
-          u[k] = math.random(1, 1000)
-        end
+        local u = small_table(seed)
         assert.are.same(u, rt(u))
       end
     end)
