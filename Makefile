@@ -14,7 +14,7 @@
 #   make demo             deps + build, run the $(DEMOS) examples in-tree
 #   make docs             the HTML reference in build/docs (ldoc); fails on a warning
 #   make deps             check (and as root, apt-get install) the system packages
-#   make check-rockspec   the rockspec lists every csrc/*.c and lua/genserver module
+#   make check-rockspec   the rockspec lists every csrc/*/*.c and lua/genserver module
 #   make install PREFIX=… / make uninstall PREFIX=…   (DESTDIR honoured): the Lua
 #                         modules and core.so, the genserver command, the docs, the C API
 #   make clean / make clean-reliability
@@ -58,7 +58,8 @@ LDLIBS   = $(UV_LIBS) -lpthread -lm
 
 BUILD   ?= build
 OBJDIR  := $(BUILD)/obj
-SRCS    := $(sort $(wildcard csrc/*.c))
+# one folder per layer (docs/architecture.md): core, gen, api, io, lua
+SRCS    := $(sort $(wildcard csrc/*/*.c))
 OBJS    := $(patsubst csrc/%.c,$(OBJDIR)/%.o,$(SRCS))
 CORE_SO := $(BUILD)/genserver/core.so
 LIB_A   := $(BUILD)/libgenserver.a
@@ -113,7 +114,8 @@ FUZZ_CC      ?= clang
 FUZZ_TARGETS := decode roundtrip wire
 FUZZ_SAN     := -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_CFLAGS  ?= -g -O1 -fno-omit-frame-pointer
-FUZZ_SRCS    := csrc/codec.c csrc/ids.c csrc/wire.c
+FUZZ_SRCS    := csrc/core/codec.c csrc/core/ids.c csrc/core/wire.c
+FUZZ_HDRS    := csrc/core/codec.h csrc/core/ids.h csrc/core/wire.h
 
 BENCH_FLAGS    ?=
 BENCH_TCP_LOAD  = $(BUILD)/bench/tcp_load
@@ -163,18 +165,20 @@ $(FLAGS_STAMP): FORCE | $(OBJDIR)
 	@echo '$(CC) $(ALL_CFLAGS)' | cmp -s - $@ || echo '$(CC) $(ALL_CFLAGS)' > $@
 
 $(OBJDIR)/%.o: csrc/%.c $(FLAGS_STAMP) | $(OBJDIR)
+	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
 $(API_STAMP): FORCE | $(OBJDIR)
 	@echo '$(API_DEFS)' | cmp -s - $@ || echo '$(API_DEFS)' > $@
 
-$(OBJDIR)/api.o: csrc/api.c $(FLAGS_STAMP) $(API_STAMP) | $(OBJDIR)
+$(OBJDIR)/api/%.o: csrc/api/%.c $(FLAGS_STAMP) $(API_STAMP) | $(OBJDIR)
+	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(API_DEFS) -MMD -MP -c -o $@ $<
 
 # The Lua C module: no -llua, the symbols come from the interpreter.
 # luaopen_genserver_core must be exported despite -fvisibility=hidden.
 $(CORE_SO): $(OBJS) | $(BUILD)/genserver
-	@test -n "$(OBJS)" || { echo "error: no csrc/*.c to build" >&2; exit 1; }
+	@test -n "$(OBJS)" || { echo "error: no csrc/*/*.c to build" >&2; exit 1; }
 	$(CC) -shared $(LDFLAGS) -o $@.tmp $(OBJS) $(LDLIBS)
 	@nm -D --defined-only $@.tmp | grep -qw luaopen_genserver_core || { \
 	  echo "error: $@ does not export luaopen_genserver_core" \
@@ -182,12 +186,12 @@ $(CORE_SO): $(OBJS) | $(BUILD)/genserver
 	@mv -f $@.tmp $@
 
 $(LIB_A): $(OBJS)
-	@test -n "$(OBJS)" || { echo "error: no csrc/*.c to build" >&2; exit 1; }
+	@test -n "$(OBJS)" || { echo "error: no csrc/*/*.c to build" >&2; exit 1; }
 	@rm -f $@
 	$(AR) rcs $@ $(OBJS)
 
 $(LIB_SO): $(OBJS)
-	@test -n "$(OBJS)" || { echo "error: no csrc/*.c to build" >&2; exit 1; }
+	@test -n "$(OBJS)" || { echo "error: no csrc/*/*.c to build" >&2; exit 1; }
 	$(CC) -shared $(LDFLAGS) -Wl,-soname,$(SONAME) -o $@ $(OBJS) $(LUA_LIBS) $(LDLIBS)
 
 # C tests: spec/c/NAME.c -> $(BUILD)/test/NAME, linked with every core object.
@@ -199,11 +203,11 @@ $(BUILD)/test/%: $(OBJDIR)/test/%.o $(OBJS) | $(BUILD)/test
 
 -include $(OBJS:.o=.d) $(patsubst spec/c/%.c,$(OBJDIR)/test/%.d,$(ALL_CTESTS))
 
-$(FUZZ_BUILD)/%_fuzz: fuzz/%_fuzz.c fuzz/fuzz_common.h $(FUZZ_SRCS) csrc/codec.h csrc/ids.h csrc/wire.h | $(FUZZ_BUILD)
+$(FUZZ_BUILD)/%_fuzz: fuzz/%_fuzz.c fuzz/fuzz_common.h $(FUZZ_SRCS) $(FUZZ_HDRS) | $(FUZZ_BUILD)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -std=c11 -Wall -Wextra -D_GNU_SOURCE \
 	  $(LUA_CFLAGS) -Icsrc -Ifuzz -o $@ $< $(FUZZ_SRCS) $(LUA_LIBS) -lm
 
-$(FUZZ_BUILD)/mkseeds: fuzz/mkseeds.c $(FUZZ_SRCS) csrc/codec.h csrc/ids.h csrc/wire.h | $(FUZZ_BUILD)
+$(FUZZ_BUILD)/mkseeds: fuzz/mkseeds.c $(FUZZ_SRCS) $(FUZZ_HDRS) | $(FUZZ_BUILD)
 	$(CC) -O1 -g -std=c11 -Wall -Wextra -D_GNU_SOURCE $(LUA_CFLAGS) -Icsrc \
 	  -o $@ $< $(FUZZ_SRCS) $(LUA_LIBS) -lm
 
@@ -351,7 +355,7 @@ uninstall:
 # Also what `luarocks make` leaves in the tree (objects beside the sources, genserver/core.so).
 clean:
 	rm -rf '$(BUILD)' luacov.stats.out luacov.report.out
-	rm -f csrc/*.o genserver/core.so
+	rm -f csrc/*.o csrc/*/*.o genserver/core.so
 	-@rmdir genserver 2>/dev/null || true
 
 clean-reliability:

@@ -1,7 +1,7 @@
 /*
 ** decode_fuzz.c - libFuzzer target: gsi_decode on any bytes.
 **
-** The decoder's contract (csrc/codec.h): on any byte string it either
+** The decoder's contract (csrc/core/codec.h): on any byte string it either
 ** returns 0 with exactly one value pushed, or -1 with one error string
 ** pushed; it never raises, never crashes, never leaks, and never allocates
 ** far more than the input could describe. Input is untrusted
@@ -18,7 +18,7 @@
 */
 #include "fuzz_common.h"
 
-#include "codec.h"
+#include "core/codec.h"
 
 /* Inputs above this are cut (libFuzzer is also run with -max_len). */
 #define FUZZ_MAX_INPUT (64 * 1024)

@@ -23,8 +23,8 @@
 #include "lauxlib.h"
 #include "lualib.h"
 
-#include "codec.h"
-#include "ids.h"
+#include "core/codec.h"
+#include "core/ids.h"
 
 static const struct { const char *name, *expr; } values[] = {
   {"nil", "nil"},

@@ -45,7 +45,7 @@
 
 #include "fuzz_common.h"
 
-#include "codec.h"
+#include "core/codec.h"
 
 #define MAX_OPS 4096
 #define MAX_TABLES 512

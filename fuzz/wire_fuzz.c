@@ -1,6 +1,6 @@
 /*
 ** wire_fuzz.c - libFuzzer target: the Lua-free wire reader and writer
-** (csrc/wire.h) on any bytes.
+** (csrc/core/wire.h) on any bytes.
 **
 ** The input is taken as a whole message (header byte, then one value), as
 ** a C host's gs_reader sees it. Checked for every input:
@@ -22,8 +22,8 @@
 */
 #include "fuzz_common.h"
 
-#include "codec.h"
-#include "wire.h"
+#include "core/codec.h"
+#include "core/wire.h"
 
 /* Inputs above this are cut (libFuzzer is also run with -max_len). */
 #define FUZZ_MAX_INPUT (64 * 1024)

@@ -1,5 +1,5 @@
 /*
-** api_test.c - the public C API (csrc/genserver.h, csrc/api.c): runtime
+** api_test.c - the public C API (csrc/genserver.h, csrc/api/api.c): runtime
 ** life cycle, the state hook, start/call/cast/send/stop/whereis through a
 ** host lua_State, gs_msg and C strings, calls from many threads at once,
 ** every error code path, bound host states (gs_openlibs), and opening and

@@ -1,10 +1,10 @@
 /*
-** codec_test.c - the value codec (csrc/codec.c) and ids (csrc/ids.c).
+** codec_test.c - the value codec (csrc/core/codec.c) and ids (csrc/core/ids.c).
 ** Prints TAP; exits 0 iff every check passed.
 **
 ** Build and run from the repository root:
 **   gcc -std=c11 -Wall -Wextra -Werror -O2 -I/usr/include/lua5.4 -Icsrc \
-**       -o /tmp/codec_test spec/c/codec_test.c csrc/codec.c csrc/ids.c \
+**       -o /tmp/codec_test spec/c/codec_test.c csrc/core/codec.c csrc/core/ids.c \
 **       -llua5.4 -lm && /tmp/codec_test
 ** Sanitizers: the same with -O1 -g -fsanitize=address,undefined
 **   -fno-omit-frame-pointer instead of -O2. Under valgrind:
@@ -26,8 +26,8 @@
 #include "lauxlib.h"
 #include "lualib.h"
 
-#include "codec.h"
-#include "ids.h"
+#include "core/codec.h"
+#include "core/ids.h"
 
 static int ntest, nfail;
 

@@ -1,5 +1,5 @@
 /*
-** rel_mpsc_test.c - the mailbox queue (csrc/msg.c: Vyukov's intrusive MPSC
+** rel_mpsc_test.c - the mailbox queue (csrc/core/msg.c: Vyukov's intrusive MPSC
 ** queue) and the id vectors, hammered from several threads. Prints TAP;
 ** exits 0 iff every check passed.
 **
@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "core/internal.h"
 
 #define NPROD 4
 

@@ -6,7 +6,7 @@
 
 #include "lua.h"
 
-#include "internal.h"
+#include "core/internal.h"
 
 /* Kinds returned by core.next (the gen_server loop's receive). */
 enum { GSI_K_CALL = 1, GSI_K_CAST, GSI_K_INFO, GSI_K_SYSTEM };

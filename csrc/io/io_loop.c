@@ -38,7 +38,7 @@
 #include <uv.h>
 
 #include "io.h"
-#include "wire.h"
+#include "core/wire.h"
 
 #define IO_CHUNK_BITS 10
 #define IO_CHUNK (1u << IO_CHUNK_BITS)

@@ -30,10 +30,10 @@
 #include "lualib.h"
 
 #include "genserver.h"
-#include "ids.h"
-#include "wire.h"
-#include "internal.h"
-#include "lgenserver.h"
+#include "core/ids.h"
+#include "core/wire.h"
+#include "core/internal.h"
+#include "lua/lgenserver.h"
 
 /* runtime.c: a runtime from the public config */
 GSI_FUNC gsi_rt *gsi_rt_new_config(const gs_config *cfg);

@@ -10,8 +10,8 @@
 
 #include "lauxlib.h"
 
-#include "ids.h"
-#include "io.h"
+#include "core/ids.h"
+#include "io/io.h"
 #include "lgenserver.h"
 
 static uint64_t check_sock(lua_State *L, int idx) {

@@ -28,7 +28,7 @@
 
 #include "lauxlib.h"
 
-#include "internal.h"
+#include "core/internal.h"
 
 /* A refusal answer: a GSI_M_DOWN with this flag reads as false, reason in
 ** core.wait (lgenserver.c's answer_k defines the same value). */

@@ -29,9 +29,9 @@
 #include "lualib.h"
 
 #include "genserver.h"
-#include "ids.h"
-#include "internal.h"
-#include "io.h"
+#include "core/ids.h"
+#include "core/internal.h"
+#include "io/io.h"
 #include "lgenserver.h"
 
 

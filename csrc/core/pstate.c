@@ -12,7 +12,7 @@
 #include "lualib.h"
 
 #include "internal.h"
-#include "lgenserver.h"
+#include "lua/lgenserver.h"
 
 /* ---------------------------------------------------------- allocator */
 
