@@ -83,9 +83,7 @@ local function line_of(f)
   return debug.getinfo(f, "S").linedefined
 end
 
-local function contains(s, needle)
-  return type(s) == "string" and s:find(needle, 1, true) ~= nil
-end
+local contains = require("pr_util").contains
 
 local function assert_crash_reason(reason, message, line)
   assert.is_table(reason)

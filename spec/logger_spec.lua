@@ -18,16 +18,7 @@ local logger = require "genserver.logger"
 local supervisor = require "genserver.supervisor"
 local S = require "sup_util"
 
-local function contains(s, sub) return s:find(sub, 1, true) ~= nil end
-
-local function count(s, sub)
-  local n, i = 0, 1
-  while true do
-    local j = s:find(sub, i, true)
-    if not j then return n end
-    n, i = n + 1, j + #sub
-  end
-end
+local contains, count = require("pr_util").contains, require("pr_util").count
 
 -- Runs `body` in a child lua5.4 (same module paths), killed after `secs`
 -- seconds; returns its stdout and stderr together.

@@ -17,16 +17,7 @@ local runtime = require "genserver.runtime"
 local supervisor = require "genserver.supervisor"
 local U = require "pr_util"
 
-local function contains(s, sub) return s:find(sub, 1, true) ~= nil end
-
-local function count(s, sub)
-  local n, i = 0, 1
-  while true do
-    local j = s:find(sub, i, true)
-    if not j then return n end
-    n, i = n + 1, j + #sub
-  end
-end
+local contains, count = U.contains, U.count
 
 -- Runs a script in a child lua5.4 (killed after 20 s); returns its exit
 -- status (124: it had to be killed) and its stdout and stderr together.

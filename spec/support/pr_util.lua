@@ -6,6 +6,21 @@ local U = {}
 
 U.TIMEOUT = 5000 -- generous: only a failure ever waits this long
 
+--- Does string `s` contain `sub` (plainly, no patterns)? false for a non-string.
+function U.contains(s, sub)
+  return type(s) == "string" and s:find(sub, 1, true) ~= nil
+end
+
+--- How many times `sub` occurs in string `s` (plainly, not overlapping).
+function U.count(s, sub)
+  local n, i = 0, 1
+  while true do
+    local j = s:find(sub, i, true)
+    if not j then return n end
+    n, i = n + 1, j + #sub
+  end
+end
+
 --- Drops everything in the caller's mailbox.
 function U.flush()
   local n = 0
