@@ -38,6 +38,10 @@ build = {
       sources = {
         "csrc/api/api.c",
         "csrc/core/codec.c",
+        "csrc/core/codec_dec.c",
+        "csrc/core/codec_enc.c",
+        "csrc/core/codec_env.c",
+        "csrc/core/codec_fast.c",
         "csrc/core/ids.c",
         "csrc/core/lcoro.c",
         "csrc/core/modcache.c",

@@ -1,9 +1,10 @@
 /*
 ** wire.c - the codec's wire format (wire.h) read and written without Lua:
 ** for the C API's value builder and reader, the I/O layer's inbound
-** messages, and the wire fuzz target. codec.c has its own, faster paths
-** from and to Lua values; this module must agree with it byte for byte
-** (fuzz/wire_fuzz.c checks what it reads against gsi_decode).
+** messages, and the wire fuzz target. The codec (codec*.c) has its own,
+** faster paths from and to Lua values; this module must agree with it
+** byte for byte (fuzz/wire_fuzz.c checks what it reads against
+** gsi_decode).
 */
 #include <stdlib.h>
 #include <string.h>

@@ -1,11 +1,11 @@
 /*
 ** wire.h - the codec's wire format read and written without Lua.
 **
-** codec.c turns Lua values into these bytes and back; this module is for
-** code that builds or inspects messages with no Lua state at hand: the C
-** API's value builder and reader (api.c), the I/O layer's inbound socket
-** messages (io_loop.c), and the wire fuzz target (fuzz/wire_fuzz.c). It
-** includes no Lua header. The format itself is described below.
+** The codec (codec.h) turns Lua values into these bytes and back; this
+** module is for code that builds or inspects messages with no Lua state
+** at hand: the C API's value builder and reader (api.c), the I/O layer's
+** inbound socket messages (io_loop.c), and the wire fuzz target
+** (fuzz/wire_fuzz.c). It includes no Lua header. The format itself is described below.
 */
 #ifndef GS_WIRE_H
 #define GS_WIRE_H

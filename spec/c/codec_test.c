@@ -1,10 +1,12 @@
 /*
-** codec_test.c - the value codec (csrc/core/codec.c) and ids (csrc/core/ids.c).
+** codec_test.c - the value codec (csrc/core/codec*.c) and ids (csrc/core/ids.c).
 ** Prints TAP; exits 0 iff every check passed.
 **
 ** Build and run from the repository root:
 **   gcc -std=c11 -Wall -Wextra -Werror -O2 -I/usr/include/lua5.4 -Icsrc \
-**       -o /tmp/codec_test spec/c/codec_test.c csrc/core/codec.c csrc/core/ids.c \
+**       -o /tmp/codec_test spec/c/codec_test.c csrc/core/codec.c \
+**       csrc/core/codec_fast.c csrc/core/codec_enc.c csrc/core/codec_env.c \
+**       csrc/core/codec_dec.c csrc/core/ids.c csrc/core/wire.c \
 **       -llua5.4 -lm && /tmp/codec_test
 ** Sanitizers: the same with -O1 -g -fsanitize=address,undefined
 **   -fno-omit-frame-pointer instead of -O2. Under valgrind:
