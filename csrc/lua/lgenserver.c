@@ -31,8 +31,8 @@
 #include "genserver.h"
 #include "core/ids.h"
 #include "core/internal.h"
-#include "io/io.h"
 #include "lgenserver.h"
+#include "lio.h"
 
 
 static const char PROC_KEY = 'p';      /* registry: this state's process */

@@ -1,18 +1,19 @@
 /*
 ** lio.c - genserver.core's io_* functions: the Lua face of the I/O layer
-** (io.h). They never wait themselves: an operation that waits returns a
+** (io/io.h). They never wait themselves: an operation that waits returns a
 ** ref, pending in the caller, that genserver.tcp / genserver.udp wait on
 ** with core.wait (which yields a process and blocks a foreign thread, and
 ** lets exit signals through). Nothing here raises while a command is half
-** built: arguments are checked first.
+** built: arguments are checked first, then the layer builds and sends the
+** command, and its result becomes Lua values (result).
 */
 #include <string.h>
 
 #include "lauxlib.h"
 
-#include "core/ids.h"
 #include "io/io.h"
 #include "lgenserver.h"
+#include "lio.h"
 
 static uint64_t check_sock(lua_State *L, int idx) {
   uint64_t id;
@@ -131,60 +132,52 @@ static void parse_opts(lua_State *L, int idx, gsi_io_opts *o) {
   lua_pop(L, 1);
 }
 
-/* Send a command to the loop; with want_ref, register its answer's ref as
-** pending first (so the answer cannot arrive before it is expected) and
-** push it. Returns the ref (0 without want_ref). Raises only before
-** anything is sent. */
-static uint64_t command(lua_State *L, int kind, const gsi_io_args *a,
-                        const void *data, size_t len, int want_ref) {
-  gsi_proc *p = gsi_lua_self(L);
-  gsi_rt *rt = p->rt;
-  uint64_t ref = 0;
-  gsi_msg *m;
-  gsi_buf *b = &gsi_scratch_get()->buf;
-  /* args then data, built in the thread's scratch and copied once into
-  ** the command's node */
-  b->len = 0;
-  if (gsi_buf_reserve(b, sizeof *a + len) != 0) luaL_error(L, "genserver: out of memory");
-  memcpy(b->data, a, sizeof *a);
-  if (len > 0) memcpy(b->data + sizeof *a, data, len);
-  b->len = sizeof *a + len;
-  m = gsi_msg_new(kind, gsi_proc_pid(p), 0, b->data, b->len);
-  if (b->cap > (1u << 20)) gsi_buf_free(b); /* do not keep a huge scratch */
-  if (m == NULL) luaL_error(L, "genserver: out of memory");
-  if (want_ref) {
-    ref = gsi_new_ref(rt);
-    if (gsi_pending_add(p, ref, 0) != 0) {
-      gsi_msg_free(m);
-      luaL_error(L, "genserver: out of memory");
-    }
-    m->ref = ref;
-  }
-  if (gsi_io_command(rt, m) != 0) {
-    if (want_ref) gsi_pending_remove(p, ref, NULL);
-    luaL_error(L, "genserver: cannot start the I/O loop");
-  }
-  return ref;
+/* The start of an io_* function: its arguments zeroed and, with sidx > 0,
+** the socket at sidx checked into them. */
+static gsi_io_args *args_of(lua_State *L, gsi_io_args *a, int sidx) {
+  memset(a, 0, sizeof *a);
+  if (sidx > 0) a->sock = check_sock(L, sidx);
+  return a;
 }
 
-static int push_ref(lua_State *L, uint64_t ref) {
-  gsi_pushref(L, ref);
-  return 1;
-}
-
-static int fail(lua_State *L, const char *why) {
+/* An I/O result (io.h) as Lua values: the ref to wait on (ref != 0) or
+** true; nil, reason; out of memory and a loop that cannot start raise. */
+static int result(lua_State *L, int rc, uint64_t ref) {
+  const char *why;
+  switch (rc) {
+  case GSI_IO_OK:
+    if (ref != 0) gsi_pushref(L, ref);
+    else lua_pushboolean(L, 1);
+    return 1;
+  case GSI_IO_ENOMEM: return luaL_error(L, "genserver: out of memory");
+  case GSI_IO_ENOLOOP: return luaL_error(L, "genserver: cannot start the I/O loop");
+  case GSI_IO_ENOTCONN: why = "enotconn"; break;
+  case GSI_IO_EMSGSIZE: why = "emsgsize"; break;
+  case GSI_IO_EINVAL: why = "einval"; break;
+  case GSI_IO_ENOTOWNER: why = "not_owner"; break;
+  default: why = "closed"; break;
+  }
   lua_pushnil(L);
   lua_pushstring(L, why);
   return 2;
 }
 
+/* Send command `kind` with arguments a for the caller: with want_ref,
+** return the ref its answer comes with (pending in the caller), else
+** true. */
+static int request(lua_State *L, int kind, const gsi_io_args *a, int want_ref) {
+  uint64_t ref = 0;
+  int rc = gsi_io_request(gsi_lua_self(L), kind, a, want_ref ? &ref : NULL);
+  return result(L, rc, ref);
+}
+
 /* io_listen(port, opts) -> ref */
 static int l_io_listen(lua_State *L) {
   gsi_io_args a;
-  memset(&a, 0, sizeof a);
+  args_of(L, &a, 0);
   a.a = check_port(L, 1);
   parse_opts(L, 2, &a.opts);
-  return push_ref(L, command(L, GSI_IO_LISTEN, &a, NULL, 0, 1));
+  return request(L, GSI_IO_LISTEN, &a, 1);
 }
 
 /* io_connect(ip, port, opts, timeout) -> ref */
@@ -192,152 +185,107 @@ static int l_io_connect(lua_State *L) {
   gsi_io_args a;
   size_t n;
   const char *ip = luaL_checklstring(L, 1, &n);
-  memset(&a, 0, sizeof a);
+  args_of(L, &a, 0);
   a.a = check_port(L, 2);
   parse_opts(L, 3, &a.opts);
   a.b = opt_timeout(L, 4);
   luaL_argcheck(L, n > 0 && n < sizeof a.opts.ip, 1, "address too long");
   memcpy(a.opts.ip, ip, n + 1);
-  return push_ref(L, command(L, GSI_IO_CONNECT, &a, NULL, 0, 1));
+  return request(L, GSI_IO_CONNECT, &a, 1);
 }
 
 /* io_accept(ls, timeout) -> ref */
 static int l_io_accept(lua_State *L) {
   gsi_io_args a;
-  memset(&a, 0, sizeof a);
-  a.sock = check_sock(L, 1);
+  args_of(L, &a, 1);
   a.b = opt_timeout(L, 2);
-  return push_ref(L, command(L, GSI_IO_ACCEPT, &a, NULL, 0, 1));
+  return request(L, GSI_IO_ACCEPT, &a, 1);
 }
 
 /* io_recv(s, n, timeout) -> ref */
 static int l_io_recv(lua_State *L) {
   gsi_io_args a;
   lua_Integer n;
-  memset(&a, 0, sizeof a);
-  a.sock = check_sock(L, 1);
+  args_of(L, &a, 1);
   n = luaL_optinteger(L, 2, 0);
   luaL_argcheck(L, n >= 0, 2, "byte count must be >= 0");
   a.a = n;
   a.b = opt_timeout(L, 3);
-  return push_ref(L, command(L, GSI_IO_RECV, &a, NULL, 0, 1));
+  return request(L, GSI_IO_RECV, &a, 1);
 }
 
 /* io_send(s, data) -> true | ref (wait for it) | nil, reason */
 static int l_io_send(lua_State *L) {
   size_t len;
-  const char *data;
-  gsi_io_wr w;
-  gsi_proc *p = gsi_lua_self(L);
   uint64_t sock = check_sock(L, 1), ref;
-  int rc;
-  data = luaL_checklstring(L, 2, &len);
-  /* pending before the command exists (its answer may come at once); it
-  ** is forgotten again if the send does not wait */
-  ref = gsi_new_ref(p->rt);
-  if (gsi_pending_add(p, ref, 0) != 0) luaL_error(L, "genserver: out of memory");
-  rc = gsi_io_write(p->rt, sock, gsi_proc_pid(p), ref, data, len, &w);
-  if (rc == GSI_IO_W_QUEUE && w.waiting) return push_ref(L, ref);
-  gsi_pending_remove(p, ref, NULL);
-  switch (rc) {
-  case GSI_IO_W_DONE:
-  case GSI_IO_W_QUEUE: lua_pushboolean(L, 1); return 1;
-  case GSI_IO_W_NOTCONN: return fail(L, "enotconn");
-  case GSI_IO_W_EMSGSIZE: return fail(L, "emsgsize");
-  case GSI_IO_W_NOMEM: return luaL_error(L, "genserver: out of memory");
-  default: return fail(L, gsi_io_closed_reason(p->rt, sock));
+  const char *data = luaL_checklstring(L, 2, &len);
+  gsi_proc *p = gsi_lua_self(L);
+  int rc = gsi_io_send(p, sock, data, len, &ref);
+  if (rc == GSI_IO_ECLOSED) { /* the reason it ended with */
+    lua_pushnil(L);
+    lua_pushstring(L, gsi_io_closed_reason(p, sock));
+    return 2;
   }
+  return result(L, rc, ref);
 }
 
 /* io_close(s) -> ref (answered once it is closed) */
 static int l_io_close(lua_State *L) {
   gsi_io_args a;
-  memset(&a, 0, sizeof a);
-  a.sock = check_sock(L, 1);
-  return push_ref(L, command(L, GSI_IO_CLOSE, &a, NULL, 0, 1));
+  return request(L, GSI_IO_CLOSE, args_of(L, &a, 1), 1);
 }
 
 /* io_shutdown(s, "write") -> true */
 static int l_io_shutdown(lua_State *L) {
   gsi_io_args a;
   static const char *const how[] = {"write", NULL};
-  memset(&a, 0, sizeof a);
-  a.sock = check_sock(L, 1);
+  args_of(L, &a, 1);
   luaL_checkoption(L, 2, "write", how);
-  command(L, GSI_IO_SHUTDOWN, &a, NULL, 0, 0);
-  lua_pushboolean(L, 1);
-  return 1;
+  return request(L, GSI_IO_SHUTDOWN, &a, 0);
 }
 
 /* io_setopts(s, opts) -> true | nil, reason */
 static int l_io_setopts(lua_State *L) {
   gsi_io_args a;
-  gsi_proc *p = gsi_lua_self(L);
-  memset(&a, 0, sizeof a);
-  a.sock = check_sock(L, 1);
+  args_of(L, &a, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
   parse_opts(L, 2, &a.opts);
-  if (gsi_io_peek(p->rt, a.sock, NULL, NULL) != 0) return fail(L, "closed");
-  /* the mark holds for this caller's next send already */
-  if (a.opts.high_watermark > 0) gsi_io_set_hwm(p->rt, a.sock, a.opts.high_watermark);
-  if (a.opts.packet >= 0) gsi_io_set_packet(p->rt, a.sock, a.opts.packet);
-  command(L, GSI_IO_SETOPTS, &a, NULL, 0, 0);
-  lua_pushboolean(L, 1);
-  return 1;
+  return result(L, gsi_io_setopts(gsi_lua_self(L), a.sock, &a.opts), 0);
 }
 
 /* io_controlling_process(s, pid) -> true | nil, reason */
 static int l_io_controlling_process(lua_State *L) {
   uint64_t sock = check_sock(L, 1), to;
-  gsi_proc *p = gsi_lua_self(L);
   if (!gsi_topid(L, 2, &to)) luaL_typeerror(L, 2, "pid");
-  switch (gsi_io_set_owner(p->rt, sock, gsi_proc_pid(p), to)) {
-  case 0: break;
-  case -2: return fail(L, "not_owner");
-  default: return fail(L, "closed");
-  }
-  lua_pushboolean(L, 1);
-  return 1;
+  return result(L, gsi_io_set_owner(gsi_lua_self(L), sock, to), 0);
 }
 
 /* io_name(s, peer) -> ref */
 static int l_io_name(lua_State *L) {
   gsi_io_args a;
-  memset(&a, 0, sizeof a);
-  a.sock = check_sock(L, 1);
+  args_of(L, &a, 1);
   a.a = lua_toboolean(L, 2);
-  return push_ref(L, command(L, GSI_IO_NAME, &a, NULL, 0, 1));
+  return request(L, GSI_IO_NAME, &a, 1);
 }
 
 /* io_udp_open(port, opts) -> ref */
 static int l_io_udp_open(lua_State *L) {
   gsi_io_args a;
-  memset(&a, 0, sizeof a);
+  args_of(L, &a, 0);
   a.a = check_port(L, 1);
   parse_opts(L, 2, &a.opts);
-  return push_ref(L, command(L, GSI_IO_UDP_OPEN, &a, NULL, 0, 1));
+  return request(L, GSI_IO_UDP_OPEN, &a, 1);
 }
 
 /* io_udp_send(s, ip, port, data) -> true | nil, reason */
 static int l_io_udp_send(lua_State *L) {
-  gsi_io_args a;
   size_t n, len;
-  const char *ip, *data;
-  gsi_proc *p = gsi_lua_self(L);
-  int kind;
-  memset(&a, 0, sizeof a);
-  a.sock = check_sock(L, 1);
-  ip = luaL_checklstring(L, 2, &n);
-  a.a = check_port(L, 3);
-  data = luaL_checklstring(L, 4, &len);
-  luaL_argcheck(L, n > 0 && n < sizeof a.opts.ip, 2, "address too long");
-  if (len > 65507) return fail(L, "emsgsize");
-  memcpy(a.opts.ip, ip, n + 1);
-  if (gsi_io_peek(p->rt, a.sock, NULL, &kind) != 0) return fail(L, "closed");
-  if (kind != GSI_SK_UDP) return fail(L, "einval");
-  command(L, GSI_IO_UDP_SEND, &a, data, len, 0);
-  lua_pushboolean(L, 1);
-  return 1;
+  uint64_t sock = check_sock(L, 1);
+  const char *ip = luaL_checklstring(L, 2, &n);
+  int port = check_port(L, 3);
+  const char *data = luaL_checklstring(L, 4, &len);
+  luaL_argcheck(L, n > 0 && n < GSI_IO_IPLEN, 2, "address too long");
+  return result(L, gsi_io_udp_send(gsi_lua_self(L), sock, ip, port, data, len), 0);
 }
 
 /* is_socket(v) -> boolean */
