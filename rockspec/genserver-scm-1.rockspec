@@ -61,6 +61,7 @@ build = {
         "csrc/io/io_tcp.c",
         "csrc/io/io_udp.c",
         "csrc/lua/lgenserver.c",
+        "csrc/lua/linit.c",
         "csrc/lua/lio.c",
         "csrc/lua/lserver.c",
       },

@@ -33,14 +33,7 @@
 #include "core/ids.h"
 #include "core/wire.h"
 #include "core/internal.h"
-#include "lua/lgenserver.h"
-
-/* runtime.c: a runtime from the public config */
-GSI_FUNC gsi_rt *gsi_rt_new_config(const gs_config *cfg);
-/* for luaopen_genserver_core: the runtime a host state is bound to, and
-** the core of a runtime (the Lua default runtime is a gs_runtime) */
-GSI_FUNC gsi_rt *gsi_host_rt(lua_State *L);
-GSI_FUNC gsi_rt *gsi_api_core(gs_runtime *rt);
+#include "api/api.h"
 
 /* The body of every gen_server process and its arguments, as
 ** lua/genserver/init.lua's do_start spawns it: body(module, arg, opts),
@@ -1619,8 +1612,12 @@ int gs_runtime_stats(gs_runtime *rt, gs_stats *st) {
 
 /* ---------------------------------------------------- open, stop, close */
 
-int gs_runtime_open(gs_runtime **out, const gs_config *cfg) {
+/* gs_runtime_open with the hooks of the face above (lua/linit.c gives the
+** binding's): the API adds its own state hook and its datum (the
+** gs_runtime, which gsi_api_of finds again from the core). */
+int gsi_api_open(gs_runtime **out, const gs_config *cfg, const gsi_face *face) {
   gs_config defaults;
+  gsi_rt_config rc_cfg;
   gs_runtime *rt;
   int rc;
   if (out == NULL) return fail(GS_EINVAL, "gs_runtime_open: NULL result pointer");
@@ -1631,7 +1628,18 @@ int gs_runtime_open(gs_runtime **out, const gs_config *cfg) {
   }
   if ((rc = check_config(cfg)) != 0) return rc;
   if ((rt = calloc(1, sizeof *rt)) == NULL) return fail(GS_ENOMEM, "out of memory");
-  if ((rc = make_paths(rt, cfg)) != 0 || (rt->core = gsi_rt_new_config(cfg)) == NULL) {
+  rt->hook = cfg->state_hook;
+  rt->hook_ud = cfg->state_hook_ud;
+  memset(&rc_cfg, 0, sizeof rc_cfg);
+  rc_cfg.workers = cfg->workers;
+  rc_cfg.max_procs = cfg->max_processes;
+  rc_cfg.max_depth = cfg->max_depth;
+  rc_cfg.max_size = cfg->max_message_size;
+  rc_cfg.budget = cfg->budget;
+  if (face != NULL) rc_cfg.face = *face;
+  rc_cfg.face.state_hook = rt->hook != NULL ? state_hook : NULL;
+  rc_cfg.face.ud = rt; /* before any thread sees the core */
+  if ((rc = make_paths(rt, cfg)) != 0 || (rt->core = gsi_rt_new(&rc_cfg)) == NULL) {
     free(rt->path);
     free(rt->cpath);
     free(rt);
@@ -1644,13 +1652,6 @@ int gs_runtime_open(gs_runtime **out, const gs_config *cfg) {
     free(rt->cpath);
     free(rt);
     return fail(GS_ELIMIT, "no thread-specific key left (too many runtimes open)");
-  }
-  rt->core->api = rt; /* before any thread sees the core */
-  rt->hook = cfg->state_hook;
-  rt->hook_ud = cfg->state_hook_ud;
-  if (rt->hook != NULL) {
-    rt->core->state_hook = state_hook;
-    rt->core->state_hook_ud = rt;
   }
   rt->serial = atomic_fetch_add(&next_serial, 1);
   pthread_mutex_init(&rt->life_mu, NULL);
@@ -1761,12 +1762,14 @@ int gs_runtime_close(gs_runtime *rt, int timeout_ms) {
 
 gsi_rt *gsi_api_core(gs_runtime *rt) { return rt->core; }
 
-gsi_rt *gsi_host_rt(lua_State *L) {
+gs_runtime *gsi_api_of(gsi_rt *core) { return core->face.ud; }
+
+gs_runtime *gsi_host_api(lua_State *L) {
   gs_runtime *rt;
   lua_rawgetp(L, LUA_REGISTRYINDEX, &BOUND_KEY);
   rt = lua_touserdata(L, -1);
   lua_pop(L, 1);
-  return rt != NULL ? rt->core : NULL;
+  return rt;
 }
 
 /* A package searcher for genserver's own Lua modules ("genserver",
@@ -1819,8 +1822,10 @@ static int bind_state(lua_State *L) {
   }
   /* this library's genserver.core, not a copy found on package.cpath */
   luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-  lua_pushcfunction(L, luaopen_genserver_core);
-  lua_setfield(L, -2, "genserver.core");
+  if (rt->core->face.open_core != NULL) {
+    lua_pushcfunction(L, rt->core->face.open_core);
+    lua_setfield(L, -2, "genserver.core");
+  }
   lua_getglobal(L, LUA_LOADLIBNAME);
   if (lua_type(L, -1) == LUA_TTABLE && lua_getfield(L, -1, "searchers") == LUA_TTABLE) {
     lua_pushstring(L, rt->path);

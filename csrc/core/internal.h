@@ -24,13 +24,8 @@
 #include "lua.h"
 
 #include "codec.h"
+#include "core.h"
 
-#define GSI_FUNC __attribute__((visibility("hidden"))) extern
-
-typedef struct gsi_rt gsi_rt;
-typedef struct gsi_proc gsi_proc;
-typedef struct gsi_msg gsi_msg;
-typedef struct gsi_worker gsi_worker;
 typedef struct gsi_modcache gsi_modcache;
 typedef struct gsi_paths gsi_paths;
 typedef struct gsi_fcache gsi_fcache;
@@ -508,16 +503,13 @@ typedef struct gsi_runq {
 typedef struct gsi_timers gsi_timers;
 typedef struct gsi_names gsi_names;
 
-struct gs_runtime;
-
 #define GSI_BOOT_HINTS 64 /* a power of two */
 
 struct gsi_rt {
   uint64_t serial; /* unique per runtime ever created in this process */
-  /* The public face (api.c's gs_runtime) this core belongs to: set by
-  ** gs_runtime_open before anything else sees the core, then read-only.
-  ** The binding reaches the public API through it (lgenserver.c). */
-  struct gs_runtime *api;
+  /* the hooks of the faces above the core (core.h), set at creation,
+  ** read-only after */
+  gsi_face face;
   int nworkers;
   uint32_t max_procs;
   /* Codec limits: configure() may change them while workers encode and
@@ -570,8 +562,6 @@ struct gsi_rt {
   void *_Atomic io;
   void (*_Atomic io_down)(gsi_rt *rt, uint64_t pid);
   void (*_Atomic io_stop)(gsi_rt *rt);
-  void (*state_hook)(lua_State *L, void *ud);
-  void *state_hook_ud;
   pthread_mutex_t life_mu; /* guards start/stop of threads */
   pthread_cond_t life_cv;  /* signalled when `live` reaches 0 */
 };
@@ -636,7 +626,7 @@ GSI_FUNC const char *gsi_paths_cpath(const gsi_paths *e);
 /* Give p's cached free blocks back to malloc (owner; on hibernation). */
 GSI_FUNC void gsi_proc_trim(gsi_proc *p);
 
-/* The codec's builtin hook for the runtime's states (pstate.c): in a
+/* The codec's builtin hook for the runtime's states (plibs.c): in a
 ** process state, genserver.core's functions without its table, and base
 ** functions not yet put in _G (they are put there on first use). */
 GSI_FUNC lua_CFunction gsi_state_builtin(lua_State *L, const char *module,
@@ -660,10 +650,17 @@ GSI_FUNC void gsi_foreign_reset(gsi_rt *rt);
 GSI_FUNC void gsi_foreign_exit(gsi_proc *p, const void *reason, size_t len,
                                int normal);
 
-/* api.c: the calling thread's foreign process in rt, as the public API
-** knows it (a runtime closed and another opened at the same address is
-** told apart; the process ends when the thread exits), or NULL at the
-** process limit. Not on a worker thread of rt. */
-GSI_FUNC gsi_proc *gsi_api_foreign(struct gs_runtime *rt);
+/* Message handler for code whose crash becomes an exit reason (a process
+** body, gen_server callbacks; pstate.c): it records the error and the
+** traceback taken where it was raised, and lets the error through
+** unchanged, since it also runs for errors that get caught (load()
+** inherits it while it compiles). */
+GSI_FUNC int gsi_crash_msgh(lua_State *L);
+/* Push the traceback gsi_crash_msgh took for the error at idx and return
+** 1; return 0, pushing nothing, if that error is not the one it saw. */
+GSI_FUNC int gsi_crash_traceback(lua_State *L, int idx);
+/* require(name) in a process state's boot path (pstate.c): a module the
+** runtime compiled before comes from its module cache. */
+GSI_FUNC int gsi_require(lua_State *L);
 
 #endif

@@ -12,7 +12,6 @@
 #include "lualib.h"
 
 #include "internal.h"
-#include "lua/lgenserver.h"
 
 /* ---------------------------------------------------------- allocator */
 
@@ -301,6 +300,14 @@ static void fc_empty(gsi_proc *p) {
 
 void gsi_proc_trim(gsi_proc *p) { fc_empty(p); }
 
+static void *palloc(void *ud, void *ptr, size_t osize, size_t nsize);
+
+/* The marker of a process state is its allocator (core.h). */
+gsi_proc *gsi_state_proc(lua_State *L) {
+  void *ud;
+  return lua_getallocf(L, &ud) == palloc ? ud : NULL;
+}
+
 static void *palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   gsi_proc *p = ud;
   void *np;
@@ -457,18 +464,16 @@ static int push_base(lua_State *L, const char *k, int sandbox) {
 
 lua_CFunction gsi_state_builtin(lua_State *L, const char *module, size_t lm,
                                 const char *field, size_t lf) {
-  int proc;
+  gsi_proc *p = gsi_state_proc(L);
+  if (p == NULL) return NULL; /* a host's state: no lazy _G, no light core */
   if (!lua_checkstack(L, 5)) return NULL;
-  proc = lua_rawgetp(L, LUA_REGISTRYINDEX, &gsi_codec_require_key) == LUA_TFUNCTION;
-  lua_pop(L, 1);
-  if (!proc) return NULL; /* a host's state: no lazy _G, no light core */
   if (lm == sizeof LUA_GNAME - 1 && memcmp(module, LUA_GNAME, lm) == 0) {
     lua_pushglobaltable(L);
     lua_pushlstring(L, field, lf);
     lua_pushvalue(L, -1);
     if (lua_rawget(L, -3) == LUA_TNIL) { /* not used here yet: put it in _G */
       lua_pop(L, 1);
-      if (push_base(L, lua_tostring(L, -1), proc_of(L)->sandbox)) {
+      if (push_base(L, lua_tostring(L, -1), p->sandbox)) {
         lua_rawset(L, -3);
       } else {
         lua_pop(L, 1);
@@ -482,7 +487,10 @@ lua_CFunction gsi_state_builtin(lua_State *L, const char *module, size_t lm,
     }
     return NULL; /* the usual lookup finds it now */
   }
-  return gsi_core_builtin(L, module, lm, field, lf);
+  {
+    const gsi_face *f = &p->rt->face;
+    return f->builtin != NULL ? f->builtin(L, module, lm, field, lf) : NULL;
+  }
 }
 
 /* _G's __index: the first use of `print`, `table`, `os`, ... puts that
@@ -676,8 +684,10 @@ static void open_package(lua_State *L) {
     lua_pushcfunction(L, r->func);
     lua_setfield(L, -2, r->name);
   }
-  lua_pushcfunction(L, luaopen_genserver_core);
-  lua_setfield(L, -2, "genserver.core");
+  if (p->rt->face.open_core != NULL) {
+    lua_pushcfunction(L, p->rt->face.open_core);
+    lua_setfield(L, -2, "genserver.core");
+  }
   lua_pop(L, 1);
   if (p->sandbox) {
     sandbox_package(L);
@@ -869,7 +879,9 @@ static int boot_done(lua_State *L, int status, lua_KContext ctx) {
     p->crashed = 1; /* the error on top; see make_reason */
     /* reported as Erlang does for a process that crashed; not a kill,
     ** max_heap or out of memory (finish() gives those their reasons) */
-    if (status == LUA_ERRRUN && !p->dying && !p->heap_exceeded) gsi_report_crash(L, -1);
+    if (status == LUA_ERRRUN && !p->dying && !p->heap_exceeded &&
+        p->rt->face.report_crash != NULL)
+      p->rt->face.report_crash(L, -1);
     return 1;
   }
   return lua_gettop(L) - 1; /* above the handler */
@@ -901,7 +913,6 @@ static int setup_state(lua_State *L) {
   ** Growing now, early in the boot arena, lets the old stack's block be
   ** reused by what follows instead of becoming a hole late in the boot. */
   if (p->start_ref != 0) lua_checkstack(L, 90);
-  gsi_bind_process_state(L, p);
   open_libs(L, p->sandbox);
   if (read_u32(&s, e, &n) || (uint32_t)(e - s) < n)
     return luaL_error(L, "malformed spawn message");
@@ -915,7 +926,7 @@ static int setup_state(lua_State *L) {
   p->paths = gsi_paths_get(p->rt->mods, (const char *)path, plen, (const char *)s, n);
   if (p->paths == NULL) return luaL_error(L, "not enough memory");
   s += n;
-  if (p->rt->state_hook) p->rt->state_hook(L, p->rt->state_hook_ud);
+  if (p->rt->face.state_hook) p->rt->face.state_hook(L, p->rt->face.ud);
   luaL_checkstack(L, 4, "spawn");
   lua_pushcfunction(L, boot);
   if (gsi_decode_raw(L, s, (size_t)(e - s), gsi_limits_of(p)) != 0) {
@@ -1261,3 +1272,4 @@ void gsi_foreign_reset(gsi_rt *rt) {
   fg_entry *e = fg_find(rt);
   if (e != NULL) e->rt = NULL;
 }
+

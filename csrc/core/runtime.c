@@ -7,7 +7,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "genserver.h"
 #include "internal.h"
 
 #define DEFAULT_MAX_PROCS (1u << 22)
@@ -22,29 +21,25 @@ static int default_workers(void) {
   return (int)n;
 }
 
-/* A runtime from a public config (csrc/genserver.h; NULL or 0 fields mean
-** the defaults). The caller (api.c) has checked the ranges, and sets the
-** state hook. (The Lua default runtime is a gs_runtime too.) */
-gsi_rt *gsi_rt_new_config(const gs_config *cfg);
-gsi_rt *gsi_rt_new_config(const gs_config *cfg) {
+/* A runtime from its settings (core.h; 0 fields mean the defaults). The
+** caller (api.c) has checked the ranges. */
+gsi_rt *gsi_rt_new(const gsi_rt_config *cfg) {
   static _Atomic uint64_t serials = 1;
   gsi_rt *rt = calloc(1, sizeof *rt);
   uint32_t max_procs = DEFAULT_MAX_PROCS;
   if (rt == NULL) return NULL;
   rt->serial = atomic_fetch_add(&serials, 1);
   /* slot 0 is never used: n processes need n + 1 slots */
-  if (cfg != NULL && cfg->max_processes > 0) max_procs = cfg->max_processes + 1;
-  rt->nworkers = cfg != NULL && cfg->workers > 0 ? cfg->workers : default_workers();
+  if (cfg->max_procs > 0) max_procs = cfg->max_procs + 1;
+  rt->nworkers = cfg->workers > 0 ? cfg->workers : default_workers();
   rt->max_procs = max_procs;
+  rt->face = cfg->face;
   rt->limits = gsi_codec_default_limits;
   rt->limits.allow_functions = GSI_FN_ALL;
   rt->limits.builtin = gsi_state_builtin;
-  atomic_store(&rt->budget, 64);
-  if (cfg != NULL) {
-    if (cfg->max_depth > 0) rt->limits.max_depth = cfg->max_depth;
-    if (cfg->max_message_size > 0) rt->limits.max_size = cfg->max_message_size;
-    if (cfg->budget > 0) atomic_store(&rt->budget, cfg->budget);
-  }
+  atomic_store(&rt->budget, cfg->budget > 0 ? cfg->budget : 64);
+  if (cfg->max_depth > 0) rt->limits.max_depth = cfg->max_depth;
+  if (cfg->max_size > 0) rt->limits.max_size = cfg->max_size;
   /* room for the default at least (configure{max_processes} may raise it) */
   rt->nchunks_max =
       ((max_procs > DEFAULT_MAX_PROCS ? max_procs : DEFAULT_MAX_PROCS) >> GSI_CHUNK_BITS) + 1;
@@ -65,6 +60,8 @@ gsi_rt *gsi_rt_new_config(const gs_config *cfg) {
   return rt;
 }
 
+
+const gsi_face *gsi_rt_face(const gsi_rt *rt) { return &rt->face; }
 
 typedef struct gsi_retired {
   struct gsi_retired *next;

@@ -35,7 +35,6 @@
 #include "lio.h"
 
 
-static const char PROC_KEY = 'p';      /* registry: this state's process */
 static const char SENTINEL_KEY = 's';  /* registry: lets go of the default runtime */
 #define ERROR_MT "genserver.error"
 
@@ -93,8 +92,21 @@ static gsi_rt *rt_of(lua_State *L) {
   return rt;
 }
 
-/* The public face of L's runtime (raises once it is shut down). */
-static gs_runtime *api_of(lua_State *L) { return rt_of(L)->api; }
+/* api.c (api/api.h, which the binding does not include): the public face
+** of a core, the core of a public face, the runtime a host state was bound
+** to by gs_openlibs (or NULL), and a thread's foreign process */
+GSI_FUNC gs_runtime *gsi_api_of(gsi_rt *core);
+GSI_FUNC gsi_rt *gsi_api_core(gs_runtime *rt);
+GSI_FUNC gs_runtime *gsi_host_api(lua_State *L);
+GSI_FUNC gsi_proc *gsi_api_foreign(gs_runtime *rt);
+
+/* The public face of L's runtime (raises once it is shut down): a host
+** state's record has it; a process state's core knows it (gsi_api_of). */
+static gs_runtime *api_of(lua_State *L) {
+  rtrec *r = lua_touserdata(L, lua_upvalueindex(1));
+  gsi_rt *rt = rt_of(L);
+  return r != NULL ? r->api : gsi_api_of(rt);
+}
 
 static void raise_exit(lua_State *L, gsi_proc *p);
 static int raise_killed(lua_State *L, uint64_t pid);
@@ -1089,7 +1101,7 @@ static int sent_k(lua_State *L, int status, lua_KContext ctx) {
 static int send_kind(lua_State *L, int kind) {
   ENTER(L, p);
   uint64_t pid = resolve(L, 1), me = pid_of(p);
-  gs_runtime *api = p->rt->api;
+  gs_runtime *api = gsi_api_of(p->rt);
   luaL_checkany(L, 2);
   if (pid == 0 && kind == GSI_M_USER)
     return luaL_error(L, "genserver.send: no process is registered as '%s'",
@@ -2027,11 +2039,6 @@ static int l_error_mt(lua_State *L) {
 
 /* ------------------------------------------------- default runtime life */
 
-/* api.c: the runtime a host state was bound to by gs_openlibs (or NULL),
-** and the core of a public runtime */
-GSI_FUNC gsi_rt *gsi_host_rt(lua_State *L);
-GSI_FUNC gsi_rt *gsi_api_core(gs_runtime *rt);
-
 /* The default runtime: a gs_runtime opened on first use by a plain Lua
 ** state (as `lua5.4 script.lua` has), shared by every such state of the
 ** program, configured by runtime.configure (gs_runtime_configure) and
@@ -2170,11 +2177,6 @@ static rtrec *acquire_default(lua_State *L) {
 
 /* ------------------------------------------------------------- module */
 
-void gsi_bind_process_state(lua_State *L, gsi_proc *p) {
-  lua_pushlightuserdata(L, p);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &PROC_KEY);
-}
-
 static const luaL_Reg funcs[] = {
     {"self", l_self},           {"spawn", l_spawn},
     {"send", l_send},           {"cast", l_cast},
@@ -2204,8 +2206,11 @@ const gsi_core_fns gsi_core = {l_next, l_reply,     l_self,       l_exit,
                                l_trap_exit, l_register, l_unregister,
                                l_set_module};
 
-lua_CFunction gsi_core_builtin(lua_State *L, const char *module, size_t lm,
-                               const char *field, size_t lf) {
+/* genserver.core's function `field` as a light C function, for a process
+** state only (the core's codec hook checks that first: a host state's
+** functions are closures over their runtime); NULL otherwise. */
+static lua_CFunction core_builtin(lua_State *L, const char *module, size_t lm,
+                                  const char *field, size_t lf) {
   static const char core[] = "genserver.core";
   (void)L; /* a process state: its caller, gsi_state_builtin, checked */
   if (lm != sizeof core - 1 || memcmp(module, core, lm) != 0) return NULL;
@@ -2239,20 +2244,17 @@ static void wrap_require(lua_State *L) {
 }
 
 int luaopen_genserver_core(lua_State *L) {
-  gsi_proc *p;
-  gsi_rt *host;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &PROC_KEY);
-  p = lua_touserdata(L, -1);
-  lua_pop(L, 1);
+  gsi_proc *p = gsi_state_proc(L);
+  gs_runtime *host;
   /* a process's state: light functions. Else the functions' record: a
   ** host's state bound to its runtime (gs_openlibs); else the default
   ** runtime, as for a plain lua5.4 script (again if this state holds it
   ** already and it still runs) */
-  if (p == NULL && (host = gsi_host_rt(L)) != NULL) {
+  if (p == NULL && (host = gsi_host_api(L)) != NULL) {
     rtrec *r = lua_newuserdatauv(L, sizeof *r, 0);
     memset(r, 0, sizeof *r);
-    r->core = host;
-    r->api = host->api;
+    r->core = gsi_api_core(host);
+    r->api = host;
   } else if (p == NULL) {
     rtrec *d = NULL;
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &SENTINEL_KEY) == LUA_TUSERDATA)
@@ -2285,3 +2287,10 @@ int luaopen_genserver_core(lua_State *L) {
   wrap_require(L);
   return 1;
 }
+
+/* The binding's hooks for the core (core.h), wired by linit.c. */
+const gsi_face gsi_lua_face = {
+    .open_core = luaopen_genserver_core,
+    .builtin = core_builtin,
+    .report_crash = gsi_report_crash,
+};

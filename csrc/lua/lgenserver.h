@@ -25,16 +25,9 @@ typedef struct gsi_core_fns {
 } gsi_core_fns;
 GSI_FUNC const gsi_core_fns gsi_core;
 
-/* genserver.core's function `field` as a light C function, for a process
-** state only (gsi_state_builtin, the codec hook, checks that first: a host
-** state's functions are closures over their runtime); NULL otherwise. */
-GSI_FUNC lua_CFunction gsi_core_builtin(lua_State *L, const char *module,
-                                        size_t lm, const char *field,
-                                        size_t lf);
-
-/* require(name) in a process state's boot path (pstate.c): a module the
-** runtime compiled before comes from its module cache. */
-GSI_FUNC int gsi_require(lua_State *L);
+/* The binding's hooks for the core (core.h's gsi_face: open_core,
+** builtin, report_crash), given to the API layer's opener by linit.c. */
+GSI_FUNC const gsi_face gsi_lua_face;
 
 /* The gen_server loop's reply to the request being handled (lgenserver.c):
 ** 1 when sent, 0 when core.reply must do it. */
@@ -46,17 +39,6 @@ GSI_FUNC void gsi_ack(lua_State *L, int idx);
 
 /* Is the value at idx the pid of the process that spawned this one? */
 GSI_FUNC int gsi_is_parent(lua_State *L, int idx);
-
-/* Message handler for code whose crash becomes an exit reason (a process
-** body, gen_server callbacks; pstate.c): it records the error and the
-** traceback taken where it was raised, and lets the error through
-** unchanged, since it also runs for errors that get caught (load()
-** inherits it while it compiles). */
-GSI_FUNC int gsi_crash_msgh(lua_State *L);
-
-/* Push the traceback gsi_crash_msgh took for the error at idx and return
-** 1; return 0, pushing nothing, if that error is not the one it saw. */
-GSI_FUNC int gsi_crash_traceback(lua_State *L, int idx);
 
 /* The calling process of a genserver.core function (its own, or the
 ** thread's foreign one), as every core function finds it; for the I/O
@@ -71,13 +53,6 @@ GSI_FUNC void gsi_set_serving(lua_State *L, int on);
 /* If the value at idx is the exit error of process.exit in a gen_server,
 ** push its reason and return 1; else push nothing and return 0. */
 GSI_FUNC int gsi_exit_reason(lua_State *L, int idx);
-
-/* A plain process's body raised the error at idx: hand an error report
-** to genserver.logger (pstate.c, when the body crashed). Never raises. */
-GSI_FUNC void gsi_report_crash(lua_State *L, int idx);
-
-/* Mark L as the state of process p (before genserver.core is opened). */
-GSI_FUNC void gsi_bind_process_state(lua_State *L, gsi_proc *p);
 
 __attribute__((visibility("default"))) int luaopen_genserver_core(lua_State *L);
 

@@ -1,0 +1,16 @@
+/*
+** linit.c - the wiring of the faces, as Lua's own linit.c wires the
+** standard libraries: the public gs_runtime_open is the API layer's opener
+** given the Lua binding's hooks for the core (process states get
+** genserver.core, the codec finds its functions by name, a crashed body
+** is reported to the logger). Neither the core nor the API layer calls
+** the binding: this file is the only one that knows all three (RECUT.md
+** rule 4).
+*/
+#include "genserver.h"
+#include "api/api.h"
+#include "lgenserver.h"
+
+int gs_runtime_open(gs_runtime **out, const gs_config *cfg) {
+  return gsi_api_open(out, cfg, &gsi_lua_face);
+}
