@@ -5,7 +5,7 @@
 ** the Lua binding; the binding could call these functions with the same
 ** meaning (its waits yield a coroutine where ours block the OS thread).
 **
-** A host thread is a foreign process of the runtime (pstate.c): its waits
+** A host thread is a foreign process of the runtime (foreign.c): its waits
 ** spin, then park on its condition variable. Every wait here is for one
 ** pending request (call, start, stop), found in O(1) among the answers
 ** drained from the mailbox (recv.c); a late answer is dropped there.
@@ -692,7 +692,7 @@ static int poison(lua_State *L) {
   return 0;
 }
 
-/* The runtime's state hook (pstate.c calls it before any user code): run
+/* The runtime's state hook (prun.c calls it before any user code): run
 ** the host's hook in protected mode. If it fails, the state's `require`
 ** raises its error, so the process ends at once with that reason (a
 ** server's body is loaded with require). */

@@ -217,14 +217,14 @@ struct gsi_proc {
   gsi_msg *spawn_msg; /* body + args, consumed by the first run */
   gsi_msg *exit_msg;  /* encoded reason when dying by signal */
   size_t mem;
-  /* boot arena (pstate.c): [ar_base, ar_end) holds what the state
+  /* boot arena (palloc.c): [ar_base, ar_end) holds what the state
   ** allocated while booting; ar_top is the bump pointer, ar_open is set
   ** until the end of the first turn */
   char *ar_base, *ar_top, *ar_end;
   size_t ar_spill;     /* bytes the boot allocated outside the arena */
   gsi_paths *paths;    /* package.path/cpath it was started with */
   gsi_msg *held;       /* an answer being decoded (freed if that raised) */
-  gsi_fcache *fc;      /* freed small blocks kept for reuse (pstate.c) */
+  gsi_fcache *fc;      /* freed small blocks kept for reuse (palloc.c) */
   const void *from_tab; /* the last from table core.next pushed (a pointer
                            only compared, never followed), and its ids */
   uint64_t from_pid, from_ref;
@@ -521,7 +521,7 @@ struct gsi_rt {
   struct gsi_retired *retired; /* guarded by life_mu */
   _Atomic int budget;
   /* bytes a process state takes to boot, per callback module (by a hash
-  ** of its name; pstate.c). Relaxed: a sizing hint, a lost update or a
+  ** of its name; palloc.c). Relaxed: a sizing hint, a lost update or a
   ** collision of two names only makes one arena less well sized. */
   _Atomic size_t boot_hint[GSI_BOOT_HINTS];
   /* process table: chunks are allocated on demand and never moved, so a
@@ -623,8 +623,22 @@ GSI_FUNC const char *gsi_paths_cpath(const gsi_paths *e);
 
 /* ------------------------------------------------------ process running */
 
-/* Give p's cached free blocks back to malloc (owner; on hibernation). */
+/* The allocator of a process state (palloc.c). gsi_heap_newstate: a new
+** state for p, counting on p (its boot arena opened, max_heap in force);
+** gsi_heap_booted: the boot is over (the arena closes; call while
+** p->ar_open); gsi_heap_closing: the state is about to be closed (freed
+** blocks go straight back); gsi_heap_free: it is closed, free the rest.
+** gsi_proc_trim: give p's cached free blocks back to malloc (owner; on
+** hibernation). */
+GSI_FUNC lua_State *gsi_heap_newstate(gsi_proc *p);
+GSI_FUNC void gsi_heap_booted(gsi_proc *p);
+GSI_FUNC void gsi_heap_closing(gsi_proc *p);
+GSI_FUNC void gsi_heap_free(gsi_proc *p);
 GSI_FUNC void gsi_proc_trim(gsi_proc *p);
+
+/* Set up the libraries of a new process state (plibs.c): lazily, and
+** without what a sandbox must not have. */
+GSI_FUNC void gsi_open_libs(lua_State *L, int sandbox);
 
 /* The codec's builtin hook for the runtime's states (plibs.c): in a
 ** process state, genserver.core's functions without its table, and base
@@ -651,7 +665,7 @@ GSI_FUNC void gsi_foreign_exit(gsi_proc *p, const void *reason, size_t len,
                                int normal);
 
 /* Message handler for code whose crash becomes an exit reason (a process
-** body, gen_server callbacks; pstate.c): it records the error and the
+** body, gen_server callbacks; prun.c): it records the error and the
 ** traceback taken where it was raised, and lets the error through
 ** unchanged, since it also runs for errors that get caught (load()
 ** inherits it while it compiles). */
@@ -659,7 +673,7 @@ GSI_FUNC int gsi_crash_msgh(lua_State *L);
 /* Push the traceback gsi_crash_msgh took for the error at idx and return
 ** 1; return 0, pushing nothing, if that error is not the one it saw. */
 GSI_FUNC int gsi_crash_traceback(lua_State *L, int idx);
-/* require(name) in a process state's boot path (pstate.c): a module the
+/* require(name) in a process state's boot path (palloc.c): a module the
 ** runtime compiled before comes from its module cache. */
 GSI_FUNC int gsi_require(lua_State *L);
 

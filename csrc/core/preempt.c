@@ -45,7 +45,7 @@ static _Atomic int handler_installed;
 ** at every instruction: a pcall that catches the error is left at its
 ** next instruction by the next one, so each raise unwinds at least one
 ** protected call, until the body can yield. (A finalizer runs with hooks
-** off: Lua's own rule; see the abandonment in pstate.c for that case.) */
+** off: Lua's own rule; see the abandonment in prun.c for that case.) */
 #define UNWIND_COUNT 1
 
 /* A process that has ended for everyone stops where it is: the body

@@ -64,7 +64,7 @@ typedef struct rtrec {
 /* The process whose own state L is, or NULL in a host's state. In a
 ** process state the functions are light C functions (no upvalues, so a
 ** state pays nothing for them) and the process sits in the state's extra
-** space, which pstate.c sets; in a host state they are closures over the
+** space, which prun.c sets; in a host state they are closures over the
 ** runtime's record (upvalue 1). Continuations see their function's
 ** upvalues too. */
 static gsi_proc *state_proc(lua_State *L) {
