@@ -21,6 +21,72 @@ typedef struct gsi_proc gsi_proc;
 typedef struct gsi_msg gsi_msg;
 typedef struct gsi_worker gsi_worker;
 
+/* ---------------------------------------------------------------- hash */
+
+/* FNV-1a over n bytes, continuing from h (start with GSI_HASH_SEED): the
+** one string hash of the core (names, module cache, boot hints). */
+#define GSI_HASH_SEED 14695981039346656037u
+static inline uint64_t gsi_hash(uint64_t h, const void *p, size_t n) {
+  const unsigned char *s = p;
+  for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211u;
+  return h;
+}
+
+/* ----------------------------------------------------------------- ids */
+
+#define GSI_PID(index, gen) (((uint64_t)(gen) << 32) | (uint32_t)(index))
+#define GSI_PID_INDEX(pid) ((uint32_t)((pid) & 0xffffffffu))
+#define GSI_PID_GEN(pid) ((uint32_t)((pid) >> 32))
+
+/* Timer ids are refs with the top bit set, so they never collide with
+** make_ref values (a plain counter). */
+#define GSI_TIMER_BIT ((uint64_t)1 << 63)
+
+#define GSI_NAME_MAX 255 /* bytes in a registered name */
+
+/* ------------------------------------------------------------ messages */
+
+enum {
+  GSI_M_USER = 1, /* process.send */
+  GSI_M_CALL,     /* gen_server call: from + ref */
+  GSI_M_CAST,     /* gen_server cast */
+  GSI_M_REPLY,    /* answer to a pending ref */
+  GSI_M_DOWN,     /* monitor fired: from = dead pid, ref = monitor ref */
+  GSI_M_EXIT,     /* exit signal: from = sender, flags below */
+  GSI_M_TIMEOUT,  /* a wait timer fired: ref = timer id */
+  GSI_M_SYSTEM    /* sys / stop requests: from + ref */
+};
+
+/* flags of GSI_M_EXIT */
+#define GSI_XF_LINK 1   /* sent because a linked process died */
+#define GSI_XF_KILL 2   /* reason is "kill": cannot be trapped */
+#define GSI_XF_NORMAL 4 /* reason is "normal" */
+#define GSI_XF_UNTRAP 8 /* cannot be trapped; the reason is the payload */
+
+/* what a full bounded mailbox does with one more message */
+enum { GSI_OVF_DROP = 1, GSI_OVF_REJECT, GSI_OVF_KILL };
+
+/* ----------------------------------------------------------- processes */
+
+/* sched states: the run-queue protocol (see sched.c). A process is on a
+** run queue iff it is QUEUED, so at most once. */
+enum { GSI_IDLE = 0, GSI_QUEUED, GSI_RUNNING, GSI_NOTIFIED };
+
+/* Why a process yielded back to its worker. */
+enum { GSI_W_NONE = 0, GSI_W_WAIT, GSI_W_YIELD, GSI_W_EXIT };
+
+/* sflags: suspended; a debug hook is set; an idle deadline is pending */
+enum { GSI_SF_SUSPENDED = 1, GSI_SF_HOOK = 2, GSI_SF_DEADLINE = 4 };
+
+/* gen_server callbacks, for info().current (their names: the binding) */
+enum { GSI_CB_NONE = 0, GSI_CB_INIT, GSI_CB_CALL, GSI_CB_CAST, GSI_CB_INFO,
+       GSI_CB_CONTINUE, GSI_CB_TERMINATE, GSI_CB_SYSTEM };
+
+/* When runtime shutdown stops a process that is a root (its parent is
+** gone or is a foreign thread): supervisors first, one at a time, in
+** reverse start order; the logger last, once nothing else is left. */
+enum { GSI_STOP_NORMAL = 0, GSI_STOP_FIRST, GSI_STOP_LAST };
+
 /* ------------------------------------------------------------ the face */
 
 /* What the core asks of the faces above it (the Lua binding, the public

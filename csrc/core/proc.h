@@ -1,0 +1,202 @@
+/*
+** proc.h - the process slot (gsi_proc) and the process table's protocol:
+** allocation, pinning by pid, delivery, id vectors (proc.c).
+**
+** Ownership in one paragraph: a process slot lives in the process table
+** for the life of the runtime and is reused by later processes; other
+** threads name a process only by its pid (index + generation) and reach
+** the slot through gsi_pin(), which fails for a stale pid. Fields are
+** grouped below by who may touch them: "shared" fields are atomics,
+** "locked" fields are guarded by proc->lk, and "owner" fields are touched
+** only by the thread currently running the process (a worker, or the
+** foreign OS thread that is the process).
+*/
+#ifndef GS_PROC_H
+#define GS_PROC_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lua.h"
+
+#include "core.h"
+#include "msg.h"
+
+typedef struct gsi_paths gsi_paths;
+typedef struct gsi_fcache gsi_fcache;
+
+typedef struct gsi_idvec {
+  uint64_t *v; /* pairs for monitors: (ref, pid) */
+  size_t n, cap;
+} gsi_idvec;
+
+/* A pending request (call, send_request, start): replies and DOWNs with
+** this ref are kept; anything else with a ref is a late answer, dropped. */
+typedef struct gsi_pending {
+  uint64_t ref;
+  uint64_t target; /* monitored pid, for demonitor */
+  gsi_msg *answer; /* arrived answer, also linked in the saved list */
+} gsi_pending;
+
+typedef struct gsi_foreign {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+} gsi_foreign;
+
+struct gsi_proc {
+  /* shared. Layout: what a sender touches on every message (gsi_pin,
+  ** gsi_deliver, gsi_notify) comes first and ends with mbox.head; what the
+  ** owner writes on every message (mbox.tail, the *_pub counters, mem_pub
+  ** on every allocation of its state) comes after mbox's padding, so the
+  ** two sides do not bounce one cache line between them. */
+  _Atomic uint32_t gen;  /* generation of the current incarnation */
+  _Atomic uint32_t pins; /* senders inside gsi_pin..gsi_unpin */
+  _Atomic int alive;     /* accepts messages; see gsi_pin */
+  _Atomic int sched;     /* GSI_IDLE.. */
+  _Atomic int sigpend;   /* an exit signal was pushed: drain soon */
+  _Atomic uint64_t kill_at; /* when an untrappable exit signal was pushed
+                               (ns; 0 = none): the watchdog abandons a
+                               process that does not end soon after */
+  _Atomic int died;      /* gsi_proc_die ran (signal.c) */
+  _Atomic uint64_t msgs_in;   /* pushed to this mailbox (by senders) */
+  uint32_t index;
+  gsi_rt *rt;
+  /* set before the process is published (alive = 1), then read-only */
+  uint32_t mbox_limit; /* 0 = unbounded */
+  int overflow;        /* GSI_OVF_* */
+  gsi_mpsc mbox;
+  _Atomic size_t mem_pub; /* memory of its state, published by owner */
+  _Atomic uint64_t drained_pub; /* published by owner: moved out of mbox */
+  _Atomic size_t svlen_pub;     /* published by owner: saved list length */
+  size_t max_heap;     /* bytes its state may use, 0 = no cap */
+  int sandbox;         /* no io/os/debug/loadlib, text chunks only */
+  uint64_t fail_at;    /* fault injection: fail growth allocation number
+                          fail_at (and Lua's retry after it), 0 = off */
+  _Atomic uint64_t overflowed; /* messages the limit refused */
+  /* introspection (process.info, sys.statistics): written by the owner
+  ** only (a relaxed load + store, no read-modify-write), read by anyone */
+  _Atomic uint64_t msgs_out;   /* messages this process sent */
+  _Atomic uint64_t reductions; /* gen_server callbacks run */
+  gsi_proc *rq_next; /* run queue link, guarded by the run queue lock */
+  gsi_proc *free_next; /* free list link, guarded by the table lock */
+
+  /* locked: guarded by lk. Invariant: once `exiting` is set nobody adds a
+  ** link or monitor, so the exit path can take the lists and let go. */
+  pthread_mutex_t lk;
+  int exiting;
+  gsi_idvec links;    /* pids */
+  gsi_idvec monitors; /* (ref, watcher pid) pairs: monitors on me */
+  char *name;         /* registered name; also guarded by registry lock */
+
+  /* owner */
+  lua_State *L;  /* the process state (NULL for foreign processes); the
+                    body runs on its main thread, resumed like a coroutine */
+  gsi_foreign *fg; /* non-NULL for a foreign (OS thread) process */
+  gsi_msg *sv_head, *sv_tail; /* saved messages, in arrival order */
+  size_t sv_len;
+  gsi_pending *pend;
+  size_t npend, cappend;
+  gsi_idvec mon_out; /* (ref, target) monitors I hold */
+  gsi_idvec *mon_user; /* the ones of them made by monitor()/spawn_monitor
+                          (not a request's), for info(): allocated on
+                          first use, written by the owner under lk */
+  gsi_msg *spawn_msg; /* body + args, consumed by the first run */
+  gsi_msg *exit_msg;  /* encoded reason when dying by signal */
+  size_t mem;
+  /* boot arena (palloc.c): [ar_base, ar_end) holds what the state
+  ** allocated while booting; ar_top is the bump pointer, ar_open is set
+  ** until the end of the first turn */
+  char *ar_base, *ar_top, *ar_end;
+  size_t ar_spill;     /* bytes the boot allocated outside the arena */
+  gsi_paths *paths;    /* package.path/cpath it was started with */
+  gsi_msg *held;       /* an answer being decoded (freed if that raised) */
+  gsi_fcache *fc;      /* freed small blocks kept for reuse (palloc.c) */
+  const void *from_tab; /* the last from table core.next pushed (a pointer
+                           only compared, never followed), and its ids */
+  uint64_t from_pid, from_ref;
+  int ar_open;
+  size_t heap_cap;     /* max_heap while it is enforced (lifted to die) */
+  int heap_refused;    /* the last growth was refused */
+  int heap_exceeded;   /* refused twice in a row: the process must end */
+  int unwind;          /* growth allocations to refuse, so that the unwind
+                          hook raises a memory error (preempt.c) */
+  uint64_t nallocs;    /* growth allocations so far (for fail_at) */
+  uint64_t parent;
+  uint64_t start_ref;  /* a gen_server's start request: init's outcome goes to
+                          (parent, start_ref); set by the spawner */
+  uint64_t wait_timer; /* timer armed for the current wait, or 0 */
+  uint64_t deadline;   /* of the current wait (ns), 0 = none */
+  int want;            /* GSI_W_* : meaning of the last yield */
+  int trap_exit;
+  int dying;           /* killed by a signal: stop at the next yield */
+  int budget;          /* messages left in this turn */
+  int send_budget;     /* sends left before a voluntary yield */
+  int timed_out;
+  int in_match;        /* a receive match function is running */
+  int relay;           /* a nested coroutine was preempted (lcoro.c) */
+  int crashed;         /* the body raised: its error is on top of L */
+  char module[64];     /* for info()/crash reports */
+  char *vsn;           /* the module's vsn field as a string (malloc), or
+                          NULL; for info(); under lk */
+  uint32_t vsn_n;      /* else its module cache counter, or 0; under lk */
+  uint8_t server;      /* a gen_server (it called set_module); under lk */
+  uint8_t nest;        /* messages next returned in this turn since the last
+                          yield (lgenserver.c: NEXT_NEST_MAX); owner only */
+  _Atomic uint8_t current; /* the gen_server callback running (GSI_CB_*,
+                              0 = none): written by the owner, read by
+                              info() (relaxed) */
+  uint8_t sflags;      /* the gen_server loop's sys state (GSI_SF_*), so
+                          that it costs a message no Lua lookups; owner */
+  /* program end (runtime.c, gsi_rt_stop_all): stop_order (GSI_STOP_*) is
+  ** written by the owner under lk, or by the spawner before the process
+  ** is published; stop_sent is set by the stopping thread once it
+  ** signalled it; born is the start order, set by gsi_proc_alloc under the
+  ** table lock before the process is published */
+  uint8_t stop_order;
+  _Atomic uint8_t stop_sent;
+  uint64_t born;
+};
+
+/* Count one on an owner-written counter (msgs_out, reductions): only the
+** owner writes it, so a relaxed load + store is enough; readers may see
+** a slightly old value, never a torn one. */
+static inline void gsi_count(_Atomic uint64_t *c) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
+
+GSI_FUNC gsi_proc *gsi_proc_alloc(gsi_rt *rt); /* slot with alive=0 */
+GSI_FUNC void gsi_proc_release(gsi_proc *p);   /* back to the free list */
+GSI_FUNC gsi_proc *gsi_proc_at(gsi_rt *rt, uint32_t index);
+GSI_FUNC uint64_t gsi_proc_pid(gsi_proc *p);
+
+/* Pin a live process so a message can be pushed: returns NULL for a stale
+** or dead pid. Pair every success with gsi_unpin. */
+GSI_FUNC gsi_proc *gsi_pin(gsi_rt *rt, uint64_t pid);
+GSI_FUNC void gsi_unpin(gsi_proc *p);
+
+/* Deliver m to pid (takes ownership of m; frees it if the pid is dead).
+** handoff: let the receiver run next on this worker. Returns 1 if
+** delivered (or dropped by a "drop"/"kill" bounded mailbox), 0 if the pid
+** is dead, GSI_REJECTED if a "reject" bounded mailbox refused it. */
+#define GSI_REJECTED (-1)
+GSI_FUNC int gsi_deliver(gsi_rt *rt, uint64_t pid, gsi_msg *m, int handoff);
+/* Is pid a live sandboxed process? (Its flag is set before it is
+** published and read-only after, as mbox_limit.) */
+GSI_FUNC int gsi_pid_sandboxed(gsi_rt *rt, uint64_t pid);
+
+GSI_FUNC void gsi_idvec_push(gsi_idvec *v, uint64_t a);
+GSI_FUNC int gsi_idvec_remove(gsi_idvec *v, uint64_t a); /* one id */
+GSI_FUNC int gsi_idvec_remove_pair(gsi_idvec *v, uint64_t a); /* pair with first = a */
+GSI_FUNC int gsi_idvec_has(const gsi_idvec *v, uint64_t a);
+GSI_FUNC void gsi_idvec_free(gsi_idvec *v);
+/* p's list of user monitors (mon_user), under p->lk: add (ref, target),
+** remove ref's pair. */
+GSI_FUNC void gsi_mon_user_add(gsi_proc *p, uint64_t ref, uint64_t target);
+GSI_FUNC void gsi_mon_user_remove(gsi_proc *p, uint64_t ref);
+/* Free mon_user and vsn (the process is gone, or the runtime). */
+GSI_FUNC void gsi_proc_introspection_free(gsi_proc *p);
+
+#endif
