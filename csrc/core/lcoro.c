@@ -24,10 +24,6 @@
 
 #include "internal.h"
 
-static gsi_proc *proc_of(lua_State *L) {
-  return *(gsi_proc **)lua_getextraspace(L);
-}
-
 static int resume_k(lua_State *L, int status, lua_KContext ctx);
 
 /* Resume the thread at index co with the nargs values on top of L. Returns
@@ -36,7 +32,7 @@ static int resume_k(lua_State *L, int status, lua_KContext ctx);
 static int resume_thread(lua_State *L, int co_idx, int nargs,
                          lua_KFunction k, lua_KContext ctx) {
   lua_State *co = lua_tothread(L, co_idx);
-  gsi_proc *p = proc_of(L);
+  gsi_proc *p = gsi_state_proc(L);
   gsi_worker *w = gsi_current_worker();
   int st, nres;
   if (lua_status(co) == LUA_OK && lua_gettop(co) == 0) {
@@ -84,7 +80,7 @@ static int resume_thread(lua_State *L, int co_idx, int nargs,
 /* The process was killed while a nested thread ran: end it from here if
 ** this is the body, else unwind one more level. */
 static int check_dying(lua_State *L) {
-  gsi_proc *p = proc_of(L);
+  gsi_proc *p = gsi_state_proc(L);
   if (!p->dying) return 0;
   if (L == p->L && lua_isyieldable(L)) {
     p->want = GSI_W_EXIT;

@@ -298,7 +298,10 @@ static void fc_empty(gsi_proc *p) {
 
 void gsi_proc_trim(gsi_proc *p) { fc_empty(p); }
 
-static void *palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+/* The allocator of every process state, and so the marker of one
+** (gsi_state_proc, core.h): no other state has it; its datum is the
+** process. */
+void *gsi_palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   gsi_proc *p = ud;
   void *np;
   int userdata = ptr == NULL && osize == LUA_TUSERDATA;
@@ -339,17 +342,10 @@ static void *palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 
 /* ------------------------------------------------------------ the state */
 
-/* The marker of a process state is its allocator (core.h): no other state
-** has palloc, and its datum is the process. */
-gsi_proc *gsi_state_proc(lua_State *L) {
-  void *ud;
-  return lua_getallocf(L, &ud) == palloc ? ud : NULL;
-}
-
 lua_State *gsi_heap_newstate(gsi_proc *p) {
   p->heap_cap = p->max_heap;
   arena_open(p);
-  return lua_newstate(palloc, p);
+  return lua_newstate(gsi_palloc, p);
 }
 
 void gsi_heap_booted(gsi_proc *p) { arena_close(p); }

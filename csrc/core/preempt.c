@@ -68,7 +68,7 @@ static void preempt_hook(lua_State *L, lua_Debug *ar) {
   if (w == NULL && gsi_orphaned()) {
     /* abandoned (see below), and back from where it was stuck: it has
     ** ended for everyone, so its code stops here, as a killed one's does */
-    p = *(gsi_proc **)lua_getextraspace(L);
+    p = gsi_state_proc(L);
     end_here(L, p);
     return;
   }

@@ -205,8 +205,10 @@ static int start_state(gsi_proc *p, int *nargs) {
   L = gsi_heap_newstate(p);
   if (L == NULL) return -1;
   p->L = L;
-  /* the binding finds its process here (lgenserver.c, state_proc); set
-  ** before any thread is created, since threads copy it */
+  /* The one accessor of a state's process is gsi_state_proc (its
+  ** allocator's datum). The extra space holds it too, only for lserver.c's
+  ** me()/hibernate() until they move onto the protocol layer's accessor
+  ** (issue 11, H-bind); set before any thread is created (threads copy it). */
   *(gsi_proc **)lua_getextraspace(L) = p;
   /* everything allocated while setting up is live: collecting meanwhile
   ** is wasted work (restarted below, before any user code runs) */

@@ -61,16 +61,12 @@ typedef struct rtrec {
   struct rtrec *next;     /* every default record ever made */
 } rtrec;
 
-/* The process whose own state L is, or NULL in a host's state. In a
-** process state the functions are light C functions (no upvalues, so a
-** state pays nothing for them) and the process sits in the state's extra
-** space, which prun.c sets; in a host state they are closures over the
-** runtime's record (upvalue 1). Continuations see their function's
-** upvalues too. */
-static gsi_proc *state_proc(lua_State *L) {
-  if (lua_touserdata(L, lua_upvalueindex(1)) != NULL) return NULL;
-  return *(gsi_proc **)lua_getextraspace(L);
-}
+/* The process whose own state L is, or NULL in a host's state: the core's
+** one test (gsi_state_proc). In a process state the functions are light C
+** functions (no upvalues, so a state pays nothing for them); in a host
+** state they are closures over the runtime's record (upvalue 1).
+** Continuations see their function's upvalues too. */
+static gsi_proc *state_proc(lua_State *L) { return gsi_state_proc(L); }
 
 static int raise_closed(lua_State *L) {
   return luaL_error(L, "genserver: the runtime has been shut down");
@@ -83,7 +79,7 @@ static gsi_rt *rt_of(lua_State *L) {
   rtrec *r = lua_touserdata(L, lua_upvalueindex(1));
   gsi_rt *rt;
   if (r == NULL) {
-    rt = (*(gsi_proc **)lua_getextraspace(L))->rt;
+    rt = gsi_state_proc(L)->rt;
   } else {
     if (atomic_load_explicit(&r->closed, memory_order_acquire)) raise_closed(L);
     rt = r->core;
@@ -2120,11 +2116,11 @@ static int l_shutdown(lua_State *L) {
   rtrec *r = lua_touserdata(L, lua_upvalueindex(1));
   uint64_t ms = opt_ms(L, 1, 5000);
   int rc;
-  if (r == NULL) { /* a process state, sandboxed or not */
-    gsi_proc *self = state_proc(L);
+  gsi_proc *self = state_proc(L);
+  if (self != NULL) { /* a process state, sandboxed or not */
     return luaL_error(L, "genserver.runtime.shutdown: only the main script or host "
                          "may shut down%s",
-                      self != NULL && self->sandbox ? " (not a sandboxed process)" : "");
+                      self->sandbox ? " (not a sandboxed process)" : "");
   }
   rt_of(L); /* raises if it was shut down already */
   if (!r->dflt)
