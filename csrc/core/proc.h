@@ -9,7 +9,11 @@
 ** grouped below by who may touch them: "shared" fields are atomics,
 ** "locked" fields are guarded by proc->lk, and "owner" fields are touched
 ** only by the thread currently running the process (a worker, or the
-** foreign OS thread that is the process).
+** foreign OS thread that is the process). One more class, marked "owner,
+** under lk": fields only the owner writes (or the spawner, before the
+** process is published), always under lk, because another thread reads
+** them (info(), the shutdown order) -- under lk, never without; the owner
+** itself reads them without lk. The lock order: rt.h, at gsi_rt.
 */
 #ifndef GS_PROC_H
 #define GS_PROC_H
@@ -82,7 +86,9 @@ struct gsi_proc {
   gsi_proc *rq_next; /* run queue link, guarded by the run queue lock */
   gsi_proc *free_next; /* free list link, guarded by the table lock */
 
-  /* locked: guarded by lk. Invariant: once `exiting` is set nobody adds a
+  /* locked: guarded by lk (lock order: rt.h -- taken after the registry's
+  ** names->mu, never with another process's lk or any other lock held
+  ** under it). Invariant: once `exiting` is set nobody adds a
   ** link or monitor, so the exit path can take the lists and let go. */
   pthread_mutex_t lk;
   int exiting;
@@ -101,7 +107,7 @@ struct gsi_proc {
   gsi_idvec mon_out; /* (ref, target) monitors I hold */
   gsi_idvec *mon_user; /* the ones of them made by monitor()/spawn_monitor
                           (not a request's), for info(): allocated on
-                          first use, written by the owner under lk */
+                          first use; owner, under lk */
   gsi_msg *spawn_msg; /* body + args, consumed by the first run */
   gsi_msg *exit_msg;  /* encoded reason when dying by signal */
   size_t mem;
@@ -129,7 +135,7 @@ struct gsi_proc {
   uint64_t wait_timer; /* timer armed for the current wait, or 0 */
   uint64_t deadline;   /* of the current wait (ns), 0 = none */
   int want;            /* GSI_W_* : meaning of the last yield */
-  int trap_exit;
+  int trap_exit;       /* owner, under lk (info() reads it) */
   int dying;           /* killed by a signal: stop at the next yield */
   int budget;          /* messages left in this turn */
   int send_budget;     /* sends left before a voluntary yield */
@@ -137,11 +143,13 @@ struct gsi_proc {
   int in_match;        /* a receive match function is running */
   int relay;           /* a nested coroutine was preempted (lcoro.c) */
   int crashed;         /* the body raised: its error is on top of L */
-  char module[64];     /* for info()/crash reports */
+  char module[64];     /* for info()/crash reports; owner, under lk */
   char *vsn;           /* the module's vsn field as a string (malloc), or
-                          NULL; for info(); under lk */
-  uint32_t vsn_n;      /* else its module cache counter, or 0; under lk */
-  uint8_t server;      /* a gen_server (it called set_module); under lk */
+                          NULL; for info(); owner, under lk */
+  uint32_t vsn_n;      /* else its module cache counter, or 0; owner,
+                          under lk */
+  uint8_t server;      /* a gen_server (it called set_module); owner,
+                          under lk */
   uint8_t nest;        /* messages next returned in this turn since the last
                           yield (lgenserver.c: NEXT_NEST_MAX); owner only */
   _Atomic uint8_t current; /* the gen_server callback running (GSI_CB_*,
@@ -150,8 +158,7 @@ struct gsi_proc {
   uint8_t sflags;      /* the gen_server loop's sys state (GSI_SF_*), so
                           that it costs a message no Lua lookups; owner */
   /* program end (runtime.c, gsi_rt_stop_all): stop_order (GSI_STOP_*) is
-  ** written by the owner under lk, or by the spawner before the process
-  ** is published; stop_sent is set by the stopping thread once it
+  ** owner, under lk (the stopping thread reads it); stop_sent is set by the stopping thread once it
   ** signalled it; born is the start order, set by gsi_proc_alloc under the
   ** table lock before the process is published */
   uint8_t stop_order;

@@ -2,8 +2,8 @@
 ** registry.c - the local name registry: name -> pid.
 **
 ** One mutex (names->mu) guards the table and every process's `name` field.
-** Lock order: names->mu before proc->lk; the exit path takes them one at a
-** time, so the two can never deadlock.
+** It is taken before a process's lk (gsi_reg_register), never after: the
+** lock order is written once, at struct gsi_rt (rt.h).
 */
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +18,7 @@ typedef struct nentry {
 } nentry;
 
 struct gsi_names {
-  pthread_mutex_t mu;
+  pthread_mutex_t mu; /* before a gsi_proc.lk, never after (rt.h) */
   nentry **buckets;
   size_t nbuckets, count;
 };

@@ -16,7 +16,8 @@
 typedef struct gsi_modcache gsi_modcache;
 
 typedef struct gsi_runq {
-  pthread_mutex_t mu; /* guards head/tail/nparked; cv waits on it */
+  pthread_mutex_t mu; /* guards head/tail/nparked; cv waits on it; a
+                         leaf (lock order: gsi_rt) */
   pthread_cond_t cv;
   gsi_proc *head, *tail;
   _Atomic size_t len;
@@ -29,6 +30,18 @@ typedef struct gsi_names gsi_names;
 
 #define GSI_BOOT_HINTS 64 /* a power of two */
 
+/* Lock order -- the one statement of it for the whole runtime; the comment
+** at each lock refers here. A lock on the left may be held while the one
+** on its right is taken, never the other way round:
+**   gs_runtime.life_mu (api.c)  ->  any lock of the core
+**   gsi_rt.life_mu              ->  gsi_rt.tbl_mu
+**   gsi_names.mu (registry.c)   ->  gsi_proc.lk
+** Apart from that, gsi_proc.lk is held alone: never two processes' at
+** once (signal.c takes one, lets go, then takes the other), and no lock is
+** taken under it. Every other lock -- the run queue's, the timers', the
+** module cache's, the node caches' (msg.c), a foreign process's fg->mu,
+** preempt.c's hook_mu, the I/O loop's -- is a leaf: nothing is taken
+** while it is held. */
 struct gsi_rt {
   uint64_t serial; /* unique per runtime ever created in this process */
   /* the hooks of the faces above the core (core.h), set at creation,
@@ -52,7 +65,8 @@ struct gsi_rt {
   ** slot pointer stays valid for the runtime's life. */
   gsi_proc *_Atomic *chunks;
   uint32_t nchunks_max;
-  pthread_mutex_t tbl_mu; /* guards free list and `used` */
+  pthread_mutex_t tbl_mu; /* guards free list and `used`; taken under
+                             life_mu (lock order: above) */
   gsi_proc *free_head;
   uint32_t used; /* slots ever handed out */
   uint64_t births; /* processes ever allocated: their start order */
@@ -86,7 +100,8 @@ struct gsi_rt {
   void *_Atomic io;
   void (*_Atomic io_down)(gsi_rt *rt, uint64_t pid);
   void (*_Atomic io_stop)(gsi_rt *rt);
-  pthread_mutex_t life_mu; /* guards start/stop of threads */
+  pthread_mutex_t life_mu; /* guards start/stop of threads; before
+                              tbl_mu (lock order: above) */
   pthread_cond_t life_cv;  /* signalled when `live` reaches 0 */
 };
 

@@ -80,7 +80,7 @@ const gsi_codec_limits *gsi_rt_limits(gsi_rt *rt) {
 ** also guards the start of the threads (gsi_rt_ensure_started reads
 ** nworkers there); max_procs is read under tbl_mu by gsi_proc_alloc (a
 ** foreign process may take a slot before the threads start), so it is
-** written under both (lock order: life_mu, then tbl_mu). */
+** written under both (lock order, rt.h: life_mu, then tbl_mu). */
 int gsi_rt_configure(gsi_rt *rt, int workers, uint32_t max_procs,
                      const gsi_codec_limits *lim, int budget) {
   gsi_retired *r = NULL;

@@ -7,7 +7,8 @@
 ** A process that starts dying sets `exiting` under `lk` and takes its
 ** lists: after that nobody can add to them, which is what makes "names
 ** released, links broken and monitors fired" one atomic step as seen from
-** outside. Locks are taken one at a time, never nested.
+** outside. This file holds one process's lk at a time and takes no other
+** lock under it (the lock order: rt.h, at struct gsi_rt).
 */
 #include <sched.h>
 #include <stdlib.h>
