@@ -31,6 +31,7 @@
 #include "genserver.h"
 #include "core/ids.h"
 #include "core/internal.h"
+#include "lface.h"
 #include "lgenserver.h"
 #include "lio.h"
 

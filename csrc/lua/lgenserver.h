@@ -25,10 +25,6 @@ typedef struct gsi_core_fns {
 } gsi_core_fns;
 GSI_FUNC const gsi_core_fns gsi_core;
 
-/* The binding's hooks for the core (core.h's gsi_face: open_core,
-** builtin, report_crash), given to the API layer's opener by linit.c. */
-GSI_FUNC const gsi_face gsi_lua_face;
-
 /* The gen_server loop's reply to the request being handled (lgenserver.c):
 ** 1 when sent, 0 when core.reply must do it. */
 GSI_FUNC int gsi_reply_from(lua_State *L, int fidx, int idx);

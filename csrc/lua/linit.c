@@ -9,7 +9,7 @@
 */
 #include "genserver.h"
 #include "api/api.h"
-#include "lgenserver.h"
+#include "lface.h"
 
 int gs_runtime_open(gs_runtime **out, const gs_config *cfg) {
   return gsi_api_open(out, cfg, &gsi_lua_face);
