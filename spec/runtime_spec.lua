@@ -124,6 +124,14 @@ describe("genserver.runtime", function()
       assert.has_error(function() runtime.configure("workers") end)
     end)
 
+    it("says which bound a refused value passed (the C API's own message)", function()
+      -- 2^30 passes the binding's range check; this runtime's process table
+      -- holds fewer, which only gs_runtime_configure knows
+      local ok, err = pcall(runtime.configure, { max_processes = 1 << 30 })
+      assert.is_false(ok)
+      assert.matches("max_processes must be at most %d+ for this runtime", tostring(err))
+    end)
+
     it("is all or nothing: a bad field leaves the good ones unapplied", function()
       local ok, code, out = run_child([[
         local runtime = require "genserver.runtime"

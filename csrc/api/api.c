@@ -568,6 +568,18 @@ char *gs_msg_describe(const gs_msg *m) {
 static const char BOUND_KEY = 'b'; /* registry of a host state: its gs_runtime */
 static _Atomic uint64_t next_serial = 1;
 
+/* The core's errors are the public codes (core.h): one dialect. */
+_Static_assert(GSI_EINVAL == GS_EINVAL && GSI_ENOMEM == GS_ENOMEM &&
+                   GSI_ENOPROC == GS_ENOPROC && GSI_ETIMEDOUT == GS_ETIMEDOUT &&
+                   GSI_ECLOSED == GS_ECLOSED && GSI_ECALLSELF == GS_ECALLSELF &&
+                   GSI_EEXIT == GS_EEXIT && GSI_EENCODE == GS_EENCODE &&
+                   GSI_EDECODE == GS_EDECODE && GSI_ELIMIT == GS_ELIMIT &&
+                   GSI_EALREADY == GS_EALREADY && GSI_EIGNORE == GS_EIGNORE &&
+                   GSI_EKILLED == GS_EKILLED && GSI_ECONTEXT == GS_ECONTEXT &&
+                   GSI_ETYPE == GS_ETYPE && GSI_EFULL == GS_EFULL &&
+                   GSI_EBUSY == GS_EBUSY && GSI_OK == GS_OK,
+               "gsi_err and GS_E* must map 1:1");
+
 void gs_config_init(gs_config *cfg) {
   if (cfg == NULL) return;
   memset(cfg, 0, sizeof *cfg);
@@ -889,9 +901,9 @@ static int await(gsi_proc *p, uint64_t ref, uint64_t deadline, gsi_msg **ans) {
   int timed_out = 0;
   for (;;) {
     switch (gsi_answer(p, ref, ans)) {
-    case GSI_ANS_READY: return 0;
-    case GSI_ANS_DYING: return GS_EKILLED;
-    case GSI_ANS_UNKNOWN: return GS_EINVAL; /* cannot be */
+    case GSI_OK: return 0;
+    case GSI_EKILLED: return GS_EKILLED;
+    case GSI_EINVAL: return GS_EINVAL; /* cannot be */
     default: break;
     }
     if (timed_out) return GS_ETIMEDOUT;
@@ -1094,9 +1106,9 @@ static int request(gsi_proc *self, gs_pid server, int kind, const gsi_buf *b,
   if (server == gsi_proc_pid(self))
     return fail(GS_ECALLSELF, "the calling thread's own pid");
   switch (gsi_request(self, server, kind, b->data, b->len, 0, ref)) {
-  case GSI_REQ_OK: return 0;
-  case GSI_REQ_NOPROC: return fail(GS_ENOPROC, "no such process");
-  case GSI_REQ_FULL: return fail(GS_EFULL, "the server's mailbox is full");
+  case GSI_OK: return 0;
+  case GSI_ENOPROC: return fail(GS_ENOPROC, "no such process");
+  case GSI_EFULL: return fail(GS_EFULL, "the server's mailbox is full");
   default: return fail(GS_ENOMEM, "out of memory");
   }
 }
@@ -1216,10 +1228,8 @@ static int do_send(gs_runtime *rt, gs_pid pid, int kind, const src *v) {
       rc = fail(GS_ENOMEM, "out of memory");
     } else {
       int d = gsi_deliver(rt->core, pid, m, 0);
-      if (d == 0) rc = fail(GS_ENOPROC, "no such process: the message was dropped");
-#ifdef GSI_REJECTED
-      else if (d == GSI_REJECTED) rc = fail(GS_EFULL, "the mailbox is full");
-#endif
+      if (d == GSI_ENOPROC) rc = fail(GS_ENOPROC, "no such process: the message was dropped");
+      else if (d == GSI_EFULL) rc = fail(GS_EFULL, "the mailbox is full");
       else rc = GS_OK; /* gs_errmsg keeps the last failure's text: one
                           thread-local write less on the hot path */
     }
@@ -1680,9 +1690,9 @@ int gs_runtime_configure(gs_runtime *rt, const gs_config *cfg) {
   switch (gsi_rt_configure(rt->core, cfg->workers,
                            cfg->max_processes > 0 ? cfg->max_processes + 1 : 0,
                            changed ? &lim : NULL, cfg->budget)) {
-  case 0: rc = ok(); break;
-  case -2: rc = fail(GS_EBUSY, "config: workers and max_processes must be set "
-                               "before the first process starts"); break;
+  case GSI_OK: rc = ok(); break;
+  case GSI_EBUSY: rc = fail(GS_EBUSY, "config: workers and max_processes must be set "
+                                      "before the first process starts"); break;
   default: rc = fail(GS_ENOMEM, "out of memory");
   }
   return leave(rt, rc);

@@ -87,6 +87,35 @@ enum { GSI_CB_NONE = 0, GSI_CB_INIT, GSI_CB_CALL, GSI_CB_CAST, GSI_CB_INFO,
 ** reverse start order; the logger last, once nothing else is left. */
 enum { GSI_STOP_NORMAL = 0, GSI_STOP_FIRST, GSI_STOP_LAST };
 
+/* -------------------------------------------------------------- errors */
+
+/* The core's one error dialect: a function that can fail returns GSI_OK
+** or one of these, each equal to the public code of the same name
+** (genserver.h's GS_E*; api.c checks that at compile time), so the API
+** layer hands them on as they are and the binding maps them to Lua errors
+** in one place. GSI_AGAIN is not an error: "nothing yet, look again". */
+typedef enum gsi_err {
+  GSI_AGAIN = 1,
+  GSI_OK = 0,
+  GSI_EINVAL = -1,     /* bad argument or state */
+  GSI_ENOMEM = -2,     /* out of memory */
+  GSI_ENOPROC = -3,    /* no such process (a dead pid) */
+  GSI_ETIMEDOUT = -4,
+  GSI_ECLOSED = -5,
+  GSI_ECALLSELF = -6,
+  GSI_EEXIT = -7,
+  GSI_EENCODE = -8,
+  GSI_EDECODE = -9,
+  GSI_ELIMIT = -10,    /* process limit */
+  GSI_EALREADY = -11,  /* the name is taken */
+  GSI_EIGNORE = -12,
+  GSI_EKILLED = -13,   /* the calling process was killed */
+  GSI_ECONTEXT = -14,
+  GSI_ETYPE = -15,
+  GSI_EFULL = -16,     /* a bounded mailbox refused the message */
+  GSI_EBUSY = -17      /* the threads run already */
+} gsi_err;
+
 /* ------------------------------------------------------------ the face */
 
 /* What the core asks of the faces above it (the Lua binding, the public

@@ -284,15 +284,16 @@ gsi_msg *gsi_mpsc_pop(gsi_mpsc *q) {
 
 /* ---------------------------------------------------------- id vectors */
 
-void gsi_idvec_push(gsi_idvec *v, uint64_t a) {
+int gsi_idvec_push(gsi_idvec *v, uint64_t a) {
   if (v->n == v->cap) {
     size_t ncap = v->cap ? v->cap * 2 : 4;
     uint64_t *nv = realloc(v->v, ncap * sizeof *nv);
-    if (nv == NULL) abort(); /* tiny; out of C memory is fatal here */
+    if (nv == NULL) return GSI_ENOMEM;
     v->v = nv;
     v->cap = ncap;
   }
   v->v[v->n++] = a;
+  return GSI_OK;
 }
 
 int gsi_idvec_remove(gsi_idvec *v, uint64_t a) {

@@ -127,7 +127,7 @@ static int overflow(gsi_rt *rt, gsi_proc *p, uint64_t pid, gsi_msg *m) {
   gsi_msg_free(m);
   atomic_fetch_add_explicit(&p->overflowed, 1, memory_order_relaxed);
   gsi_unpin(p);
-  if (policy == GSI_OVF_REJECT) return GSI_REJECTED;
+  if (policy == GSI_OVF_REJECT) return GSI_EFULL;
   if (policy == GSI_OVF_KILL) {
     gsi_buf b;
     gsi_buf_init(&b);
@@ -135,14 +135,14 @@ static int overflow(gsi_rt *rt, gsi_proc *p, uint64_t pid, gsi_msg *m) {
       gsi_exit_signal(rt, 0, pid, b.data, b.len, GSI_XF_UNTRAP);
     gsi_buf_free(&b);
   }
-  return 1;
+  return GSI_OK;
 }
 
 int gsi_deliver(gsi_rt *rt, uint64_t pid, gsi_msg *m, int handoff) {
   gsi_proc *p = gsi_pin(rt, pid);
   if (p == NULL) {
     gsi_msg_free(m);
-    return 0;
+    return GSI_ENOPROC;
   }
   if (p->mbox_limit != 0 && limited(m) && queued(p) >= p->mbox_limit)
     return overflow(rt, p, pid, m);
@@ -159,7 +159,7 @@ int gsi_deliver(gsi_rt *rt, uint64_t pid, gsi_msg *m, int handoff) {
   atomic_fetch_add_explicit(&p->msgs_in, 1, memory_order_relaxed);
   gsi_notify(p, handoff);
   gsi_unpin(p);
-  return 1;
+  return GSI_OK;
 }
 
 int gsi_pid_sandboxed(gsi_rt *rt, uint64_t pid) {

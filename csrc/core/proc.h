@@ -185,16 +185,16 @@ GSI_FUNC gsi_proc *gsi_pin(gsi_rt *rt, uint64_t pid);
 GSI_FUNC void gsi_unpin(gsi_proc *p);
 
 /* Deliver m to pid (takes ownership of m; frees it if the pid is dead).
-** handoff: let the receiver run next on this worker. Returns 1 if
-** delivered (or dropped by a "drop"/"kill" bounded mailbox), 0 if the pid
-** is dead, GSI_REJECTED if a "reject" bounded mailbox refused it. */
-#define GSI_REJECTED (-1)
+** handoff: let the receiver run next on this worker. Returns GSI_OK if
+** delivered (or dropped by a "drop"/"kill" bounded mailbox), GSI_ENOPROC
+** if the pid is dead, GSI_EFULL if a "reject" bounded mailbox refused it. */
 GSI_FUNC int gsi_deliver(gsi_rt *rt, uint64_t pid, gsi_msg *m, int handoff);
 /* Is pid a live sandboxed process? (Its flag is set before it is
 ** published and read-only after, as mbox_limit.) */
 GSI_FUNC int gsi_pid_sandboxed(gsi_rt *rt, uint64_t pid);
 
-GSI_FUNC void gsi_idvec_push(gsi_idvec *v, uint64_t a);
+/* GSI_OK, or GSI_ENOMEM (v unchanged). */
+GSI_FUNC int gsi_idvec_push(gsi_idvec *v, uint64_t a);
 GSI_FUNC int gsi_idvec_remove(gsi_idvec *v, uint64_t a); /* one id */
 GSI_FUNC int gsi_idvec_remove_pair(gsi_idvec *v, uint64_t a); /* pair with first = a */
 GSI_FUNC int gsi_idvec_has(const gsi_idvec *v, uint64_t a);

@@ -55,7 +55,7 @@ int gsi_pending_add(gsi_proc *p, uint64_t ref, uint64_t target) {
   if (p->npend == p->cappend) {
     size_t ncap = p->cappend ? p->cappend * 2 : 4;
     gsi_pending *np = realloc(p->pend, ncap * sizeof *np);
-    if (np == NULL) return -1;
+    if (np == NULL) return GSI_ENOMEM;
     p->pend = np;
     p->cappend = ncap;
   }
@@ -63,7 +63,7 @@ int gsi_pending_add(gsi_proc *p, uint64_t ref, uint64_t target) {
   p->pend[p->npend].target = target;
   p->pend[p->npend].answer = NULL;
   p->npend++;
-  return 0;
+  return GSI_OK;
 }
 
 /* Forget a pending request: demonitor its target, and drop an answer that
@@ -189,32 +189,34 @@ int gsi_request(gsi_proc *self, uint64_t server, int kind, const void *data,
                 size_t len, int handoff, uint64_t *ref) {
   gsi_rt *rt = self->rt;
   gsi_msg *m;
+  int rc;
   *ref = gsi_new_ref(rt);
   if ((m = gsi_msg_new(kind, gsi_proc_pid(self), *ref, data, len)) == NULL)
-    return GSI_REQ_NOMEM;
-  if (gsi_pending_add(self, *ref, server) != 0) {
+    return GSI_ENOMEM;
+  if (gsi_pending_add(self, *ref, server) != GSI_OK) {
     gsi_msg_free(m);
-    return GSI_REQ_NOMEM;
+    return GSI_ENOMEM;
   }
-  if (server == 0 || gsi_monitor(self, server, *ref) != 0) {
+  rc = server == 0 ? GSI_ENOPROC : gsi_monitor(self, server, *ref);
+  if (rc != GSI_OK) {
     gsi_pending_remove(self, *ref, NULL);
     gsi_msg_free(m);
-    return GSI_REQ_NOPROC;
+    return rc;
   }
-  if (gsi_deliver(rt, server, m, handoff) == GSI_REJECTED) {
+  if (gsi_deliver(rt, server, m, handoff) == GSI_EFULL) {
     gsi_pending_remove(self, *ref, NULL);
-    return GSI_REQ_FULL;
+    return GSI_EFULL;
   }
-  return GSI_REQ_OK; /* if it died meanwhile, its DOWN answers the request */
+  return GSI_OK; /* if it died meanwhile, its DOWN answers the request */
 }
 
 int gsi_answer(gsi_proc *p, uint64_t ref, gsi_msg **ans) {
   gsi_pending *e;
   *ans = NULL;
   gsi_drain(p);
-  if (p->dying) return GSI_ANS_DYING;
-  if ((e = gsi_pending_find(p, ref)) == NULL) return GSI_ANS_UNKNOWN;
-  if (e->answer == NULL) return GSI_ANS_WAIT;
+  if (p->dying) return GSI_EKILLED;
+  if ((e = gsi_pending_find(p, ref)) == NULL) return GSI_EINVAL;
+  if (e->answer == NULL) return GSI_AGAIN;
   gsi_pending_remove(p, ref, ans);
-  return GSI_ANS_READY;
+  return GSI_OK;
 }

@@ -86,24 +86,24 @@ int gsi_reg_register(gsi_rt *rt, const char *name, uint64_t pid,
   gsi_names *n = rt->names;
   nentry **slot, *e;
   gsi_proc *p;
-  int rc = 0;
+  int rc = GSI_OK;
   size_t len = strlen(name);
   pthread_mutex_lock(&n->mu);
   slot = find(n, name);
   if (*slot != NULL) {
     *holder = (*slot)->pid;
     pthread_mutex_unlock(&n->mu);
-    return -1;
+    return GSI_EALREADY;
   }
   p = gsi_pin(rt, pid);
   if (p == NULL) {
     pthread_mutex_unlock(&n->mu);
-    return -2;
+    return GSI_ENOPROC;
   }
   pthread_mutex_lock(&p->lk);
-  if (p->exiting) rc = -2;
-  else if (p->name != NULL) rc = -3;
-  else if ((e = malloc(sizeof *e + len + 1)) == NULL) rc = -2;
+  if (p->exiting) rc = GSI_ENOPROC;
+  else if (p->name != NULL) rc = GSI_EINVAL;
+  else if ((e = malloc(sizeof *e + len + 1)) == NULL) rc = GSI_ENOMEM;
   else {
     memcpy(e->name, name, len + 1);
     e->pid = pid;
@@ -114,7 +114,7 @@ int gsi_reg_register(gsi_rt *rt, const char *name, uint64_t pid,
   }
   pthread_mutex_unlock(&p->lk);
   gsi_unpin(p);
-  if (rc == 0 && n->count > n->nbuckets) rehash(n);
+  if (rc == GSI_OK && n->count > n->nbuckets) rehash(n);
   pthread_mutex_unlock(&n->mu);
   return rc;
 }

@@ -11,7 +11,8 @@
 
 GSI_FUNC int gsi_reg_init(gsi_rt *rt);
 GSI_FUNC void gsi_reg_free(gsi_rt *rt);
-/* 0 ok; -1 name taken (*holder set); -2 pid dead; -3 pid already named */
+/* GSI_OK; GSI_EALREADY the name is taken (*holder set); GSI_ENOPROC pid
+** is dead; GSI_EINVAL pid has a name already; GSI_ENOMEM. */
 GSI_FUNC int gsi_reg_register(gsi_rt *rt, const char *name, uint64_t pid,
                               uint64_t *holder);
 GSI_FUNC int gsi_reg_unregister(gsi_rt *rt, const char *name);

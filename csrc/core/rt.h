@@ -111,8 +111,8 @@ struct gsi_rt {
 GSI_FUNC uint64_t gsi_new_ref(gsi_rt *rt);
 GSI_FUNC const gsi_codec_limits *gsi_rt_limits(gsi_rt *rt);
 /* Change workers, max_procs (both only before the threads start; 0: as
-** is), the codec limits (NULL: as is) and budget (0: as is): 0, -1 out of
-** memory, -2 the threads run already (nothing changed). */
+** is), the codec limits (NULL: as is) and budget (0: as is): GSI_OK,
+** GSI_ENOMEM, or GSI_EBUSY: the threads run already (nothing changed). */
 GSI_FUNC int gsi_rt_configure(gsi_rt *rt, int workers, uint32_t max_procs,
                               const gsi_codec_limits *lim, int budget);
 GSI_FUNC int gsi_rt_ensure_started(gsi_rt *rt);

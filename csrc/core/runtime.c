@@ -76,7 +76,7 @@ const gsi_codec_limits *gsi_rt_limits(gsi_rt *rt) {
 /* Change settings of a running runtime (gs_runtime_configure has checked
 ** the ranges): workers > 0 and max_procs > 0 only while the threads are
 ** not started, lim (or NULL) and budget > 0 at any time. All or nothing:
-** 0, -1 out of memory, -2 the threads run already. Under life_mu, which
+** GSI_OK, GSI_ENOMEM, or GSI_EBUSY: the threads run already. Under life_mu, which
 ** also guards the start of the threads (gsi_rt_ensure_started reads
 ** nworkers there); max_procs is read under tbl_mu by gsi_proc_alloc (a
 ** foreign process may take a slot before the threads start), so it is
@@ -84,12 +84,12 @@ const gsi_codec_limits *gsi_rt_limits(gsi_rt *rt) {
 int gsi_rt_configure(gsi_rt *rt, int workers, uint32_t max_procs,
                      const gsi_codec_limits *lim, int budget) {
   gsi_retired *r = NULL;
-  if (lim != NULL && (r = malloc(sizeof *r)) == NULL) return -1;
+  if (lim != NULL && (r = malloc(sizeof *r)) == NULL) return GSI_ENOMEM;
   pthread_mutex_lock(&rt->life_mu);
   if ((workers > 0 || max_procs > 0) && atomic_load(&rt->started)) {
     pthread_mutex_unlock(&rt->life_mu);
     free(r);
-    return -2;
+    return GSI_EBUSY;
   }
   if (workers > 0) rt->nworkers = workers;
   if (max_procs > 0) {
@@ -106,7 +106,7 @@ int gsi_rt_configure(gsi_rt *rt, int workers, uint32_t max_procs,
   }
   if (budget > 0) atomic_store(&rt->budget, budget);
   pthread_mutex_unlock(&rt->life_mu);
-  return 0;
+  return GSI_OK;
 }
 
 uint64_t gsi_new_ref(gsi_rt *rt) {

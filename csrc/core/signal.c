@@ -19,20 +19,21 @@
 int gsi_link(gsi_proc *self, uint64_t pid) {
   uint64_t me = gsi_proc_pid(self);
   gsi_proc *t;
-  int dead;
-  if (pid == me) return 0;
+  int rc = GSI_OK;
+  if (pid == me) return GSI_OK;
   t = gsi_pin(self->rt, pid);
-  if (t == NULL) return -1;
+  if (t == NULL) return GSI_ENOPROC;
   pthread_mutex_lock(&t->lk);
-  dead = t->exiting;
-  if (!dead && !gsi_idvec_has(&t->links, me)) gsi_idvec_push(&t->links, me);
+  if (t->exiting) rc = GSI_ENOPROC;
+  else if (!gsi_idvec_has(&t->links, me)) rc = gsi_idvec_push(&t->links, me);
   pthread_mutex_unlock(&t->lk);
   gsi_unpin(t);
-  if (dead) return -1;
+  if (rc != GSI_OK) return rc;
   pthread_mutex_lock(&self->lk);
-  if (!gsi_idvec_has(&self->links, pid)) gsi_idvec_push(&self->links, pid);
+  if (!gsi_idvec_has(&self->links, pid)) rc = gsi_idvec_push(&self->links, pid);
   pthread_mutex_unlock(&self->lk);
-  return 0;
+  if (rc != GSI_OK) gsi_unlink(self, pid); /* half a link: take it back */
+  return rc;
 }
 
 void gsi_unlink(gsi_proc *self, uint64_t pid) {
@@ -52,20 +53,27 @@ void gsi_unlink(gsi_proc *self, uint64_t pid) {
 
 int gsi_monitor(gsi_proc *self, uint64_t pid, uint64_t ref) {
   gsi_proc *t = gsi_pin(self->rt, pid);
-  int dead;
-  if (t == NULL) return -1;
-  pthread_mutex_lock(&t->lk);
-  dead = t->exiting;
-  if (!dead) {
-    gsi_idvec_push(&t->monitors, ref);
-    gsi_idvec_push(&t->monitors, gsi_proc_pid(self));
+  int rc = GSI_OK;
+  if (t == NULL) return GSI_ENOPROC;
+  /* the owner's half first (owner data, nothing to undo for others) */
+  if (gsi_idvec_push(&self->mon_out, ref) != GSI_OK) {
+    gsi_unpin(t);
+    return GSI_ENOMEM;
   }
+  if (gsi_idvec_push(&self->mon_out, pid) != GSI_OK) {
+    self->mon_out.n--; /* the lone ref */
+    gsi_unpin(t);
+    return GSI_ENOMEM;
+  }
+  pthread_mutex_lock(&t->lk);
+  if (t->exiting) rc = GSI_ENOPROC;
+  else if ((rc = gsi_idvec_push(&t->monitors, ref)) == GSI_OK &&
+           (rc = gsi_idvec_push(&t->monitors, gsi_proc_pid(self))) != GSI_OK)
+    t->monitors.n--; /* the lone ref */
   pthread_mutex_unlock(&t->lk);
   gsi_unpin(t);
-  if (dead) return -1;
-  gsi_idvec_push(&self->mon_out, ref);
-  gsi_idvec_push(&self->mon_out, pid);
-  return 0;
+  if (rc != GSI_OK) gsi_idvec_remove_pair(&self->mon_out, ref);
+  return rc;
 }
 
 static uint64_t mon_out_target(gsi_proc *self, uint64_t ref) {
@@ -89,8 +97,8 @@ void gsi_mon_user_add(gsi_proc *p, uint64_t ref, uint64_t target) {
   if (v == NULL && (v = calloc(1, sizeof *v)) == NULL) return;
   pthread_mutex_lock(&p->lk);
   p->mon_user = v;
-  gsi_idvec_push(v, ref);
-  gsi_idvec_push(v, target);
+  if (gsi_idvec_push(v, ref) == GSI_OK && gsi_idvec_push(v, target) != GSI_OK)
+    v->n--; /* the lone ref */
   pthread_mutex_unlock(&p->lk);
 }
 

@@ -10,11 +10,11 @@
 
 #include "core.h"
 
-/* 0 ok, -1 target dead (noproc). */
+/* GSI_OK, GSI_ENOPROC (the target is dead) or GSI_ENOMEM (no link made). */
 GSI_FUNC int gsi_link(gsi_proc *self, uint64_t pid);
 GSI_FUNC void gsi_unlink(gsi_proc *self, uint64_t pid);
-/* Add monitor ref on pid for self; returns 0, or -1 if pid is dead (the
-** caller delivers DOWN noproc itself). */
+/* Add monitor ref on pid for self: GSI_OK, GSI_ENOPROC if pid is dead (the
+** caller delivers DOWN noproc itself), or GSI_ENOMEM (no monitor made). */
 GSI_FUNC int gsi_monitor(gsi_proc *self, uint64_t pid, uint64_t ref);
 GSI_FUNC void gsi_demonitor(gsi_proc *self, uint64_t ref);
 /* Send an exit signal carrying an encoded reason. */

@@ -149,7 +149,7 @@ static void deliver_fired(gsi_rt *rt, fired *f, size_t n) {
       free(f[i].name);
     }
     /* a repeating timer whose destination is gone stops */
-    if (gsi_deliver(rt, pid, f[i].m, 0) == 0 && f[i].every != 0)
+    if (gsi_deliver(rt, pid, f[i].m, 0) == GSI_ENOPROC && f[i].every != 0)
       gsi_timer_cancel(rt, f[i].every);
   }
 }

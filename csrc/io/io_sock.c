@@ -98,7 +98,7 @@ static int deliver_ob(io_t *io, uint64_t pid, int kind, uint64_t ref, int flags)
   if (io->ob.cap > IO_RBUF * 4) gsi_buf_free(&io->ob);
   if (m == NULL) return 0;
   m->flags = (uint8_t)flags;
-  return gsi_deliver(io->rt, pid, m, 0) == 1;
+  return gsi_deliver(io->rt, pid, m, 0) == GSI_OK;
 }
 
 /* The answer to a waiting caller: a value (in io->ob) or a reason. */
@@ -422,7 +422,7 @@ int gsi_io_deliver_data(io_conn *c) {
   /* counted before it is visible: its free may come at once */
   atomic_fetch_add(&io->refs, 1);
   atomic_fetch_add(&s->credit, 1);
-  return gsi_deliver(io->rt, owner_of(io, c), m, 0) == 1;
+  return gsi_deliver(io->rt, owner_of(io, c), m, 0) == GSI_OK;
 }
 
 /* Credit is back (a resume, or the poll saw room): read again. */

@@ -73,6 +73,18 @@ static int raise_closed(lua_State *L) {
   return luaL_error(L, "genserver: the runtime has been shut down");
 }
 
+/* The one mapper from an error code to a Lua error: a GS_E* code, or a
+** core gsi_err, which equals the public code of the same name (core.h).
+** Raises "<what>: <text>", where the text is msg (gs_errmsg() after a
+** failed gs_ call: it says which setting, which limit) or else the code's
+** gs_strerror; a stopped runtime and out of memory read as everywhere
+** else in the binding. Never returns. */
+static int raise_error(lua_State *L, const char *what, int rc, const char *msg) {
+  if (rc == GS_ECLOSED) return raise_closed(L);
+  if (rc == GS_ENOMEM) return luaL_error(L, "genserver: out of memory");
+  return luaL_error(L, "%s: %s", what, msg != NULL ? msg : gs_strerror(rc));
+}
+
 /* The core of L's runtime; raises once it is shut down. A record's
 ** `closed` is read before its core: the core may be freed once it is set
 ** (acquire pairs with default_close's release store). */
@@ -869,12 +881,12 @@ static uint64_t start_request(lua_State *L, gsi_proc *p, uint64_t pid,
       gsi_check_code_to(L, idx, "request", p->rt, pid, b) != 0)
     raise_encode_error(L);
   rc = gsi_request(p, pid, kind, b->data, b->len, handoff, &ref);
-  if (rc == GSI_REQ_NOMEM) luaL_error(L, "genserver: out of memory");
+  if (rc == GSI_ENOMEM) luaL_error(L, "genserver: out of memory");
   gsi_count(&p->msgs_out);
-  if (rc != GSI_REQ_OK) {
+  if (rc != GSI_OK) {
     /* keep it pending, answered at once, so that every wait sees one path */
     if (gsi_pending_add(p, ref, pid) != 0) luaL_error(L, "genserver: out of memory");
-    if (rc == GSI_REQ_NOPROC) {
+    if (rc == GSI_ENOPROC) {
       gsi_idvec_push(&p->mon_out, ref); /* so the DOWN is accepted */
       gsi_idvec_push(&p->mon_out, pid);
       self_down_noproc(L, p, ref, pid);
@@ -895,12 +907,12 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
   for (;;) {
     gsi_msg *m;
     int st = gsi_answer(p, ref, &m);
-    if (st == GSI_ANS_DYING) return die(L, p);
-    if (st == GSI_ANS_UNKNOWN) {
+    if (st == GSI_EKILLED) return die(L, p);
+    if (st == GSI_EINVAL) {
       end_wait(p);
       return luaL_error(L, "genserver: unknown request (already answered?)");
     }
-    if (st == GSI_ANS_READY) {
+    if (st == GSI_OK) {
       int rc, n;
       end_wait(p);
       if (m->kind == GSI_M_REPLY) {
@@ -1375,7 +1387,9 @@ static int l_monitor(lua_State *L) {
   ENTER(L, p);
   uint64_t pid = resolve(L, 1);
   uint64_t ref = gsi_new_ref(p->rt);
-  if (pid == 0 || gsi_monitor(p, pid, ref) != 0) {
+  int rc = pid == 0 ? GSI_ENOPROC : gsi_monitor(p, pid, ref);
+  if (rc == GSI_ENOMEM) return raise_error(L, "genserver.monitor", rc, NULL);
+  if (rc != GSI_OK) {
     gsi_idvec_push(&p->mon_out, ref);
     gsi_idvec_push(&p->mon_out, pid);
     self_down_noproc(L, p, ref, pid);
@@ -1419,7 +1433,9 @@ static void push_exit_error(lua_State *L, uint64_t pid);
 static int l_link(lua_State *L) {
   ENTER(L, p);
   uint64_t pid = check_pid(L, 1);
-  if (gsi_link(p, pid) != 0) {
+  int rc = gsi_link(p, pid);
+  if (rc == GSI_ENOMEM) return raise_error(L, "genserver.link", rc, NULL);
+  if (rc != GSI_OK) {
     /* as Erlang's link/1: a process that traps exits gets {"EXIT", pid,
     ** "noproc"}; one that does not gets a catchable error (it lives on) */
     if (p->trap_exit) {
@@ -1572,16 +1588,17 @@ static int l_register(lua_State *L) {
     return luaL_error(L, "genserver.register: a name is 1 to %d bytes, no zero bytes",
                       GSI_NAME_MAX);
   int rc = gsi_reg_register(p->rt, name, pid, &holder);
-  if (rc == -1) {
+  if (rc == GSI_EALREADY) {
     lua_pushnil(L);
     lua_createtable(L, 0, 1);
     gsi_pushpid(L, holder);
     lua_setfield(L, -2, "already_started");
     return 2;
   }
-  if (rc == -2) return luaL_error(L, "genserver.register: process is not alive");
-  if (rc == -3)
+  if (rc == GSI_ENOPROC) return luaL_error(L, "genserver.register: process is not alive");
+  if (rc == GSI_EINVAL)
     return luaL_error(L, "genserver.register: process already has a name");
+  if (rc != GSI_OK) return raise_error(L, "genserver.register", rc, NULL);
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -1865,6 +1882,7 @@ static int l_configure(lua_State *L) {
   gs_runtime *api = api_of(L);
   gsi_proc *self = state_proc(L);
   gs_config cfg;
+  int rc;
   if (self != NULL && self->sandbox) /* settings of every process (§5) */
     return luaL_error(L, "genserver.runtime.configure: not allowed in a "
                          "sandboxed process (it changes the whole runtime)");
@@ -1901,7 +1919,7 @@ static int l_configure(lua_State *L) {
       return luaL_error(L, "genserver.runtime.configure: max_processes out of range");
     cfg.max_processes = (uint32_t)n;
   }
-  switch (gs_runtime_configure(api, &cfg)) {
+  switch (rc = gs_runtime_configure(api, &cfg)) {
   case GS_OK: break;
   case GS_EBUSY:
     if (cfg.workers > 0)
@@ -1909,10 +1927,7 @@ static int l_configure(lua_State *L) {
                            "before the first process starts");
     return luaL_error(L, "genserver.runtime.configure: max_processes must be "
                          "set before the first process starts");
-  case GS_EINVAL: /* every range but the table's size was checked above */
-    return luaL_error(L, "genserver.runtime.configure: max_processes out of range");
-  case GS_ECLOSED: return raise_closed(L);
-  default: return luaL_error(L, "genserver: out of memory");
+  default: return raise_error(L, "genserver.runtime.configure", rc, gs_errmsg());
   }
   lua_pushboolean(L, 1);
   return 1;
