@@ -34,16 +34,7 @@
 #include "core/wire.h"
 #include "core/internal.h"
 #include "api/api.h"
-
-/* The body of every gen_server process and its arguments, as
-** lua/genserver/init.lua's do_start spawns it: body(module, arg, opts),
-** with the starter and its request ref recorded on the new process
-** (parent, start_ref); the starter waits for { "ok" } | { "ignore" } |
-** { "error", reason } as the answer to ref (or the server's DOWN). The
-** body is genserver.core's `serve`, sent by name like any C function of a
-** loaded module. Keep the two in step. */
-#define BODY_MODULE "genserver.core"
-#define BODY_FIELD "serve"
+#include "gen/gen.h"
 
 #define NAME_MAX_LEN GSI_NAME_MAX
 #define MS_INFINITE (UINT64_MAX / 2000000u) /* "forever" for the core */
@@ -848,22 +839,9 @@ gsi_proc *gsi_api_foreign(gs_runtime *rt) { return fg_self(rt); }
 static int self_of(gs_runtime *rt, gsi_proc **out, gsi_msg **killed);
 
 static int end_killed(gs_runtime *rt, gsi_proc *p, gsi_msg **killed) {
-  gsi_msg *m = p->exit_msg;
-  gsi_buf b;
-  int normal = m != NULL && (m->flags & GSI_XF_NORMAL);
-  p->exit_msg = NULL;
-  p->dying = 0;
-  gsi_buf_init(&b);
-  if (m == NULL || (m->flags & GSI_XF_KILL) || m->len == 0) {
-    gsi_msg_free(m);
-    m = NULL;
-    if (gsi_wire_msg_cstr(&b, "killed") == 0)
-      m = gsi_msg_new(GSI_M_EXIT, 0, 0, b.data, b.len);
-  }
-  gsi_buf_free(&b);
-  if (m != NULL) fg_end(rt, p, GSI_MSG_DATA(m), m->len, normal);
-  else fg_end(rt, p, NULL, 0, 0);
-  *killed = m;
+  int normal;
+  *killed = gsi_gen_end_killed(p, &normal); /* as the Lua face's raise_exit */
+  pthread_setspecific(rt->key, NULL);
   return fail(GS_EKILLED, "this thread's process was killed by an exit signal");
 }
 
@@ -894,22 +872,19 @@ static int deadline_of(int ms, uint64_t *deadline) {
   return 0;
 }
 
-/* Wait for the answer to pending ref (a REPLY or a DOWN), blocking the
-** thread. 0: *ans taken (the request is forgotten); GS_ETIMEDOUT: still
-** pending; GS_EKILLED: p must end (the caller calls end_killed). */
+/* Wait for the answer to pending ref, blocking the thread
+** (gsi_gen_await). 0: *ans taken (the request is forgotten), a reply;
+** GS_EEXIT: *ans is the server's DOWN, or its refusal (a request it could
+** not take), whose payload is the reason; GS_ETIMEDOUT: still pending;
+** GS_EKILLED: p must end (the caller calls end_killed). */
 static int await(gsi_proc *p, uint64_t ref, uint64_t deadline, gsi_msg **ans) {
-  int timed_out = 0;
-  for (;;) {
-    switch (gsi_answer(p, ref, ans)) {
-    case GSI_OK: return 0;
-    case GSI_EKILLED: return GS_EKILLED;
-    case GSI_EINVAL: return GS_EINVAL; /* cannot be */
-    default: break;
-    }
-    if (timed_out) return GS_ETIMEDOUT;
-    if (deadline != 0 && gsi_now_ns() >= deadline) timed_out = 1;
-    else if (gsi_foreign_wait(p, deadline) == 1) timed_out = 1;
-    /* either way look once more: an answer that came just now wins */
+  switch (gsi_gen_await(p, ref, deadline, ans)) {
+  case GSI_GEN_REPLY: return 0;
+  case GSI_GEN_DOWN:
+  case GSI_GEN_REFUSED: return GS_EEXIT;
+  case GSI_GEN_TIMEOUT: return GS_ETIMEDOUT;
+  case GSI_GEN_DYING: return GS_EKILLED;
+  default: return GS_EINVAL; /* cannot be */
   }
 }
 
@@ -1098,18 +1073,20 @@ static int sink_reason(gs_runtime *rt, const sink *k, gsi_msg *m, int code) {
 
 /* ------------------------------------------------------------ requests */
 
-/* Send a request (GSI_M_CALL or GSI_M_SYSTEM) to server under a new
-** pending ref, monitoring it. */
+/* Send a request (GSI_GEN_CALL or _SYSTEM) to server under a new pending
+** ref, monitoring it (gsi_gen_request). */
 static int request(gsi_proc *self, gs_pid server, int kind, const gsi_buf *b,
                    uint64_t *ref) {
+  int failed;
   if (server == 0) return fail(GS_ENOPROC, "no process (pid 0)");
   if (server == gsi_proc_pid(self))
     return fail(GS_ECALLSELF, "the calling thread's own pid");
-  switch (gsi_request(self, server, kind, b->data, b->len, 0, ref)) {
-  case GSI_OK: return 0;
-  case GSI_ENOPROC: return fail(GS_ENOPROC, "no such process");
-  case GSI_EFULL: return fail(GS_EFULL, "the server's mailbox is full");
-  default: return fail(GS_ENOMEM, "out of memory");
+  if (gsi_gen_request(self, server, kind, b->data, b->len, 0, &failed, ref) != GSI_GEN_OK)
+    return fail(GS_ENOMEM, "out of memory");
+  switch (failed) {
+  case GSI_GEN_SENT: return 0;
+  case GSI_GEN_NOPROC: return fail(GS_ENOPROC, "no such process");
+  default: return fail(GS_EFULL, "the server's mailbox is full");
   }
 }
 
@@ -1123,12 +1100,12 @@ static int request_wait(gs_runtime *rt, gsi_proc *self, gs_pid server, int kind,
   if (rc != 0) return rc;
   rc = await(self, ref, deadline, ans);
   if (rc == GS_ETIMEDOUT) {
-    gsi_pending_remove(self, ref, NULL); /* its late answer is dropped */
+    gsi_gen_abandon(self, ref); /* its late answer is dropped */
     return fail(GS_ETIMEDOUT, "no answer in time");
   }
   if (rc == GS_EKILLED) return end_killed(rt, self, ans);
+  if (rc == GS_EEXIT) return fail(GS_EEXIT, "the server exited");
   if (rc != 0) return fail(rc, "lost the request");
-  if ((*ans)->kind == GSI_M_DOWN) return fail(GS_EEXIT, "the server exited");
   return 0;
 }
 
@@ -1149,7 +1126,7 @@ static int do_call(gs_runtime *rt, gs_pid server, const src *v, const sink *k,
   gsi_buf_init(&b);
   rc = encode_src_to(rt, v, "request", &b, server);
   if (rc == 0) rc = self_of(rt, &self, &ans);
-  if (rc == 0) rc = request_wait(rt, self, server, GSI_M_CALL, &b, deadline, &ans);
+  if (rc == 0) rc = request_wait(rt, self, server, GSI_GEN_CALL, &b, deadline, &ans);
   gsi_buf_free(&b);
   if (rc == 0) {
     rc = sink_put(rt, k, GSI_MSG_DATA(ans), ans->len, 0);
@@ -1287,19 +1264,19 @@ static int is_string(const unsigned char *data, size_t len, const char *s) {
 int gs_stop(gs_runtime *rt, gs_pid server, const char *reason, int timeout_ms) {
   gsi_proc *self;
   gsi_msg *ans = NULL;
-  gsi_buf b;
+  gsi_buf r, b;
   uint64_t deadline = 0;
   int rc;
   if (reason == NULL) reason = "normal";
   if ((rc = deadline_of(timeout_ms, &deadline)) != 0 || (rc = enter(rt)) != 0) return rc;
+  gsi_buf_init(&r);
   gsi_buf_init(&b);
-  /* { "stop", reason } as a system message, as genserver.stop sends it */
-  if (gsi_wire_byte(&b, GSI_WIRE_MAGIC) || gsi_wire_tagvar(&b, GSI_T_TABLE, 2) ||
-      gsi_wire_varint(&b, 0) ||
-      gsi_wire_cstr(&b, "stop") || gsi_wire_cstr(&b, reason))
+  /* the stop request, as genserver.stop sends it (gen.c) */
+  if (gsi_wire_msg_cstr(&r, reason) || gsi_gen_stop_encode(&b, r.data, r.len) != GSI_GEN_OK)
     rc = fail(GS_ENOMEM, "out of memory");
+  gsi_buf_free(&r);
   if (rc == 0) rc = self_of(rt, &self, &ans);
-  if (rc == 0) rc = request_wait(rt, self, server, GSI_M_SYSTEM, &b, deadline, &ans);
+  if (rc == 0) rc = request_wait(rt, self, server, GSI_GEN_SYSTEM, &b, deadline, &ans);
   gsi_buf_free(&b);
   if (rc == GS_EEXIT && is_string(GSI_MSG_DATA(ans), ans->len, reason)) {
     rc = ok(); /* it ended with the reason asked for */
@@ -1326,73 +1303,26 @@ static int valid_name(const char *name, const char *what) {
   return 0;
 }
 
-static int put_u32str(gsi_buf *b, const char *s) {
-  uint32_t n = (uint32_t)strlen(s);
-  return gsi_wire_bytes(b, &n, 4) || gsi_wire_bytes(b, s, n) ? -1 : 0;
-}
-
-/* The spawn message (pstate.c): u32 + path, u32 + cpath, then the encoding
-** of { n = 3, body, module, arg, opts }. arg is a whole
-** message; its back-references move by one (the outer table is object 1). */
-static int spawn_message(gs_runtime *rt, const char *module, const gsi_buf *arg,
-                         const gs_start_opts *o, gsi_buf *b) {
-  rd r = {arg->data + 1, arg->data + arg->len, 0};
-  int nopt = (o->name != NULL) + (o->hibernate_after_ms > 0) + (o->trap_exit != 0);
-  if (put_u32str(b, rt->path) || put_u32str(b, rt->cpath) ||
-      gsi_wire_byte(b, GSI_WIRE_MAGIC | (arg->data[0] & GSI_WIRE_FLAGS)) ||
-      gsi_wire_tagvar(b, GSI_T_TABLE, 4) || gsi_wire_varint(b, 1) ||
-      gsi_wire_tagvar(b, GSI_T_CFUNC, strlen(BODY_MODULE)) ||
-      gsi_wire_bytes(b, BODY_MODULE, strlen(BODY_MODULE)) ||
-      gsi_wire_varint(b, strlen(BODY_FIELD)) || gsi_wire_bytes(b, BODY_FIELD, strlen(BODY_FIELD)) ||
-      gsi_wire_cstr(b, module))
-    return GS_ENOMEM;
-  if (gsi_wire_copy(&r, b, 1, 1) != 0 || r.p != r.end)
-    return b->len == 0 ? GS_ENOMEM : fail(GS_EINVAL, "init argument: malformed message");
-  if (gsi_wire_tagvar(b, GSI_T_TABLE, 0) || gsi_wire_varint(b, (uint64_t)nopt)) return GS_ENOMEM;
-  if (o->name && (gsi_wire_cstr(b, "name") || gsi_wire_cstr(b, o->name))) return GS_ENOMEM;
-  if (o->hibernate_after_ms > 0 &&
-      (gsi_wire_cstr(b, "hibernate_after") || gsi_wire_int(b, o->hibernate_after_ms)))
-    return GS_ENOMEM;
-  if (o->trap_exit && (gsi_wire_cstr(b, "trap_exit") || gsi_wire_byte(b, GSI_T_TRUE)))
-    return GS_ENOMEM;
-  if (gsi_wire_cstr(b, "n") || gsi_wire_int(b, 3)) return GS_ENOMEM;
-  return 0;
-}
-
-/* Spawn the server process with a pending request `ref` on it (its ack
-** answers, or its DOWN). */
-static int spawn_server(gs_runtime *rt, gsi_proc *self, const char *module,
+/* Spawn the server process (gsi_gen_spawn) with a pending request `ref`
+** on it (its ack answers, or its DOWN). */
+static int spawn_server(gsi_proc *self, const char *module,
                         const gsi_buf *sm, const gs_start_opts *o, uint64_t ref,
                         gs_pid *pid) {
-  gsi_rt *core = rt->core;
-  gsi_proc *p;
-  if (gsi_rt_ensure_started(core) != 0)
-    return fail(GS_ELIMIT, "the runtime's threads cannot start");
-  if ((p = gsi_proc_alloc(core)) == NULL)
-    return fail(GS_ELIMIT, "cannot create a process: process limit reached");
-  if (gsi_pending_add(self, ref, gsi_proc_pid(p)) != 0 ||
-      (p->spawn_msg = gsi_msg_new(GSI_M_USER, 0, 0, sm->data, sm->len)) == NULL) {
-    gsi_pending_remove(self, ref, NULL);
-    gsi_proc_release(p);
-    return fail(GS_ENOMEM, "out of memory");
+  gsi_spawn_spec spec = {0};
+  spec.msg = sm->data;
+  spec.len = sm->len;
+  spec.module = module;
+  spec.start_ref = ref;
+  spec.mailbox_limit = o->mailbox_limit;
+  spec.overflow = GSI_GEN_OVF_DROP + (o->overflow - GS_OVERFLOW_DROP);
+  spec.max_heap = o->max_heap;
+  spec.sandbox = o->sandbox != 0;
+  switch (gsi_gen_spawn(self, &spec, pid, NULL)) {
+  case GSI_GEN_OK: return 0;
+  case GSI_GEN_ESTART: return fail(GS_ELIMIT, "the runtime's threads cannot start");
+  case GSI_GEN_ELIMIT: return fail(GS_ELIMIT, "cannot create a process: process limit reached");
+  default: return fail(GS_ENOMEM, "out of memory");
   }
-  p->parent = gsi_proc_pid(self);
-  p->start_ref = ref; /* the server's ack answers it (gsi_ack) */
-  snprintf(p->module, sizeof p->module, "%s", module);
-  /* set for every spawn: a reused slot keeps nothing of its last process */
-  p->mbox_limit = o->mailbox_limit;
-  p->overflow = o->mailbox_limit > 0 ? GSI_OVF_DROP + o->overflow : 0;
-  p->max_heap = o->max_heap;
-  p->sandbox = o->sandbox != 0;
-  *pid = gsi_proc_pid(p);
-  /* QUEUED before alive, so that nobody else queues it (see l_spawn); the
-  ** monitor goes in before the process can run or die */
-  atomic_store(&p->sched, GSI_QUEUED);
-  atomic_store(&p->alive, 1);
-  gsi_monitor(self, *pid, ref);
-  atomic_fetch_add_explicit(&core->spawned, 1, memory_order_relaxed);
-  gsi_enqueue(core, p);
-  return 0;
 }
 
 /* init took too long: kill the half-started server and wait for its end,
@@ -1409,28 +1339,7 @@ static int kill_wait(gs_runtime *rt, gsi_proc *self, gs_pid pid) {
   gsi_exit_signal(rt->core, gsi_proc_pid(self), pid, NULL, 0, GSI_XF_KILL);
   rc = await(self, ref, 0, &ans);
   gsi_msg_free(ans);
-  return rc;
-}
-
-/* Element 2 of the ack { "error", reason } as a whole message. */
-static int ack_reason(const gsi_msg *ack, rd *r, gsi_buf *out) {
-  out->len = 0;
-  if (gsi_wire_byte(out, GSI_MSG_DATA(ack)[0]) != 0) return -1;
-  return gsi_wire_copy(r, out, -1, 1);
-}
-
-/* Is the reason { already_started = pid }? */
-static int already_started(const gsi_buf *reason, gs_pid *holder) {
-  rd r = {reason->data + 1, reason->data + reason->len, 0};
-  gs_item t, k, v;
-  if (rd_item(&r, &t, 0) != 0 || t.type != GS_TTABLE || t.narr != 0 || t.nhash != 1)
-    return 0;
-  if (rd_item(&r, &k, 1) != 0 || k.type != GS_TSTRING || k.len != 15 ||
-      memcmp(k.string, "already_started", 15) != 0)
-    return 0;
-  if (rd_item(&r, &v, 1) != 0 || v.type != GS_TPID) return 0;
-  *holder = v.id;
-  return 1;
+  return rc == GS_EEXIT ? 0 : rc;
 }
 
 static int do_start(gs_runtime *rt, const char *module, const src *arg,
@@ -1461,16 +1370,20 @@ static int do_start(gs_runtime *rt, const char *module, const src *arg,
   rc = encode_src(rt, arg, "init argument", &ab);
   if (rc == 0) rc = self_of(rt, &self, &ans);
   if (rc == 0) {
-    rc = spawn_message(rt, module, &ab, o, &sm);
-    if (rc == GS_ENOMEM) rc = fail(GS_ENOMEM, "out of memory");
+    gsi_serve_opts so = {o->name, o->hibernate_after_ms, o->trap_exit};
+    switch (gsi_gen_serve_msg(&sm, rt->path, rt->cpath, module, &ab, &so)) {
+    case GSI_GEN_OK: break;
+    case GSI_GEN_EINVAL: rc = fail(GS_EINVAL, "init argument: malformed message"); break;
+    default: rc = fail(GS_ENOMEM, "out of memory");
+    }
   }
-  if (rc == 0) rc = spawn_server(rt, self, module, &sm, o, ref, pid);
+  if (rc == 0) rc = spawn_server(self, module, &sm, o, ref, pid);
   gsi_buf_free(&sm);
   if (rc == 0) {
     rc = await(self, ref, deadline, &ans);
     if (rc == GS_ETIMEDOUT) {
       int krc = kill_wait(rt, self, *pid);
-      gsi_pending_remove(self, ref, NULL);
+      gsi_gen_abandon(self, ref);
       if (krc == GS_EKILLED) {
         rc = end_killed(rt, self, &ans);
       } else {
@@ -1479,25 +1392,23 @@ static int do_start(gs_runtime *rt, const char *module, const src *arg,
       }
     } else if (rc == GS_EKILLED) {
       rc = end_killed(rt, self, &ans);
-    } else if (rc == 0 && ans->kind == GSI_M_DOWN) {
+    } else if (rc == GS_EEXIT) {
       rc = fail(GS_EEXIT, "the server exited during init");
     } else if (rc == 0) {
-      /* the ack: { "ok" } | { "ignore" } | { "error", reason } */
-      rd r = {GSI_MSG_DATA(ans) + 1, GSI_MSG_DATA(ans) + ans->len, 0};
-      gs_item t, tag;
-      if (ans->len == 0 || rd_item(&r, &t, 0) != 0 || t.type != GS_TTABLE || t.narr < 1 ||
-          rd_item(&r, &tag, 1) != 0 || tag.type != GS_TSTRING) {
-        rc = fail(GS_EDECODE, "unexpected answer from the server's start");
-      } else if (tag.len == 2 && memcmp(tag.string, "ok", 2) == 0) {
-        rc = 0;
-      } else if (tag.len == 6 && memcmp(tag.string, "ignore", 6) == 0) {
+      int tag;
+      switch (gsi_gen_ack_decode(GSI_MSG_DATA(ans), ans->len, &tag, &ab)) {
+      case GSI_GEN_OK: break;
+      case GSI_GEN_ENOMEM: rc = fail(GS_ENOMEM, "out of memory"); break;
+      default: rc = fail(GS_EDECODE, "unexpected answer from the server's start");
+      }
+      if (rc == 0 && tag == GSI_ACK_IGNORE) {
         rc = fail(GS_EIGNORE, "init returned \"ignore\"");
-      } else if (t.narr >= 2 && ack_reason(ans, &r, &ab) == 0) {
-        gs_pid holder;
+      } else if (rc == 0 && tag == GSI_ACK_ERROR) {
+        uint64_t holder;
         gsi_msg *reason = gsi_msg_new(GSI_M_DOWN, 0, 0, ab.data, ab.len);
         if (reason == NULL) {
           rc = fail(GS_ENOMEM, "out of memory");
-        } else if (already_started(&ab, &holder)) {
+        } else if (gsi_gen_already_started(ab.data, ab.len, &holder)) {
           *pid = holder;
           rc = fail(GS_EALREADY, "the name %s is taken", o->name ? o->name : "?");
         } else {
@@ -1505,8 +1416,6 @@ static int do_start(gs_runtime *rt, const char *module, const src *arg,
         }
         gsi_msg_free(ans);
         ans = reason;
-      } else {
-        rc = fail(GS_EDECODE, "unexpected answer from the server's start");
       }
     }
   }

@@ -40,8 +40,41 @@ uint64_t gsi_proc_pid(gsi_proc *p) {
   return GSI_PID(p->index, atomic_load_explicit(&p->gen, memory_order_relaxed));
 }
 
+/* Every per-process field a new process starts with, set on the slot it
+** is given, fresh or reused: the one place a slot is made ready for a
+** process (as Lua's preinit_thread). The exit path (gsi_proc_reap) frees
+** what the last process owned and resets the counters that are read
+** without a pin; everything else starts here. The slot is not alive yet,
+** so nobody can pin it and no lock is needed: the spawner's publication
+** (alive = 1, seq_cst) makes these writes visible to whoever pins it. */
+static void preinit_proc(gsi_proc *p) {
+  p->free_next = NULL;
+  p->mbox_limit = 0;
+  p->overflow = 0;
+  p->max_heap = p->heap_cap = 0;
+  p->sandbox = 0;
+  p->fail_at = p->nallocs = 0;
+  p->heap_refused = p->heap_exceeded = p->unwind = 0;
+  p->from_tab = NULL;
+  p->from_pid = p->from_ref = 0;
+  p->parent = p->start_ref = p->wait_timer = p->deadline = 0;
+  p->want = p->trap_exit = p->dying = p->timed_out = p->in_match = 0;
+  p->relay = 0;
+  p->module[0] = '\0';
+  p->vsn_n = 0;
+  p->server = 0;
+  p->sflags = 0;
+  p->stop_order = GSI_STOP_NORMAL;
+  atomic_store_explicit(&p->stop_sent, 0, memory_order_relaxed);
+  atomic_store_explicit(&p->msgs_out, 0, memory_order_relaxed);
+  atomic_store_explicit(&p->reductions, 0, memory_order_relaxed);
+  atomic_store_explicit(&p->current, GSI_CB_NONE, memory_order_relaxed);
+  atomic_store_explicit(&p->overflowed, 0, memory_order_relaxed);
+}
+
 /* Take a free slot. Index 0 is never used, so no pid is 0. The slot comes
-** back with alive = 0; the caller sets it up and then publishes it. */
+** back with alive = 0, preinit_proc'ed; the caller sets what its spawn
+** asks for and then publishes it. */
 gsi_proc *gsi_proc_alloc(gsi_rt *rt) {
   gsi_proc *p = NULL;
   pthread_mutex_lock(&rt->tbl_mu);
@@ -58,9 +91,7 @@ gsi_proc *gsi_proc_alloc(gsi_rt *rt) {
   if (p != NULL) p->born = ++rt->births;
   pthread_mutex_unlock(&rt->tbl_mu);
   if (p != NULL) {
-    p->free_next = NULL;
-    p->stop_order = GSI_STOP_NORMAL; /* not alive: nobody else reads them */
-    atomic_store_explicit(&p->stop_sent, 0, memory_order_relaxed);
+    preinit_proc(p);
     atomic_fetch_add_explicit(&rt->live, 1, memory_order_relaxed);
   }
   return p;

@@ -11,6 +11,7 @@
 #include "lualib.h"
 
 #include "internal.h"
+#include "spawnmsg.h"
 
 /* Runs every CLOSE_COUNT instructions of the code lua_close runs: a
 ** killed body's pending <close> handlers (Lua closes a suspended main
@@ -41,16 +42,6 @@ static void close_state(gsi_proc *p) {
 
 
 /* --------------------------------------------------------- spawn boot */
-
-/* The spawn message: u32 path length, path, u32 cpath length, cpath, then
-** the codec's encoding of { n = N, body, arg1, ..., argN }. */
-static int read_u32(const unsigned char **s, const unsigned char *e,
-                    uint32_t *v) {
-  if (e - *s < 4) return -1;
-  memcpy(v, *s, 4);
-  *s += 4;
-  return 0;
-}
 
 /* Registry keys: the last error gsi_crash_msgh saw, and the traceback
 ** it took there. */
@@ -166,30 +157,23 @@ static int boot_fail(lua_State *L) {
 static int setup_state(lua_State *L) {
   gsi_proc *p = lua_touserdata(L, 1);
   gsi_msg *sm = p->spawn_msg;
-  const unsigned char *s = GSI_MSG_DATA(sm), *e = s + sm->len, *path;
-  uint32_t n, plen;
+  gsi_spawnmsg m; /* its layout: spawnmsg.h */
   /* a gen_server's boot (serve, require, init: nested C calls that each
   ** reserve LUA_MINSTACK slots) takes ~85 slots of the main thread's 45.
   ** Growing now, early in the boot arena, lets the old stack's block be
   ** reused by what follows instead of becoming a hole late in the boot. */
   if (p->start_ref != 0) lua_checkstack(L, 90);
   gsi_open_libs(L, p->sandbox);
-  if (read_u32(&s, e, &n) || (uint32_t)(e - s) < n)
-    return luaL_error(L, "malformed spawn message");
-  path = s;
-  plen = n;
-  s += n;
-  if (read_u32(&s, e, &n) || (uint32_t)(e - s) < n)
+  if (gsi_spawnmsg_read(GSI_MSG_DATA(sm), sm->len, &m) != 0)
     return luaL_error(L, "malformed spawn message");
   /* kept outside the state, shared with the processes that have the same
   ** paths, until the package library is opened (if ever) */
-  p->paths = gsi_paths_get(p->rt->mods, (const char *)path, plen, (const char *)s, n);
+  p->paths = gsi_paths_get(p->rt->mods, m.path, m.plen, m.cpath, m.clen);
   if (p->paths == NULL) return luaL_error(L, "not enough memory");
-  s += n;
   if (p->rt->face.state_hook) p->rt->face.state_hook(L, p->rt->face.ud);
   luaL_checkstack(L, 4, "spawn");
   lua_pushcfunction(L, boot);
-  if (gsi_decode_raw(L, s, (size_t)(e - s), gsi_limits_of(p)) != 0) {
+  if (gsi_decode_raw(L, m.body, m.blen, gsi_limits_of(p)) != 0) {
     lua_pushcfunction(L, boot_fail); /* raises the decode error */
     lua_replace(L, -3);
   }

@@ -226,24 +226,8 @@ void gsi_proc_reap(gsi_proc *p) {
   atomic_store(&p->sigpend, 0);
   atomic_store(&p->kill_at, 0);
   atomic_store(&p->sched, GSI_IDLE);
-  p->parent = p->start_ref = p->wait_timer = p->deadline = 0;
-  p->from_tab = NULL;
-  p->from_pid = p->from_ref = 0;
-  p->want = p->trap_exit = p->dying = p->timed_out = p->in_match = 0;
-  p->relay = 0;
-  p->module[0] = '\0';
-  p->vsn_n = 0;
-  p->sflags = 0;
-  p->server = 0;
-  atomic_store(&p->msgs_out, 0);
-  atomic_store(&p->reductions, 0);
-  atomic_store(&p->current, GSI_CB_NONE);
-  p->mbox_limit = 0;
-  p->overflow = 0;
-  p->max_heap = p->heap_cap = 0;
-  p->fail_at = p->nallocs = 0;
-  p->sandbox = p->heap_refused = p->heap_exceeded = p->unwind = 0;
-  atomic_store(&p->overflowed, 0);
+  /* the rest of the slot is made ready by the next gsi_proc_alloc
+  ** (preinit_proc, proc.c) */
   pthread_mutex_lock(&p->lk);
   p->exiting = 0;
   pthread_mutex_unlock(&p->lk);

@@ -31,6 +31,8 @@
 #include "genserver.h"
 #include "core/ids.h"
 #include "core/internal.h"
+#include "core/spawnmsg.h"
+#include "gen/gen.h"
 #include "lface.h"
 #include "lgenserver.h"
 #include "lio.h"
@@ -572,23 +574,6 @@ static void push_consume(lua_State *L, gsi_proc *p, gsi_msg *m) {
   }
 }
 
-/* Answer request ref of `caller` with a refusal (the server lives on):
-** the caller's wait returns false, reason. A DOWN-kind answer flagged
-** GSI_REFUSED, so that it takes the request's usual path. */
-#define GSI_REFUSED 1
-static void refuse_request(gsi_rt *rt, uint64_t server, uint64_t caller,
-                           uint64_t ref, const char *reason) {
-  gsi_buf b;
-  gsi_msg *d;
-  gsi_buf_init(&b);
-  if (gsi_encode_cstring(&b, reason) == 0 &&
-      (d = gsi_msg_new(GSI_M_DOWN, server, ref, b.data, b.len)) != NULL) {
-    d->flags = GSI_REFUSED;
-    gsi_deliver(rt, caller, d, 0);
-  }
-  gsi_buf_free(&b);
-}
-
 /* -------------------------------------------------------------- waiting */
 
 static void end_wait(gsi_proc *p) {
@@ -785,7 +770,7 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
         }
         if (kind == GSI_M_CALL || kind == GSI_M_SYSTEM) {
           lua_pushfstring(L, "undecodable request: %s", why);
-          refuse_request(p->rt, pid_of(p), m->from, m->ref, lua_tostring(L, -1));
+          gsi_gen_refuse(p->rt, pid_of(p), m->from, m->ref, lua_tostring(L, -1));
         } else {
           fprintf(stderr, "genserver <0.%u.%u>: dropped a message it cannot "
                   "receive: %s\n", GSI_PID_INDEX(pid_of(p)),
@@ -867,33 +852,33 @@ static void self_down_noproc(lua_State *L, gsi_proc *p, uint64_t ref,
   gsi_deliver(p->rt, pid_of(p), m, 0);
 }
 
-/* Send the value at idx to pid as a request of `kind` (CALL/SYSTEM) under
-** a new pending ref. Its answer always comes through the mailbox: a dead
-** server's as DOWN "noproc", a full mailbox's as a refusal. */
+/* Send the value at idx to pid as a request of `kind` (GSI_GEN_CALL /
+** _SYSTEM) under a new pending ref. Its answer always comes through the
+** mailbox: a dead server's as DOWN "noproc", a full mailbox's as a
+** refusal (gsi_gen_request). A stop request (stop set) is { "stop",
+** value }, made by the protocol layer around the encoded value. */
 static uint64_t start_request(lua_State *L, gsi_proc *p, uint64_t pid,
-                              int idx, int kind, int handoff) {
+                              int idx, int kind, int handoff, int stop) {
   gsi_buf *b = &gsi_scratch_get()->buf;
+  const char *what = stop ? "request[2]" : "request";
   uint64_t ref;
   int rc;
   idx = lua_absindex(L, idx);
   b->len = 0;
-  if (gsi_encode(L, idx, "request", gsi_rt_limits(rt_of(L)), b) != 0 ||
-      gsi_check_code_to(L, idx, "request", p->rt, pid, b) != 0)
+  if (gsi_encode(L, idx, what, gsi_rt_limits(rt_of(L)), b) != 0 ||
+      gsi_check_code_to(L, idx, what, p->rt, pid, b) != 0)
     raise_encode_error(L);
-  rc = gsi_request(p, pid, kind, b->data, b->len, handoff, &ref);
-  if (rc == GSI_ENOMEM) luaL_error(L, "genserver: out of memory");
-  gsi_count(&p->msgs_out);
-  if (rc != GSI_OK) {
-    /* keep it pending, answered at once, so that every wait sees one path */
-    if (gsi_pending_add(p, ref, pid) != 0) luaL_error(L, "genserver: out of memory");
-    if (rc == GSI_ENOPROC) {
-      gsi_idvec_push(&p->mon_out, ref); /* so the DOWN is accepted */
-      gsi_idvec_push(&p->mon_out, pid);
-      self_down_noproc(L, p, ref, pid);
-    } else {
-      refuse_request(p->rt, pid, pid_of(p), ref, "mailbox_full");
-    }
+  if (stop) {
+    gsi_buf sb;
+    gsi_buf_init(&sb);
+    rc = gsi_gen_stop_encode(&sb, b->data, b->len);
+    if (rc == GSI_GEN_OK)
+      rc = gsi_gen_request(p, pid, kind, sb.data, sb.len, handoff, NULL, &ref);
+    gsi_buf_free(&sb);
+  } else {
+    rc = gsi_gen_request(p, pid, kind, b->data, b->len, handoff, NULL, &ref);
   }
+  if (rc != GSI_GEN_OK) luaL_error(L, "genserver: out of memory");
   return ref;
 }
 
@@ -906,16 +891,16 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   for (;;) {
     gsi_msg *m;
-    int st = gsi_answer(p, ref, &m);
-    if (st == GSI_EKILLED) return die(L, p);
-    if (st == GSI_EINVAL) {
+    int st = gsi_gen_answer(p, ref, &m);
+    if (st == GSI_GEN_DYING) return die(L, p);
+    if (st == GSI_GEN_UNKNOWN) {
       end_wait(p);
       return luaL_error(L, "genserver: unknown request (already answered?)");
     }
-    if (st == GSI_OK) {
+    if (st != GSI_GEN_WAIT) {
       int rc, n;
       end_wait(p);
-      if (m->kind == GSI_M_REPLY) {
+      if (st == GSI_GEN_REPLY) {
         lua_pushboolean(L, 1);
         /* plain data without a protected call; a memory error raising
         ** from there leaves m on p->held, freed later (not lost) */
@@ -924,7 +909,7 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
         rc = decode_next(L, m);
         p->held = NULL;
         n = 2;
-      } else if (m->flags == GSI_REFUSED) { /* the server refused it */
+      } else if (st == GSI_GEN_REFUSED) { /* the server refused it */
         lua_pushboolean(L, 0);
         rc = decode_payload(L, m); /* the reason is the kind */
         n = 2;
@@ -941,7 +926,7 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
     }
     if (p->timed_out) {
       end_wait(p);
-      if (abandon) gsi_pending_remove(p, ref, NULL);
+      if (abandon) gsi_gen_abandon(p, ref);
       lua_pushboolean(L, 0);
       lua_pushliteral(L, "timeout");
       return 2;
@@ -988,24 +973,26 @@ static int l_call(lua_State *L) {
     return 2;
   }
   begin_wait(L, p, opt_deadline(L, 3, 5000));
-  ref = start_request(L, p, pid, 2, GSI_M_CALL, 1);
+  ref = start_request(L, p, pid, 2, GSI_GEN_CALL, 1, 0);
   lua_settop(L, 0);
   lua_pushboolean(L, 1); /* abandon on time-out: the late reply is dropped */
   return answer_k(L, LUA_OK, (lua_KContext)ref);
 }
 
-/* request(server, request [, "system"]) -> ref */
+/* request(server, request [, "system" | "stop"]) -> ref
+** "stop": request is the reason of a stop request { "stop", reason }. */
 static int l_request(lua_State *L) {
   ENTER(L, p);
   uint64_t pid = resolve(L, 1);
-  int kind = GSI_M_CALL;
+  int kind = GSI_GEN_CALL, stop = 0;
+  const char *k = lua_type(L, 3) == LUA_TSTRING ? lua_tostring(L, 3) : "";
   luaL_checkany(L, 2);
-  if (lua_type(L, 3) == LUA_TSTRING && strcmp(lua_tostring(L, 3), "system") == 0)
-    kind = GSI_M_SYSTEM;
-  if (kind == GSI_M_SYSTEM && outside_sandbox(p, pid))
+  if (strcmp(k, "system") == 0 || (stop = strcmp(k, "stop") == 0))
+    kind = GSI_GEN_SYSTEM;
+  if (kind == GSI_GEN_SYSTEM && outside_sandbox(p, pid))
     return luaL_error(L, "genserver: a sandboxed process may not send system requests "
                          "(stop, sys) to a process outside its sandbox");
-  gsi_pushref(L, start_request(L, p, pid, 2, kind, 0));
+  gsi_pushref(L, start_request(L, p, pid, 2, kind, 0, stop));
   return 1;
 }
 
@@ -1047,24 +1034,37 @@ int gsi_reply_from(lua_State *L, int fidx, int idx) {
   return 1;
 }
 
-/* A gen_server's ack to its starter (lserver.c): the value at idx, or
-** { "ok" } when idx is 0, as the answer to (parent, start_ref). { "ok" }
-** is written by hand: encoding a table would build the state's reverse
-** index of loaded modules, which a server that never sends a table does
-** not need. Raises as reply() does when the value cannot be sent. */
+/* A gen_server's ack to its starter (lserver.c): the table { tag [,
+** reason] } at idx, or { "ok" } when idx is 0, as the answer to its start
+** request. The bytes are the protocol layer's (gsi_gen_ack): only the
+** reason is encoded here (so { "ok" } builds no reverse index of loaded
+** modules in a server that never sends a table). Raises as reply() does
+** when the reason cannot be sent. */
 void gsi_ack(lua_State *L, int idx) {
-  static const unsigned char ok[] = {GSI_WIRE_MAGIC, GSI_T_TABLE, 1, 0,
-                                     GSI_T_FIXSTR | 2, 'o', 'k'};
   gsi_proc *p = state_proc(L);
-  gsi_msg *m;
+  gsi_buf *b = &gsi_scratch_get()->buf;
+  int tag = GSI_ACK_OK, rc;
   if (p == NULL || p->start_ref == 0) return; /* not started by start() */
-  if (idx == 0) {
-    m = gsi_msg_new(GSI_M_REPLY, pid_of(p), p->start_ref, ok, sizeof ok);
-    if (m == NULL) luaL_error(L, "genserver: out of memory");
-  } else {
-    m = encode_msg_to(L, idx, "reply", GSI_M_REPLY, pid_of(p), p->start_ref, p->parent);
+  b->len = 0;
+  if (idx != 0) {
+    const char *s;
+    idx = lua_absindex(L, idx);
+    lua_rawgeti(L, idx, 1);
+    s = lua_tostring(L, -1);
+    tag = s == NULL ? GSI_ACK_ERROR : strcmp(s, "ok") == 0 ? GSI_ACK_OK
+          : strcmp(s, "ignore") == 0 ? GSI_ACK_IGNORE : GSI_ACK_ERROR;
+    lua_pop(L, 1);
+    if (tag == GSI_ACK_ERROR) {
+      lua_rawgeti(L, idx, 2);
+      if (gsi_encode(L, -1, "reply[2]", gsi_rt_limits(p->rt), b) != 0 ||
+          gsi_check_code_to(L, lua_gettop(L), "reply[2]", p->rt, p->parent, b) != 0)
+        raise_encode_error(L);
+      lua_pop(L, 1);
+    }
   }
-  gsi_deliver(p->rt, p->parent, m, 1);
+  rc = gsi_gen_ack(p, tag, tag == GSI_ACK_ERROR ? b->data : NULL, b->len);
+  if (b->cap > (1u << 20)) gsi_buf_free(b); /* do not keep a huge scratch */
+  if (rc < 0) luaL_error(L, "genserver: out of memory");
 }
 
 /* Is the value at idx the pid of the process that spawned this one? */
@@ -1152,14 +1152,6 @@ static int send_kind(lua_State *L, int kind) {
 static int l_send(lua_State *L) { return send_kind(L, GSI_M_USER); }
 static int l_cast(lua_State *L) { return send_kind(L, GSI_M_CAST); }
 
-static void buf_put_str(gsi_buf *b, const char *s, size_t n) {
-  uint32_t n32 = (uint32_t)n;
-  if (gsi_buf_reserve(b, 4 + n) != 0) return;
-  memcpy(b->data + b->len, &n32, 4);
-  memcpy(b->data + b->len + 4, s, n);
-  b->len += 4 + n;
-}
-
 /* Rename the codec's root "spawn[k]" to what the caller calls argument k:
 ** "body", a name from opts.names, or "argument N". */
 static void rename_spawn_path(lua_State *L, int opts) {
@@ -1182,20 +1174,18 @@ static void rename_spawn_path(lua_State *L, int opts) {
   lua_settop(L, top);
 }
 
-/* The spawn message: paths of the spawner, then { n, body, args... }. */
-static gsi_msg *spawn_msg(lua_State *L, int body, int nargs) {
+/* The spawn message (core/spawnmsg.h) into the thread's scratch buffer:
+** the spawner's paths, then { n, body, args... }. */
+static gsi_buf *spawn_msg(lua_State *L, int body, int nargs) {
   gsi_buf *b = &gsi_scratch_get()->buf;
-  size_t n;
-  const char *s;
+  size_t n, cn;
+  const char *s, *c, *fs, *fc;
   int top = lua_gettop(L);
-  gsi_msg *m;
-  gsi_proc *self = state_proc(L);
-  b->len = 0;
-  if (self != NULL && self->sandbox && self->paths != NULL) {
+  if (gsi_gen_fixed_paths(state_proc(L), &fs, &fc)) {
     /* a sandbox passes on the paths it was given, not what it made of its
     ** package.path (DESIGN §5: its lookups stay inside them) */
-    lua_pushstring(L, gsi_paths_path(self->paths));
-    lua_pushstring(L, gsi_paths_cpath(self->paths));
+    lua_pushstring(L, fs);
+    lua_pushstring(L, fc);
   } else {
     lua_getglobal(L, LUA_LOADLIBNAME);
     if (lua_type(L, -1) != LUA_TTABLE) lua_pop(L, 1), lua_newtable(L);
@@ -1203,9 +1193,9 @@ static gsi_msg *spawn_msg(lua_State *L, int body, int nargs) {
     lua_getfield(L, -2, "cpath");
   }
   s = lua_tolstring(L, -2, &n);
-  buf_put_str(b, s ? s : "", s ? n : 0);
-  s = lua_tolstring(L, -1, &n);
-  buf_put_str(b, s ? s : "", s ? n : 0);
+  c = lua_tolstring(L, -1, &cn);
+  if (gsi_spawnmsg_paths(b, s, s ? n : 0, c, c ? cn : 0) != 0)
+    luaL_error(L, "genserver: out of memory");
   lua_settop(L, top);
   lua_createtable(L, nargs + 1, 1);
   lua_pushinteger(L, nargs);
@@ -1221,28 +1211,13 @@ static gsi_msg *spawn_msg(lua_State *L, int body, int nargs) {
     raise_encode_error(L);
   }
   lua_settop(L, top);
-  m = gsi_msg_new(GSI_M_USER, 0, 0, b->data, b->len);
-  if (m == NULL) luaL_error(L, "genserver: out of memory");
-  return m;
+  return b;
 }
 
-typedef struct spawn_lim {
-  uint32_t limit;
-  int overflow;
-  size_t max_heap;
-  int sandbox;
-  uint64_t fail_at;
-} spawn_lim;
-
-/* mailbox_limit / overflow from the spawn options at t (a table or nil);
+/* The limits from the spawn options at t (a table or nil) into the spec;
 ** raises for bad values, before any slot is taken. */
-static void spawn_limits(lua_State *L, int t, spawn_lim *p) {
+static void spawn_limits(lua_State *L, int t, gsi_spawn_spec *p) {
   static const char *const policies[] = {"drop", "reject", "kill", NULL};
-  p->limit = 0;
-  p->overflow = 0;
-  p->max_heap = 0;
-  p->sandbox = 0;
-  p->fail_at = 0;
   if (lua_type(L, t) != LUA_TTABLE) return;
   if (lua_getfield(L, t, "fail_alloc") != LUA_TNIL) {
     lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
@@ -1265,8 +1240,8 @@ static void spawn_limits(lua_State *L, int t, spawn_lim *p) {
     lua_Integer n = lua_isinteger(L, -1) ? lua_tointeger(L, -1) : 0;
     if (n < 1 || n > UINT32_MAX)
       luaL_error(L, "genserver.spawn: opts.mailbox_limit must be a positive integer");
-    p->limit = (uint32_t)n;
-    p->overflow = GSI_OVF_DROP;
+    p->mailbox_limit = (uint32_t)n;
+    p->overflow = GSI_GEN_OVF_DROP;
   }
   lua_pop(L, 1);
   if (lua_getfield(L, t, "overflow") != LUA_TNIL) {
@@ -1275,9 +1250,9 @@ static void spawn_limits(lua_State *L, int t, spawn_lim *p) {
     for (i = 0; s != NULL && policies[i] && strcmp(s, policies[i]) != 0; i++) {}
     if (s == NULL || lua_type(L, -1) != LUA_TSTRING || policies[i] == NULL)
       luaL_error(L, "genserver.spawn: opts.overflow must be \"drop\", \"reject\" or \"kill\"");
-    if (p->limit == 0)
+    if (p->mailbox_limit == 0)
       luaL_error(L, "genserver.spawn: opts.overflow needs opts.mailbox_limit");
-    p->overflow = GSI_OVF_DROP + i;
+    p->overflow = GSI_GEN_OVF_DROP + i;
   }
   lua_pop(L, 1);
 }
@@ -1298,32 +1273,28 @@ static int opt_flag(lua_State *L, int t, const char *k) {
 ** `request`: a ref of ours that becomes a pending request on the new
 ** process (monitored), so its answer or its DOWN can be waited for. */
 static int l_spawn(lua_State *L) {
-  gsi_rt *rt = rt_of(L);
-  gsi_proc *p;
   int nargs = lua_gettop(L) - 2;
   ENTER(L, self);
-  int link = opt_flag(L, 2, "link");
-  int mon = opt_flag(L, 2, "monitor");
+  gsi_spawn_spec spec = {0};
+  uint64_t pid, ref = 0;
+  gsi_buf *sm;
+  char module[64];
+  spec.link = opt_flag(L, 2, "link");
+  spec.monitor = opt_flag(L, 2, "monitor");
   /* internal options (genserver.logger's forwarder): it traps exits from
   ** the start, and is stopped last at program end (runtime.c) */
-  int trap = opt_flag(L, 2, "trap_exit"), last = opt_flag(L, 2, "stop_last");
-  uint64_t pid, ref = 0, req = 0;
-  gsi_msg *sm;
-  spawn_lim lim;
-  char module[sizeof p->module];
+  spec.trap_exit = opt_flag(L, 2, "trap_exit");
+  spec.stop_last = opt_flag(L, 2, "stop_last");
   if (lua_type(L, 2) == LUA_TTABLE) {
     lua_getfield(L, 2, "request");
-    if (!lua_isnil(L, -1) && !gsi_toref(L, -1, &req))
+    if (!lua_isnil(L, -1) && !gsi_toref(L, -1, &spec.start_ref))
       luaL_argerror(L, 2, "opts.request must be a reference");
     lua_pop(L, 1);
   }
   if (lua_type(L, 1) != LUA_TFUNCTION && lua_type(L, 1) != LUA_TSTRING)
     luaL_typeerror(L, 1, "function or module name");
   if (nargs < 0) nargs = 0;
-  spawn_limits(L, 2, &lim);
-  /* everything a sandboxed process spawns or starts is sandboxed too,
-  ** whatever the options say (DESIGN §5) */
-  if (self->sandbox) lim.sandbox = 1;
+  spawn_limits(L, 2, &spec);
   module[0] = '\0';
   if (lua_type(L, 2) == LUA_TTABLE) {
     lua_pushliteral(L, "module");
@@ -1333,50 +1304,20 @@ static int l_spawn(lua_State *L) {
   }
   if (module[0] == '\0' && lua_type(L, 1) == LUA_TSTRING)
     snprintf(module, sizeof module, "%s", lua_tostring(L, 1));
+  spec.module = module;
   sm = spawn_msg(L, 1, nargs);
-  /* from here on nothing may raise until the process is queued: a slot
-  ** taken and never run would never be freed */
-  if (gsi_rt_ensure_started(rt) != 0 || (p = gsi_proc_alloc(rt)) == NULL) {
-    gsi_msg_free(sm);
+  spec.msg = sm->data;
+  spec.len = sm->len;
+  switch (gsi_gen_spawn(self, &spec, &pid, &ref)) {
+  case GSI_GEN_OK: break;
+  case GSI_GEN_ENOMEM: return luaL_error(L, "genserver: out of memory");
+  default:
     return luaL_error(L, "genserver.spawn: cannot create a process "
                          "(process limit reached or runtime stopped)");
   }
-  pid = gsi_proc_pid(p);
-  if (req != 0 && gsi_pending_add(self, req, pid) != 0) {
-    gsi_msg_free(sm);
-    gsi_proc_release(p); /* never published */
-    return luaL_error(L, "genserver: out of memory");
-  }
-  p->spawn_msg = sm;
-  p->trap_exit = trap;
-  p->stop_order = last ? GSI_STOP_LAST : GSI_STOP_NORMAL;
-  p->parent = pid_of(self);
-  p->start_ref = req; /* a gen_server's start (init.lua): its ack answers req */
-  memcpy(p->module, module, sizeof module);
-  p->mbox_limit = lim.limit;
-  p->overflow = lim.overflow;
-  p->max_heap = lim.max_heap;
-  p->sandbox = lim.sandbox;
-  p->fail_at = lim.fail_at;
-  /* QUEUED before it is alive: a sender that finds it (list(), shutdown)
-  ** sees QUEUED and does not queue it a second time. Links and monitors go
-  ** in before it can run or die; then it is queued. */
-  atomic_store(&p->sched, GSI_QUEUED);
-  atomic_store(&p->alive, 1);
-  if (link) gsi_link(self, pid);
-  if (mon) {
-    ref = gsi_new_ref(rt);
-    gsi_monitor(self, pid, ref);
-    gsi_mon_user_add(self, ref, pid);
-  }
-  if (req != 0) gsi_monitor(self, pid, req);
-  atomic_fetch_add_explicit(&rt->spawned, 1, memory_order_relaxed);
-  /* a start (req): the starter waits for the ack, so the new server runs
-  ** next on this worker */
-  if (req != 0) gsi_enqueue_next(rt, p);
-  else gsi_enqueue(rt, p);
+  if (sm->cap > (1u << 20)) gsi_buf_free(sm); /* do not keep a huge scratch */
   gsi_pushpid(L, pid);
-  if (!mon) return 1;
+  if (!spec.monitor) return 1;
   gsi_pushref(L, ref);
   return 2;
 }
@@ -1547,24 +1488,20 @@ static int raise_killed(lua_State *L, uint64_t pid) {
 ** raise its reason as a genserver error. The thread carries on with a new
 ** pid at its next call. */
 static void raise_exit(lua_State *L, gsi_proc *p) {
-  gsi_msg *m = p->exit_msg;
-  uint64_t pid = pid_of(p);
-  int normal = m != NULL && (m->flags & GSI_XF_NORMAL);
-  int killed = m == NULL || (m->flags & GSI_XF_KILL) || m->len == 0;
+  const unsigned char *data = NULL;
+  size_t len = 0;
+  int killed = gsi_gen_killed_reason(p, &data, &len), normal;
   /* Lua allocations first, while nothing is torn down: a memory error here
-  ** leaves the process dying and m owned by it, to try again next call */
-  push_exit_error(L, pid); /* the error: T */
+  ** leaves the process dying and its reason owned by it, to try again at
+  ** the next call */
+  push_exit_error(L, pid_of(p)); /* the error: T */
   if (killed) {
     lua_pushliteral(L, "killed"); /* T, reason */
   } else { /* T, U: the reason's bytes, Lua-owned */
-    memcpy(lua_newuserdatauv(L, m->len, 0), GSI_MSG_DATA(m), m->len);
+    memcpy(lua_newuserdatauv(L, len, 0), data, len);
   }
   /* now end the foreign process: links and monitors fire, nothing fails */
-  p->exit_msg = NULL;
-  p->dying = 0;
-  gsi_foreign_exit(p, m != NULL ? GSI_MSG_DATA(m) : NULL, m != NULL ? m->len : 0,
-                   normal);
-  gsi_msg_free(m);
+  gsi_msg_free(gsi_gen_end_killed(p, &normal));
   if (!killed) { /* decode from the copy: nothing leaks if this fails */
     if (gsi_decode(L, lua_touserdata(L, -1), lua_rawlen(L, -1),
                    gsi_rt_limits(rt_of(L))) != 0) {

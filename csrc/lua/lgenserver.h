@@ -29,8 +29,9 @@ GSI_FUNC const gsi_core_fns gsi_core;
 ** 1 when sent, 0 when core.reply must do it. */
 GSI_FUNC int gsi_reply_from(lua_State *L, int fidx, int idx);
 
-/* A gen_server's ack to its starter: the value at idx, or { "ok" } for
-** idx 0 (raises like reply() for an unsendable value). */
+/* A gen_server's ack to its starter: the table { tag [, reason] } at idx,
+** or { "ok" } for idx 0, sent as the protocol layer writes it (gen.c);
+** raises like reply() for an unsendable reason. */
 GSI_FUNC void gsi_ack(lua_State *L, int idx);
 
 /* Is the value at idx the pid of the process that spawned this one? */

@@ -454,7 +454,7 @@ function M.stop(server, reason, timeout)
   if type(server) == "string" then pid = core.whereis(server) end
   if pid == nil then return fail("stop", server, "noproc") end
   if pid == core.self() then return fail("stop", server, "calling_self") end
-  local ref = crequest(pid, { "stop", reason }, "system")
+  local ref = crequest(pid, reason, "stop") -- { "stop", reason }, made in C (gen.c)
   local ok, kind, r = cwait(ref, timeout or "infinity", true)
   if ok then return true end
   if kind == "down" and same(r, reason) then return true end
