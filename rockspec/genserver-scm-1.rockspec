@@ -37,6 +37,8 @@ build = {
     ["genserver.core"] = {
       sources = {
         "csrc/api/api.c",
+        "csrc/api/call.c",
+        "csrc/api/msg.c",
         "csrc/core/codec.c",
         "csrc/core/codec_dec.c",
         "csrc/core/codec_enc.c",

@@ -1440,6 +1440,27 @@ describe("genserver.process", function()
       assert.is_false(process.alive(old))
     end)
 
+    it("killed by 'kill', its old pid's monitors see 'killed' too (as from the C API)", function()
+      local old = process.self()
+      local watcher = process.spawn(function(target)
+        local p = require "genserver.process"
+        local ref = p.monitor(target)
+        local d = p.receive(function(m) return type(m) == "table" and m.ref == ref end, 5000)
+        local ask = p.receive(function(m) return type(m) == "table" and m[1] == "report_to" end, 5000)
+        if ask then p.send(ask[2], { "kill_report", d and d.reason }) end
+      end, old)
+      for _ = 1, 2000 do
+        if #(process.info(old) or { monitored_by = { 1 } }).monitored_by > 0 then break end
+        process.sleep(1)
+      end
+      local ok, err = pcall(process.exit, old, "kill")
+      assert.is_false(ok)
+      assert.are.equal("killed", err.reason)
+      process.send(watcher, { "report_to", process.self() })
+      local r = U.await(function(m) return type(m) == "table" and m[1] == "kill_report" end)
+      assert.are.equal("killed", r[2])
+    end)
+
     it("its registered name is released when it is killed", function()
       local old = process.self()
       process.register("pr_main_name")

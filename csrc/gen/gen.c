@@ -77,6 +77,11 @@ int gsi_gen_fixed_paths(gsi_proc *self, const char **path, const char **cpath) {
   return 1;
 }
 
+int gsi_gen_spawn_paths(gsi_buf *b, const char *path, size_t plen, const char *cpath,
+                        size_t clen) {
+  return gsi_spawnmsg_paths(b, path, plen, cpath, clen) == 0 ? GSI_GEN_OK : GSI_GEN_ENOMEM;
+}
+
 int gsi_gen_serve_msg(gsi_buf *b, const char *path, const char *cpath, const char *module,
                       const gsi_buf *arg, const gsi_serve_opts *o) {
   /* arg's back-references move by one: the outer table is object 1 */

@@ -76,6 +76,12 @@ GSI_GEN_FN int gsi_gen_spawn(gsi_proc *self, const gsi_spawn_spec *s, uint64_t *
 ** 0 when the spawner's package.path/cpath apply. */
 GSI_GEN_FN int gsi_gen_fixed_paths(gsi_proc *self, const char **path, const char **cpath);
 
+/* The start of a spawn message (core/spawnmsg.h) into b (emptied first):
+** the package paths the new state starts with; the caller appends the
+** message of { n = N, body, args... }. 0, or _ENOMEM. */
+GSI_GEN_FN int gsi_gen_spawn_paths(gsi_buf *b, const char *path, size_t plen,
+                                   const char *cpath, size_t clen);
+
 /* The spawn message of a gen_server started by the C face: paths, then
 ** { n = 3, genserver.core.serve, module, arg, opts } with arg a whole
 ** message and opts made of the three options the server reads. The Lua

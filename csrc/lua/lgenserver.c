@@ -31,7 +31,6 @@
 #include "genserver.h"
 #include "core/ids.h"
 #include "core/internal.h"
-#include "core/spawnmsg.h"
 #include "gen/gen.h"
 #include "lface.h"
 #include "lgenserver.h"
@@ -1174,7 +1173,7 @@ static void rename_spawn_path(lua_State *L, int opts) {
   lua_settop(L, top);
 }
 
-/* The spawn message (core/spawnmsg.h) into the thread's scratch buffer:
+/* The spawn message (gsi_gen_spawn_paths) into the thread's scratch buffer:
 ** the spawner's paths, then { n, body, args... }. */
 static gsi_buf *spawn_msg(lua_State *L, int body, int nargs) {
   gsi_buf *b = &gsi_scratch_get()->buf;
@@ -1194,7 +1193,7 @@ static gsi_buf *spawn_msg(lua_State *L, int body, int nargs) {
   }
   s = lua_tolstring(L, -2, &n);
   c = lua_tolstring(L, -1, &cn);
-  if (gsi_spawnmsg_paths(b, s, s ? n : 0, c, c ? cn : 0) != 0)
+  if (gsi_gen_spawn_paths(b, s, s ? n : 0, c, c ? cn : 0) != GSI_GEN_OK)
     luaL_error(L, "genserver: out of memory");
   lua_settop(L, top);
   lua_createtable(L, nargs + 1, 1);
