@@ -163,9 +163,8 @@ int gsi_gen_ack_decode(const unsigned char *data, size_t len, int *tag, gsi_buf 
   /* element 2, as a whole message of its own */
   reason->len = 0;
   if (gsi_wire_byte(reason, data[0]) != 0) return GSI_GEN_ENOMEM;
-  if (gsi_wire_copy(&r, reason, -1, 1) != 0)
-    return reason->len == 1 ? GSI_GEN_EINVAL : GSI_GEN_ENOMEM;
-  return GSI_GEN_OK;
+  /* malformed or out of memory alike: not an ack this starter can read */
+  return gsi_wire_copy(&r, reason, -1, 1) == 0 ? GSI_GEN_OK : GSI_GEN_EINVAL;
 }
 
 int gsi_gen_already_started(const unsigned char *reason, size_t len, uint64_t *holder) {

@@ -104,7 +104,8 @@ enum { GSI_ACK_OK, GSI_ACK_IGNORE, GSI_ACK_ERROR };
 GSI_GEN_FN int gsi_gen_ack_encode(gsi_buf *b, int tag, const unsigned char *reason,
                                   size_t len);
 /* The tag of an ack, and for GSI_ACK_ERROR its reason as a whole message
-** into reason (emptied first). 0, or _EINVAL (not an ack) / _ENOMEM. */
+** into reason (emptied first). 0, or _EINVAL (not an ack, or no memory to
+** copy its reason) / _ENOMEM. */
 GSI_GEN_FN int gsi_gen_ack_decode(const unsigned char *data, size_t len, int *tag,
                                   gsi_buf *reason);
 /* Is the ack's reason (a whole message) { already_started = pid }? */

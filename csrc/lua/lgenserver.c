@@ -944,9 +944,10 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
 ** server had died; a reply that cannot be decoded raises the codec's
 ** error here; time-outs go past INT_MAX ms. stop (request + wait) and
 ** start (spawn + wait on a request id) are the same: wait() waits on ids
-** that gs_* never expose. So the waits stay on the request/answer layer
-** (recv.c) that gs_call/gs_stop/gs_start are themselves built on: late
-** replies are dropped and exit signals noticed the same way in both. */
+** that gs_* never expose. So both faces make and wait for their requests
+** through the protocol layer (gen.c: gsi_gen_request, gsi_gen_answer):
+** late replies are dropped, answers classified and exit signals noticed
+** the same way in both; only the waiting differs (yield / block). */
 static int l_call(lua_State *L) {
   ENTER(L, p);
   uint64_t pid, ref;
