@@ -116,6 +116,21 @@ int gsi_gen_serve_msg(gsi_buf *b, const char *path, const char *cpath, const cha
 
 /* ------------------------------------------ tagged tuples: ack and stop */
 
+/* The head of { tag [, value] }: header byte (with the value's flags),
+** the table's sizes, the tag. Tags are this file's constants, shorter than
+** a fixstr's 32 bytes, so the head has a fixed layout and fits TAG_HEAD. */
+#define TAG_HEAD 40
+static size_t tagged_head(unsigned char *o, const char *tag, int with_value, int flags) {
+  size_t n = strlen(tag);
+  o[0] = (unsigned char)(GSI_WIRE_MAGIC | flags);
+  o[1] = GSI_T_TABLE;
+  o[2] = with_value ? 2 : 1; /* array part: tag [, value] */
+  o[3] = 0;                  /* no hash part */
+  o[4] = (unsigned char)(GSI_T_FIXSTR | n);
+  memcpy(o + 5, tag, n);
+  return 5 + n;
+}
+
 /* { tag [, value] } into b: value (a whole message, or NULL) becomes
 ** element 2, its back-references moved by one (the outer table is
 ** object 1). */
@@ -123,10 +138,8 @@ static int tagged(gsi_buf *b, const char *tag, const unsigned char *value, size_
   int flags = value != NULL && len > 0 ? value[0] & GSI_WIRE_FLAGS : 0;
   b->len = 0;
   if (value != NULL && len == 0) return GSI_GEN_EINVAL;
-  if (gsi_wire_byte(b, GSI_WIRE_MAGIC | flags) ||
-      gsi_wire_tagvar(b, GSI_T_TABLE, value != NULL ? 2 : 1) || gsi_wire_varint(b, 0) ||
-      gsi_wire_cstr(b, tag))
-    return GSI_GEN_ENOMEM;
+  if (gsi_buf_reserve(b, TAG_HEAD) != 0) return GSI_GEN_ENOMEM;
+  b->len = tagged_head(b->data, tag, value != NULL, flags);
   if (value != NULL) {
     gsi_wire_rd r = {value + 1, value + len, 0};
     size_t before = b->len;
@@ -179,18 +192,32 @@ int gsi_gen_already_started(const unsigned char *reason, size_t len, uint64_t *h
   return 1;
 }
 
+int gsi_gen_starter(gsi_proc *self, uint64_t *starter) {
+  *starter = self->parent;
+  return self->start_ref != 0;
+}
+
 int gsi_gen_ack(gsi_proc *self, int tag, const unsigned char *reason, size_t len) {
-  gsi_buf b;
-  gsi_msg *m = NULL;
-  int rc;
+  gsi_msg *m;
   if (self->start_ref == 0) return 0; /* not started by a start request */
-  gsi_buf_init(&b);
-  rc = gsi_gen_ack_encode(&b, tag, reason, len);
-  if (rc == GSI_GEN_OK &&
-      (m = gsi_msg_new(GSI_M_REPLY, gsi_proc_pid(self), self->start_ref, b.data, b.len)) == NULL)
-    rc = GSI_GEN_ENOMEM;
-  gsi_buf_free(&b);
-  if (rc != GSI_GEN_OK) return rc;
+  if (tag == GSI_ACK_ERROR) {
+    gsi_buf b;
+    int rc;
+    gsi_buf_init(&b);
+    rc = gsi_gen_ack_encode(&b, tag, reason, len);
+    m = rc == GSI_GEN_OK ? gsi_msg_new(GSI_M_REPLY, gsi_proc_pid(self), self->start_ref,
+                                       b.data, b.len) : NULL;
+    gsi_buf_free(&b);
+    if (rc != GSI_GEN_OK) return rc;
+  } else if (tag == GSI_ACK_OK || tag == GSI_ACK_IGNORE) {
+    /* no reason: the head alone, with no buffer to allocate (every start) */
+    unsigned char head[TAG_HEAD];
+    size_t n = tagged_head(head, ack_tags[tag], 0, 0);
+    m = gsi_msg_new(GSI_M_REPLY, gsi_proc_pid(self), self->start_ref, head, n);
+  } else {
+    return GSI_GEN_EINVAL;
+  }
+  if (m == NULL) return GSI_GEN_ENOMEM;
   gsi_deliver(self->rt, self->parent, m, 1);
   return 1;
 }
@@ -203,6 +230,15 @@ int gsi_gen_stop_encode(gsi_buf *b, const unsigned char *reason, size_t len) {
 
 /* A DOWN-kind answer flagged so, that takes the request's usual path. */
 #define REFUSED 1
+
+int gsi_gen_reply(gsi_proc *self, uint64_t caller, uint64_t ref, const void *data,
+                  size_t len) {
+  gsi_msg *m = gsi_msg_new(GSI_M_REPLY, gsi_proc_pid(self), ref, data, len);
+  if (m == NULL) return GSI_GEN_ENOMEM;
+  gsi_deliver(self->rt, caller, m, 1);
+  gsi_count(&self->msgs_out);
+  return GSI_GEN_OK;
+}
 
 void gsi_gen_refuse(gsi_rt *rt, uint64_t server, uint64_t caller, uint64_t ref,
                     const char *reason) {

@@ -111,6 +111,8 @@ GSI_GEN_FN int gsi_gen_ack_decode(const unsigned char *data, size_t len, int *ta
 /* Is the ack's reason (a whole message) { already_started = pid }? */
 GSI_GEN_FN int gsi_gen_already_started(const unsigned char *reason, size_t len,
                                        uint64_t *holder);
+/* Was self started by a start request? 1 with its starter's pid, else 0. */
+GSI_GEN_FN int gsi_gen_starter(gsi_proc *self, uint64_t *starter);
 /* Send self's ack to its starter. 1 sent; 0 self was not started by a
 ** start request (nothing to do); _ENOMEM, _EINVAL. */
 GSI_GEN_FN int gsi_gen_ack(gsi_proc *self, int tag, const unsigned char *reason,
@@ -137,6 +139,11 @@ enum { GSI_GEN_SENT = 0, GSI_GEN_NOPROC = 1, GSI_GEN_FULL = 2 };
 ** *failed says why (the C face). 0, or _ENOMEM (nothing pending). */
 GSI_GEN_FN int gsi_gen_request(gsi_proc *self, uint64_t to, int kind, const void *data,
                                size_t len, int handoff, int *failed, uint64_t *ref);
+
+/* Answer request ref of `caller` with data (a whole message), as self:
+** the reply, handed off to the caller (it runs next here). 0, or _ENOMEM. */
+GSI_GEN_FN int gsi_gen_reply(gsi_proc *self, uint64_t caller, uint64_t ref, const void *data,
+                             size_t len);
 
 /* Answer request ref of `caller` with a refusal (the server lives on): the
 ** caller's wait returns GSI_GEN_REFUSED with reason. */

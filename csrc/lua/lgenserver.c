@@ -1016,7 +1016,7 @@ static int l_wait(lua_State *L) {
 int gsi_reply_from(lua_State *L, int fidx, int idx) {
   gsi_proc *p = state_proc(L);
   gsi_buf *b;
-  gsi_msg *m;
+  int rc;
   if (p == NULL || p->from_tab == NULL || lua_topointer(L, fidx) != p->from_tab) return 0;
   idx = lua_absindex(L, idx);
   b = &gsi_scratch_get()->buf;
@@ -1026,11 +1026,9 @@ int gsi_reply_from(lua_State *L, int fidx, int idx) {
     lua_pop(L, 1); /* the error: core.reply makes it again, placed */
     return 0;
   }
-  m = gsi_msg_new(GSI_M_REPLY, pid_of(p), p->from_ref, b->data, b->len);
+  rc = gsi_gen_reply(p, p->from_pid, p->from_ref, b->data, b->len);
   if (b->cap > (1u << 20)) gsi_buf_free(b);
-  if (m == NULL) luaL_error(L, "genserver: out of memory");
-  gsi_deliver(p->rt, p->from_pid, m, 1);
-  gsi_count(&p->msgs_out);
+  if (rc != GSI_GEN_OK) luaL_error(L, "genserver: out of memory");
   return 1;
 }
 
@@ -1042,10 +1040,10 @@ int gsi_reply_from(lua_State *L, int fidx, int idx) {
 ** when the reason cannot be sent. */
 void gsi_ack(lua_State *L, int idx) {
   gsi_proc *p = state_proc(L);
-  gsi_buf *b = &gsi_scratch_get()->buf;
+  gsi_buf *b = NULL;
+  uint64_t starter;
   int tag = GSI_ACK_OK, rc;
-  if (p == NULL || p->start_ref == 0) return; /* not started by start() */
-  b->len = 0;
+  if (p == NULL || !gsi_gen_starter(p, &starter)) return; /* not started by start() */
   if (idx != 0) {
     const char *s;
     idx = lua_absindex(L, idx);
@@ -1054,16 +1052,18 @@ void gsi_ack(lua_State *L, int idx) {
     tag = s == NULL ? GSI_ACK_ERROR : strcmp(s, "ok") == 0 ? GSI_ACK_OK
           : strcmp(s, "ignore") == 0 ? GSI_ACK_IGNORE : GSI_ACK_ERROR;
     lua_pop(L, 1);
-    if (tag == GSI_ACK_ERROR) {
-      lua_rawgeti(L, idx, 2);
-      if (gsi_encode(L, -1, "reply[2]", gsi_rt_limits(p->rt), b) != 0 ||
-          gsi_check_code_to(L, lua_gettop(L), "reply[2]", p->rt, p->parent, b) != 0)
-        raise_encode_error(L);
-      lua_pop(L, 1);
-    }
   }
-  rc = gsi_gen_ack(p, tag, tag == GSI_ACK_ERROR ? b->data : NULL, b->len);
-  if (b->cap > (1u << 20)) gsi_buf_free(b); /* do not keep a huge scratch */
+  if (tag == GSI_ACK_ERROR) {
+    b = &gsi_scratch_get()->buf;
+    b->len = 0;
+    lua_rawgeti(L, idx, 2);
+    if (gsi_encode(L, -1, "reply[2]", gsi_rt_limits(rt_of(L)), b) != 0 ||
+        gsi_check_code_to(L, lua_gettop(L), "reply[2]", rt_of(L), starter, b) != 0)
+      raise_encode_error(L);
+    lua_pop(L, 1);
+  }
+  rc = gsi_gen_ack(p, tag, b != NULL ? b->data : NULL, b != NULL ? b->len : 0);
+  if (b != NULL && b->cap > (1u << 20)) gsi_buf_free(b); /* no huge scratch kept */
   if (rc < 0) luaL_error(L, "genserver: out of memory");
 }
 
@@ -1078,16 +1078,21 @@ int gsi_is_parent(lua_State *L, int idx) {
 static int l_reply(lua_State *L) {
   ENTER(L, p);
   uint64_t pid = 0, ref = 0;
-  gsi_msg *m;
+  gsi_buf *b = &gsi_scratch_get()->buf;
+  int rc;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_rawgeti(L, 1, 1);
   lua_rawgeti(L, 1, 2);
   if (!gsi_topid(L, -2, &pid) || !from_tag(L, -1, &ref))
     luaL_argerror(L, 1, "not a 'from' given to handle_call");
   lua_pop(L, 2);
-  m = encode_msg_to(L, 2, "reply", GSI_M_REPLY, pid_of(p), ref, pid);
-  gsi_deliver(p->rt, pid, m, 1);
-  gsi_count(&p->msgs_out);
+  b->len = 0;
+  if (gsi_encode(L, 2, "reply", gsi_rt_limits(rt_of(L)), b) != 0 ||
+      gsi_check_code_to(L, 2, "reply", rt_of(L), pid, b) != 0)
+    raise_encode_error(L);
+  rc = gsi_gen_reply(p, pid, ref, b->data, b->len);
+  if (b->cap > (1u << 20)) gsi_buf_free(b); /* do not keep a huge scratch */
+  if (rc != GSI_GEN_OK) luaL_error(L, "genserver: out of memory");
   lua_pushboolean(L, 1);
   return 1;
 }
