@@ -342,11 +342,11 @@ static int request(gsi_proc *self, gs_pid server, int kind, const gsi_buf *b,
   if (server == 0) return fail(GS_ENOPROC, "no process (pid 0)");
   if (server == gsi_proc_pid(self))
     return fail(GS_ECALLSELF, "the calling thread's own pid");
-  if (gsi_gen_request(self, server, kind, b->data, b->len, 0, &failed, ref) != GSI_GEN_OK)
+  if (gsi_gen_request(self, server, kind, b->data, b->len, 0, &failed, ref) != GSI_OK)
     return fail(GS_ENOMEM, "out of memory");
   switch (failed) {
-  case GSI_GEN_SENT: return 0;
-  case GSI_GEN_NOPROC: return fail(GS_ENOPROC, "no such process");
+  case GSI_OK: return 0;
+  case GSI_ENOPROC: return fail(GS_ENOPROC, "no such process");
   default: return fail(GS_EFULL, "the server's mailbox is full");
   }
 }
@@ -533,7 +533,7 @@ int gs_stop(gs_runtime *rt, gs_pid server, const char *reason, int timeout_ms) {
   gsi_buf_init(&r);
   gsi_buf_init(&b);
   /* the stop request, as genserver.stop sends it (gen.c) */
-  if (gsi_wire_msg_cstr(&r, reason) || gsi_gen_stop_encode(&b, r.data, r.len) != GSI_GEN_OK)
+  if (gsi_wire_msg_cstr(&r, reason) || gsi_gen_stop_encode(&b, r.data, r.len) != GSI_OK)
     rc = fail(GS_ENOMEM, "out of memory");
   gsi_buf_free(&r);
   if (rc == 0) rc = self_of(rt, &self, &ans);
@@ -579,9 +579,9 @@ static int spawn_server(gsi_proc *self, const char *module,
   spec.max_heap = o->max_heap;
   spec.sandbox = o->sandbox != 0;
   switch (gsi_gen_spawn(self, &spec, pid, NULL)) {
-  case GSI_GEN_OK: return 0;
-  case GSI_GEN_ESTART: return fail(GS_ELIMIT, "the runtime's threads cannot start");
-  case GSI_GEN_ELIMIT: return fail(GS_ELIMIT, "cannot create a process: process limit reached");
+  case GSI_OK: return 0;
+  case GSI_ECLOSED: return fail(GS_ELIMIT, "the runtime's threads cannot start");
+  case GSI_ELIMIT: return fail(GS_ELIMIT, "cannot create a process: process limit reached");
   default: return fail(GS_ENOMEM, "out of memory");
   }
 }
@@ -633,8 +633,8 @@ static int do_start(gs_runtime *rt, const char *module, const src *arg,
   if (rc == 0) {
     gsi_serve_opts so = {o->name, o->hibernate_after_ms, o->trap_exit};
     switch (gsi_gen_serve_msg(&sm, rt->path, rt->cpath, module, &ab, &so)) {
-    case GSI_GEN_OK: break;
-    case GSI_GEN_EINVAL: rc = fail(GS_EINVAL, "init argument: malformed message"); break;
+    case GSI_OK: break;
+    case GSI_EINVAL: rc = fail(GS_EINVAL, "init argument: malformed message"); break;
     default: rc = fail(GS_ENOMEM, "out of memory");
     }
   }
@@ -658,8 +658,8 @@ static int do_start(gs_runtime *rt, const char *module, const src *arg,
     } else if (rc == 0) {
       int tag;
       switch (gsi_gen_ack_decode(GSI_MSG_DATA(ans), ans->len, &tag, &ab)) {
-      case GSI_GEN_OK: break;
-      case GSI_GEN_ENOMEM: rc = fail(GS_ENOMEM, "out of memory"); break;
+      case GSI_OK: break;
+      case GSI_ENOMEM: rc = fail(GS_ENOMEM, "out of memory"); break;
       default: rc = fail(GS_EDECODE, "unexpected answer from the server's start");
       }
       if (rc == 0 && tag == GSI_ACK_IGNORE) {

@@ -25,8 +25,8 @@ int gsi_gen_spawn(gsi_proc *self, const gsi_spawn_spec *s, uint64_t *pid, uint64
   uint64_t ref = 0;
   *pid = 0;
   if (mref != NULL) *mref = 0;
-  if (gsi_rt_ensure_started(rt) != 0) return GSI_GEN_ESTART;
-  if ((p = gsi_proc_alloc(rt)) == NULL) return GSI_GEN_ELIMIT; /* preinit'ed */
+  if (gsi_rt_ensure_started(rt) != 0) return GSI_ECLOSED;
+  if ((p = gsi_proc_alloc(rt)) == NULL) return GSI_ELIMIT; /* preinit'ed */
   /* from here nothing fails once the process is published: a slot taken
   ** and never run would never be freed */
   if ((p->spawn_msg = gsi_msg_new(GSI_M_USER, 0, 0, s->msg, s->len)) == NULL ||
@@ -34,7 +34,7 @@ int gsi_gen_spawn(gsi_proc *self, const gsi_spawn_spec *s, uint64_t *pid, uint64
     gsi_msg_free(p->spawn_msg);
     p->spawn_msg = NULL;
     gsi_proc_release(p); /* never published */
-    return GSI_GEN_ENOMEM;
+    return GSI_ENOMEM;
   }
   *pid = gsi_proc_pid(p);
   p->trap_exit = s->trap_exit != 0;
@@ -67,7 +67,7 @@ int gsi_gen_spawn(gsi_proc *self, const gsi_spawn_spec *s, uint64_t *pid, uint64
   ** on this worker (on a foreign thread: queued as usual) */
   if (s->start_ref != 0) gsi_enqueue_next(rt, p);
   else gsi_enqueue(rt, p);
-  return GSI_GEN_OK;
+  return GSI_OK;
 }
 
 int gsi_gen_fixed_paths(gsi_proc *self, const char **path, const char **cpath) {
@@ -79,7 +79,7 @@ int gsi_gen_fixed_paths(gsi_proc *self, const char **path, const char **cpath) {
 
 int gsi_gen_spawn_paths(gsi_buf *b, const char *path, size_t plen, const char *cpath,
                         size_t clen) {
-  return gsi_spawnmsg_paths(b, path, plen, cpath, clen) == 0 ? GSI_GEN_OK : GSI_GEN_ENOMEM;
+  return gsi_spawnmsg_paths(b, path, plen, cpath, clen) == 0 ? GSI_OK : GSI_ENOMEM;
 }
 
 int gsi_gen_serve_msg(gsi_buf *b, const char *path, const char *cpath, const char *module,
@@ -87,7 +87,7 @@ int gsi_gen_serve_msg(gsi_buf *b, const char *path, const char *cpath, const cha
   /* arg's back-references move by one: the outer table is object 1 */
   gsi_wire_rd r = {arg->data + 1, arg->data + arg->len, 0};
   int nopt = (o->name != NULL) + (o->hibernate_after_ms > 0) + (o->trap_exit != 0);
-  if (arg->len == 0) return GSI_GEN_EINVAL;
+  if (arg->len == 0) return GSI_EINVAL;
   if (gsi_spawnmsg_paths(b, path, strlen(path), cpath, strlen(cpath)) ||
       gsi_wire_byte(b, GSI_WIRE_MAGIC | (arg->data[0] & GSI_WIRE_FLAGS)) ||
       gsi_wire_tagvar(b, GSI_T_TABLE, 4) || gsi_wire_varint(b, 1) ||
@@ -95,23 +95,23 @@ int gsi_gen_serve_msg(gsi_buf *b, const char *path, const char *cpath, const cha
       gsi_wire_bytes(b, BODY_MODULE, strlen(BODY_MODULE)) ||
       gsi_wire_varint(b, strlen(BODY_FIELD)) ||
       gsi_wire_bytes(b, BODY_FIELD, strlen(BODY_FIELD)) || gsi_wire_cstr(b, module))
-    return GSI_GEN_ENOMEM;
+    return GSI_ENOMEM;
   {
     size_t before = b->len;
     if (gsi_wire_copy(&r, b, 1, 1) != 0 || r.p != r.end)
-      return b->len == before ? GSI_GEN_ENOMEM : GSI_GEN_EINVAL;
+      return b->len == before ? GSI_ENOMEM : GSI_EINVAL;
   }
   if (gsi_wire_tagvar(b, GSI_T_TABLE, 0) || gsi_wire_varint(b, (uint64_t)nopt))
-    return GSI_GEN_ENOMEM;
+    return GSI_ENOMEM;
   if (o->name && (gsi_wire_cstr(b, "name") || gsi_wire_cstr(b, o->name)))
-    return GSI_GEN_ENOMEM;
+    return GSI_ENOMEM;
   if (o->hibernate_after_ms > 0 &&
       (gsi_wire_cstr(b, "hibernate_after") || gsi_wire_int(b, o->hibernate_after_ms)))
-    return GSI_GEN_ENOMEM;
+    return GSI_ENOMEM;
   if (o->trap_exit && (gsi_wire_cstr(b, "trap_exit") || gsi_wire_byte(b, GSI_T_TRUE)))
-    return GSI_GEN_ENOMEM;
-  if (gsi_wire_cstr(b, "n") || gsi_wire_int(b, 3)) return GSI_GEN_ENOMEM;
-  return GSI_GEN_OK;
+    return GSI_ENOMEM;
+  if (gsi_wire_cstr(b, "n") || gsi_wire_int(b, 3)) return GSI_ENOMEM;
+  return GSI_OK;
 }
 
 /* ------------------------------------------ tagged tuples: ack and stop */
@@ -137,23 +137,23 @@ static size_t tagged_head(unsigned char *o, const char *tag, int with_value, int
 static int tagged(gsi_buf *b, const char *tag, const unsigned char *value, size_t len) {
   int flags = value != NULL && len > 0 ? value[0] & GSI_WIRE_FLAGS : 0;
   b->len = 0;
-  if (value != NULL && len == 0) return GSI_GEN_EINVAL;
-  if (gsi_buf_reserve(b, TAG_HEAD) != 0) return GSI_GEN_ENOMEM;
+  if (value != NULL && len == 0) return GSI_EINVAL;
+  if (gsi_buf_reserve(b, TAG_HEAD) != 0) return GSI_ENOMEM;
   b->len = tagged_head(b->data, tag, value != NULL, flags);
   if (value != NULL) {
     gsi_wire_rd r = {value + 1, value + len, 0};
     size_t before = b->len;
     if (gsi_wire_copy(&r, b, 1, 1) != 0 || r.p != r.end)
-      return b->len == before ? GSI_GEN_ENOMEM : GSI_GEN_EINVAL;
+      return b->len == before ? GSI_ENOMEM : GSI_EINVAL;
   }
-  return GSI_GEN_OK;
+  return GSI_OK;
 }
 
 static const char *const ack_tags[] = {"ok", "ignore", "error"};
 
 int gsi_gen_ack_encode(gsi_buf *b, int tag, const unsigned char *reason, size_t len) {
   if (tag < GSI_ACK_OK || tag > GSI_ACK_ERROR || (tag == GSI_ACK_ERROR) != (reason != NULL))
-    return GSI_GEN_EINVAL;
+    return GSI_EINVAL;
   return tagged(b, ack_tags[tag], reason, len);
 }
 
@@ -168,16 +168,16 @@ int gsi_gen_ack_decode(const unsigned char *data, size_t len, int *tag, gsi_buf 
   int i;
   if (len == 0 || gsi_wire_read(&r, &t, 0) != 0 || t.type != GSI_WV_TABLE || t.narr < 1 ||
       gsi_wire_read(&r, &s, 1) != 0)
-    return GSI_GEN_EINVAL;
+    return GSI_EINVAL;
   for (i = GSI_ACK_OK; i <= GSI_ACK_ERROR && !is_str(&s, ack_tags[i]); i++) {}
-  if (i > GSI_ACK_ERROR || (i == GSI_ACK_ERROR && t.narr < 2)) return GSI_GEN_EINVAL;
+  if (i > GSI_ACK_ERROR || (i == GSI_ACK_ERROR && t.narr < 2)) return GSI_EINVAL;
   *tag = i;
-  if (i != GSI_ACK_ERROR) return GSI_GEN_OK;
+  if (i != GSI_ACK_ERROR) return GSI_OK;
   /* element 2, as a whole message of its own */
   reason->len = 0;
-  if (gsi_wire_byte(reason, data[0]) != 0) return GSI_GEN_ENOMEM;
+  if (gsi_wire_byte(reason, data[0]) != 0) return GSI_ENOMEM;
   /* malformed or out of memory alike: not an ack this starter can read */
-  return gsi_wire_copy(&r, reason, -1, 1) == 0 ? GSI_GEN_OK : GSI_GEN_EINVAL;
+  return gsi_wire_copy(&r, reason, -1, 1) == 0 ? GSI_OK : GSI_EINVAL;
 }
 
 int gsi_gen_already_started(const unsigned char *reason, size_t len, uint64_t *holder) {
@@ -205,19 +205,19 @@ int gsi_gen_ack(gsi_proc *self, int tag, const unsigned char *reason, size_t len
     int rc;
     gsi_buf_init(&b);
     rc = gsi_gen_ack_encode(&b, tag, reason, len);
-    m = rc == GSI_GEN_OK ? gsi_msg_new(GSI_M_REPLY, gsi_proc_pid(self), self->start_ref,
+    m = rc == GSI_OK ? gsi_msg_new(GSI_M_REPLY, gsi_proc_pid(self), self->start_ref,
                                        b.data, b.len) : NULL;
     gsi_buf_free(&b);
-    if (rc != GSI_GEN_OK) return rc;
+    if (rc != GSI_OK) return rc;
   } else if (tag == GSI_ACK_OK || tag == GSI_ACK_IGNORE) {
     /* no reason: the head alone, with no buffer to allocate (every start) */
     unsigned char head[TAG_HEAD];
     size_t n = tagged_head(head, ack_tags[tag], 0, 0);
     m = gsi_msg_new(GSI_M_REPLY, gsi_proc_pid(self), self->start_ref, head, n);
   } else {
-    return GSI_GEN_EINVAL;
+    return GSI_EINVAL;
   }
-  if (m == NULL) return GSI_GEN_ENOMEM;
+  if (m == NULL) return GSI_ENOMEM;
   gsi_deliver(self->rt, self->parent, m, 1);
   return 1;
 }
@@ -234,10 +234,10 @@ int gsi_gen_stop_encode(gsi_buf *b, const unsigned char *reason, size_t len) {
 int gsi_gen_reply(gsi_proc *self, uint64_t caller, uint64_t ref, const void *data,
                   size_t len) {
   gsi_msg *m = gsi_msg_new(GSI_M_REPLY, gsi_proc_pid(self), ref, data, len);
-  if (m == NULL) return GSI_GEN_ENOMEM;
+  if (m == NULL) return GSI_ENOMEM;
   gsi_deliver(self->rt, caller, m, 1);
   gsi_count(&self->msgs_out);
-  return GSI_GEN_OK;
+  return GSI_OK;
 }
 
 void gsi_gen_refuse(gsi_rt *rt, uint64_t server, uint64_t caller, uint64_t ref,
@@ -273,26 +273,26 @@ int gsi_gen_request(gsi_proc *self, uint64_t to, int kind, const void *data, siz
                     int handoff, int *failed, uint64_t *ref) {
   int rc = gsi_request(self, to, kind == GSI_GEN_SYSTEM ? GSI_M_SYSTEM : GSI_M_CALL, data,
                        len, handoff, ref);
-  if (rc == GSI_ENOMEM) return GSI_GEN_ENOMEM;
+  if (rc == GSI_ENOMEM) return GSI_ENOMEM;
   gsi_count(&self->msgs_out);
   if (failed != NULL) {
-    *failed = rc == GSI_OK ? GSI_GEN_SENT : rc == GSI_ENOPROC ? GSI_GEN_NOPROC
-                                                                     : GSI_GEN_FULL;
-    return GSI_GEN_OK;
+    *failed = rc == GSI_OK ? GSI_OK : rc == GSI_ENOPROC ? GSI_ENOPROC
+                                                                     : GSI_EFULL;
+    return GSI_OK;
   }
   if (rc != GSI_OK) {
     /* keep it pending, answered at once, so that every wait sees one path */
-    if (gsi_pending_add(self, *ref, to) != 0) return GSI_GEN_ENOMEM;
+    if (gsi_pending_add(self, *ref, to) != 0) return GSI_ENOMEM;
     if (rc == GSI_ENOPROC) {
       if (answer_noproc(self, to, *ref) != 0) {
         gsi_pending_remove(self, *ref, NULL);
-        return GSI_GEN_ENOMEM;
+        return GSI_ENOMEM;
       }
     } else {
       gsi_gen_refuse(self->rt, to, gsi_proc_pid(self), *ref, "mailbox_full");
     }
   }
-  return GSI_GEN_OK;
+  return GSI_OK;
 }
 
 int gsi_gen_answer(gsi_proc *self, uint64_t ref, gsi_msg **m) {

@@ -23,22 +23,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/core.h" /* opaque types, gsi_err: no struct */
 #include "core/wire.h"
 
 #define GSI_GEN_FN __attribute__((visibility("hidden"))) extern
 
-typedef struct gsi_rt gsi_rt;
-typedef struct gsi_proc gsi_proc;
-typedef struct gsi_msg gsi_msg;
-
-/* Results of the functions below that can fail. */
-enum {
-  GSI_GEN_OK = 0,
-  GSI_GEN_ESTART = -1,  /* the runtime's threads cannot start */
-  GSI_GEN_ELIMIT = -2,  /* no free process slot */
-  GSI_GEN_ENOMEM = -3,
-  GSI_GEN_EINVAL = -4   /* malformed input */
-};
+/* Functions that can fail return the core's gsi_err (core/core.h): GSI_OK,
+** or GSI_ENOMEM, GSI_EINVAL (malformed input), GSI_ELIMIT (no free process
+** slot), GSI_ECLOSED (the runtime's threads cannot start). */
 
 /* ----------------------------------------------------------------- spawn */
 
@@ -66,7 +58,7 @@ typedef struct gsi_spawn_spec {
 } gsi_spawn_spec;
 
 /* Make, publish and queue a process for self. Nothing is left behind on
-** failure (GSI_GEN_ESTART, _ELIMIT, _ENOMEM). *mref: the monitor's ref
+** failure (GSI_ECLOSED, GSI_ELIMIT, GSI_ENOMEM). *mref: the monitor's ref
 ** when s->monitor, else 0. */
 GSI_GEN_FN int gsi_gen_spawn(gsi_proc *self, const gsi_spawn_spec *s, uint64_t *pid,
                              uint64_t *mref);
@@ -78,7 +70,7 @@ GSI_GEN_FN int gsi_gen_fixed_paths(gsi_proc *self, const char **path, const char
 
 /* The start of a spawn message (core/spawnmsg.h) into b (emptied first):
 ** the package paths the new state starts with; the caller appends the
-** message of { n = N, body, args... }. 0, or _ENOMEM. */
+** message of { n = N, body, args... }. GSI_OK, or GSI_ENOMEM. */
 GSI_GEN_FN int gsi_gen_spawn_paths(gsi_buf *b, const char *path, size_t plen,
                                    const char *cpath, size_t clen);
 
@@ -100,12 +92,12 @@ GSI_GEN_FN int gsi_gen_serve_msg(gsi_buf *b, const char *path, const char *cpath
 enum { GSI_ACK_OK, GSI_ACK_IGNORE, GSI_ACK_ERROR };
 
 /* { "ok" } | { "ignore" } | { "error", reason } into b (emptied first);
-** reason (a whole message) for GSI_ACK_ERROR only. 0, or _ENOMEM/_EINVAL. */
+** reason (a whole message) for GSI_ACK_ERROR only. GSI_OK, or GSI_ENOMEM / GSI_EINVAL. */
 GSI_GEN_FN int gsi_gen_ack_encode(gsi_buf *b, int tag, const unsigned char *reason,
                                   size_t len);
 /* The tag of an ack, and for GSI_ACK_ERROR its reason as a whole message
-** into reason (emptied first). 0, or _EINVAL (not an ack, or no memory to
-** copy its reason) / _ENOMEM. */
+** into reason (emptied first). GSI_OK, or GSI_EINVAL (not an ack, or no memory to
+** copy its reason) / GSI_ENOMEM. */
 GSI_GEN_FN int gsi_gen_ack_decode(const unsigned char *data, size_t len, int *tag,
                                   gsi_buf *reason);
 /* Is the ack's reason (a whole message) { already_started = pid }? */
@@ -114,7 +106,7 @@ GSI_GEN_FN int gsi_gen_already_started(const unsigned char *reason, size_t len,
 /* Was self started by a start request? 1 with its starter's pid, else 0. */
 GSI_GEN_FN int gsi_gen_starter(gsi_proc *self, uint64_t *starter);
 /* Send self's ack to its starter. 1 sent; 0 self was not started by a
-** start request (nothing to do); _ENOMEM, _EINVAL. */
+** start request (nothing to do); GSI_ENOMEM, GSI_EINVAL. */
 GSI_GEN_FN int gsi_gen_ack(gsi_proc *self, int tag, const unsigned char *reason,
                            size_t len);
 
@@ -127,21 +119,19 @@ GSI_GEN_FN int gsi_gen_stop_encode(gsi_buf *b, const unsigned char *reason, size
 
 enum { GSI_GEN_CALL, GSI_GEN_SYSTEM };
 
-/* How a request failed at once, when `failed` asks for it below. */
-enum { GSI_GEN_SENT = 0, GSI_GEN_NOPROC = 1, GSI_GEN_FULL = 2 };
-
 /* Send data (a whole message) to `to` as a request of kind GSI_GEN_CALL or
 ** _SYSTEM under a new pending ref (*ref), monitoring `to`. handoff: run
 ** `to` next on this worker. When `to` is gone or its mailbox is full:
 ** with failed == NULL the request stays pending and is answered at once
 ** (a DOWN "noproc", a refusal "mailbox_full"), so that every wait takes
 ** one path (the Lua face); with failed set, nothing stays pending and
-** *failed says why (the C face). 0, or _ENOMEM (nothing pending). */
+** *failed says why: GSI_OK (sent), GSI_ENOPROC, GSI_EFULL (the C face).
+** GSI_OK, or GSI_ENOMEM (nothing pending). */
 GSI_GEN_FN int gsi_gen_request(gsi_proc *self, uint64_t to, int kind, const void *data,
                                size_t len, int handoff, int *failed, uint64_t *ref);
 
 /* Answer request ref of `caller` with data (a whole message), as self:
-** the reply, handed off to the caller (it runs next here). 0, or _ENOMEM. */
+** the reply, handed off to the caller (it runs next here). GSI_OK, or GSI_ENOMEM. */
 GSI_GEN_FN int gsi_gen_reply(gsi_proc *self, uint64_t caller, uint64_t ref, const void *data,
                              size_t len);
 

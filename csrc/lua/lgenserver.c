@@ -871,13 +871,13 @@ static uint64_t start_request(lua_State *L, gsi_proc *p, uint64_t pid,
     gsi_buf sb;
     gsi_buf_init(&sb);
     rc = gsi_gen_stop_encode(&sb, b->data, b->len);
-    if (rc == GSI_GEN_OK)
+    if (rc == GSI_OK)
       rc = gsi_gen_request(p, pid, kind, sb.data, sb.len, handoff, NULL, &ref);
     gsi_buf_free(&sb);
   } else {
     rc = gsi_gen_request(p, pid, kind, b->data, b->len, handoff, NULL, &ref);
   }
-  if (rc != GSI_GEN_OK) luaL_error(L, "genserver: out of memory");
+  if (rc != GSI_OK) luaL_error(L, "genserver: out of memory");
   return ref;
 }
 
@@ -1028,7 +1028,7 @@ int gsi_reply_from(lua_State *L, int fidx, int idx) {
   }
   rc = gsi_gen_reply(p, p->from_pid, p->from_ref, b->data, b->len);
   if (b->cap > (1u << 20)) gsi_buf_free(b);
-  if (rc != GSI_GEN_OK) luaL_error(L, "genserver: out of memory");
+  if (rc != GSI_OK) luaL_error(L, "genserver: out of memory");
   return 1;
 }
 
@@ -1092,7 +1092,7 @@ static int l_reply(lua_State *L) {
     raise_encode_error(L);
   rc = gsi_gen_reply(p, pid, ref, b->data, b->len);
   if (b->cap > (1u << 20)) gsi_buf_free(b); /* do not keep a huge scratch */
-  if (rc != GSI_GEN_OK) luaL_error(L, "genserver: out of memory");
+  if (rc != GSI_OK) luaL_error(L, "genserver: out of memory");
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -1199,7 +1199,7 @@ static gsi_buf *spawn_msg(lua_State *L, int body, int nargs) {
   }
   s = lua_tolstring(L, -2, &n);
   c = lua_tolstring(L, -1, &cn);
-  if (gsi_gen_spawn_paths(b, s, s ? n : 0, c, c ? cn : 0) != GSI_GEN_OK)
+  if (gsi_gen_spawn_paths(b, s, s ? n : 0, c, c ? cn : 0) != GSI_OK)
     luaL_error(L, "genserver: out of memory");
   lua_settop(L, top);
   lua_createtable(L, nargs + 1, 1);
@@ -1314,8 +1314,8 @@ static int l_spawn(lua_State *L) {
   spec.msg = sm->data;
   spec.len = sm->len;
   switch (gsi_gen_spawn(self, &spec, &pid, &ref)) {
-  case GSI_GEN_OK: break;
-  case GSI_GEN_ENOMEM: return luaL_error(L, "genserver: out of memory");
+  case GSI_OK: break;
+  case GSI_ENOMEM: return luaL_error(L, "genserver: out of memory");
   default:
     return luaL_error(L, "genserver.spawn: cannot create a process "
                          "(process limit reached or runtime stopped)");
