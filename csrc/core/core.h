@@ -1,10 +1,10 @@
 /*
 ** core.h - the C core as the layers above it see it: opaque types, the
 ** hooks a runtime takes from its faces, and the few functions that need
-** no struct. No struct of the core is defined here (DESIGN §1; RECUT rule
-** 3), so a file that includes only this header cannot touch a process's
-** fields or locks. The core's own files include the per-module headers
-** (proc.h, msg.h, rt.h, ...), which include this one.
+** no struct. No struct of the core is defined here (DESIGN §1;
+** docs/architecture.md), so a file that includes only this header cannot
+** touch a process's fields or locks. The core's own files include the
+** per-module headers (proc.h, msg.h, rt.h, ...), which include this one.
 */
 #ifndef GS_CORE_H
 #define GS_CORE_H

@@ -4,8 +4,8 @@
 ** given the Lua binding's hooks for the core (process states get
 ** genserver.core, the codec finds its functions by name, a crashed body
 ** is reported to the logger). Neither the core nor the API layer calls
-** the binding: this file is the only one that knows all three (RECUT.md
-** rule 4).
+** the binding: this file is the only one that knows all three
+** (docs/architecture.md, checked by tools/check-layers).
 */
 #include "genserver.h"
 #include "api/api.h"
