@@ -1,5 +1,7 @@
 /*
-** lgenserver.h - the Lua binding's entry points used by the core.
+** lgenserver.h - what genserver.core's module file (lgenserver.c) and the
+** gen_server loop (lserver.c) offer the rest of the binding. It shows no
+** core struct: the core is reached through gen/bif.h.
 */
 #ifndef LGENSERVER_H
 #define LGENSERVER_H
