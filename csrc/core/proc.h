@@ -151,7 +151,7 @@ struct gsi_proc {
   uint8_t server;      /* a gen_server (it called set_module); owner,
                           under lk */
   uint8_t nest;        /* messages next returned in this turn since the last
-                          yield (lgenserver.c: NEXT_NEST_MAX); owner only */
+                          yield (lreceive.c: NEXT_NEST_MAX); owner only */
   _Atomic uint8_t current; /* the gen_server callback running (GSI_CB_*,
                               0 = none): written by the owner, read by
                               info() (relaxed) */

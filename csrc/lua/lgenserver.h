@@ -1,12 +1,14 @@
 /*
-** lgenserver.h - the Lua binding's entry points used by the core.
+** lgenserver.h - what genserver.core's module file (lgenserver.c) and the
+** gen_server loop (lserver.c) offer the rest of the binding. It shows no
+** core struct: the core is reached through gen/bif.h.
 */
 #ifndef LGENSERVER_H
 #define LGENSERVER_H
 
 #include "lua.h"
 
-#include "core/internal.h"
+#include "gen/bif.h"
 
 /* Kinds returned by core.next (the gen_server loop's receive). */
 enum { GSI_K_CALL = 1, GSI_K_CAST, GSI_K_INFO, GSI_K_SYSTEM };
@@ -19,11 +21,9 @@ GSI_FUNC int gsi_serve(lua_State *L);
 /* The core functions the gen_server loop calls directly (lserver.c). In a
 ** process state they are light C functions: pushing one allocates
 ** nothing and needs no genserver.core table in the state. */
-typedef struct gsi_core_fns {
-  lua_CFunction next, reply, self, exit, trap_exit, reg, unregister,
-      set_module;
-} gsi_core_fns;
-GSI_FUNC const gsi_core_fns gsi_core;
+GSI_FUNC const lua_CFunction gsi_core_next, gsi_core_reply, gsi_core_self,
+    gsi_core_exit, gsi_core_trap_exit, gsi_core_reg, gsi_core_unregister,
+    gsi_core_set_module;
 
 /* The gen_server loop's reply to the request being handled (lgenserver.c):
 ** 1 when sent, 0 when core.reply must do it. */

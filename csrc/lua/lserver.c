@@ -11,8 +11,10 @@
 ** of prototypes). Crash reports, the cold path, stay in Lua
 ** (genserver.server.report), loaded only by a server that crashes.
 **
-** It uses only the Lua API and the core's own C functions (next, reply,
-** exit, ..., pushed as light functions: no core table in the state),
+** It uses only the Lua API, genserver.core's own C functions (next,
+** reply, exit, ..., pushed as light functions: no core table in the
+** state) and, for what info() shows of a server (the callback running,
+** reductions) and the loop's flags, one gen/bif.h call per step,
 ** called with lua_callk/lua_pcallk so that callbacks and waits may yield
 ** the body (the state's main thread). All loop state lives at fixed stack slots,
 ** and one continuation (serve_k) drives a flat state machine, so a server
@@ -23,6 +25,7 @@
 
 #include "lauxlib.h"
 
+#include "gen/bif.h"
 #include "lgenserver.h"
 
 /* fixed stack slots of the body (the state's main thread) */
@@ -63,11 +66,14 @@ enum {
 
 /* ------------------------------------------------------------ helpers */
 
+/* The process of this state (lserver.c runs in process states only). */
+static gsi_proc *me(lua_State *L) { return *(gsi_proc **)lua_getextraspace(L); }
+
 /* Hibernation: a full collection, and the freed blocks the state's
 ** allocator kept go back to malloc. */
 static void hibernate(lua_State *L) {
   lua_gc(L, LUA_GCCOLLECT);
-  gsi_proc_trim(*(gsi_proc **)lua_getextraspace(L));
+  gsi_bif_trim(me(L));
 }
 
 /* Push start option k (nil without options). */
@@ -79,20 +85,13 @@ static int opt_field(lua_State *L, const char *k) {
   return lua_getfield(L, S_OPTS, k);
 }
 
-/* The process of this state (for its introspection counters). */
-static gsi_proc *me(lua_State *L) { return *(gsi_proc **)lua_getextraspace(L); }
-
 /* A callback is about to run: count it and name it for info(). */
-static void running(lua_State *L, int callback) {
-  gsi_proc *p = me(L);
-  gsi_count(&p->reductions);
-  atomic_store_explicit(&p->current, (uint8_t)callback, memory_order_relaxed);
-}
+static void running(lua_State *L, int callback) { gsi_bif_running(me(L), callback); }
 
 /* push one of genserver.core's functions (light: allocates nothing) */
-#define core_fn(L, f) lua_pushcfunction(L, gsi_core.f)
+#define core_fn(L, f) lua_pushcfunction(L, gsi_core_##f)
 
-/* The error on top, raised by a callback run under gsi_crash_msgh,
+/* The error on top, raised by a callback run under gsi_bif_crash_msgh,
 ** becomes the crash reason { error = e, traceback } (the first line of a
 ** string error heads its traceback: a long message, such as a module
 ** search list, is not carried twice). process.exit(reason) in a callback
@@ -105,7 +104,7 @@ static void crash_reason(lua_State *L) {
     lua_replace(L, e);
     return;
   }
-  if (!gsi_crash_traceback(L, e)) return;
+  if (!gsi_bif_crash_traceback(L, e)) return;
   if (lua_isnil(L, e)) {
     lua_pushliteral(L, "(error object is a nil value)");
     lua_replace(L, e);
@@ -264,7 +263,7 @@ static void call_hook(lua_State *L, const char *event, int a, int b, int c) {
 /* costs a message one flag test when no hook is set */
 #define debug_event(L, event, a, b, c) \
   do { \
-    if (me(L)->sflags & GSI_SF_HOOK) call_hook(L, event, a, b, c); \
+    if (gsi_bif_sflags(me(L), 0, 0) & GSI_SF_HOOK) call_hook(L, event, a, b, c); \
   } while (0)
 
 /* ------------------------------------------------------- the machine */
@@ -472,7 +471,7 @@ static int run_sys(lua_State *L) {
   lua_setfield(L, S_SYS, "module");
   lua_pushvalue(L, S_MODNAME);
   lua_setfield(L, S_SYS, "modname");
-  lua_pushcfunction(L, gsi_require);
+  lua_pushcfunction(L, gsi_bif_require);
   lua_pushliteral(L, "genserver.sys");
   if (lua_pcall(L, 1, 1, 0) != LUA_OK || lua_type(L, -1) != LUA_TTABLE ||
       lua_getfield(L, -1, "system") != LUA_TFUNCTION) {
@@ -494,7 +493,7 @@ static int run_sys(lua_State *L) {
   lua_pushvalue(L, S_MSG);
   lua_pushvalue(L, S_MFROM);
   lua_pushvalue(L, S_SYS);
-  atomic_store_explicit(&me(L)->current, GSI_CB_SYSTEM, memory_order_relaxed);
+  gsi_bif_current(me(L), GSI_CB_SYSTEM);
   return serve_k(L, lua_pcallk(L, 3, 0, S_MSGH, P_SYS, serve_k), P_SYS);
 }
 
@@ -511,12 +510,10 @@ static int after_sys(lua_State *L, int st) {
   lua_getfield(L, S_SYS, "hook");
   lua_replace(L, S_DBG);
   {
-    gsi_proc *p = me(L);
     int susp = lua_getfield(L, S_SYS, "suspended") != LUA_TNIL && lua_toboolean(L, -1);
     lua_pop(L, 1);
-    p->sflags = (uint8_t)((p->sflags & GSI_SF_DEADLINE) |
-                          (susp ? GSI_SF_SUSPENDED : 0) |
-                          (lua_isnil(L, S_DBG) ? 0 : GSI_SF_HOOK));
+    gsi_bif_sflags(me(L), GSI_SF_SUSPENDED | GSI_SF_HOOK,
+                   (susp ? GSI_SF_SUSPENDED : 0) | (lua_isnil(L, S_DBG) ? 0 : GSI_SF_HOOK));
   }
   lua_pushnil(L);
   lua_setfield(L, S_SYS, "state"); /* S_STATE holds it */
@@ -532,11 +529,9 @@ static int dispatch(lua_State *L) {
   lua_copy(L, S_BASE + 2, S_MSG);
   lua_copy(L, S_BASE + 3, S_MFROM);
   lua_settop(L, S_BASE);
-  if (kind != GSI_K_SYSTEM) {
-    /* a message came (or the time-out): a new wait next */
-    me(L)->sflags &= (uint8_t)~GSI_SF_DEADLINE;
-    debug_event(L, "in", S_KIND, S_MSG, S_MFROM);
-  }
+  /* a message came (or the time-out): next ended the idle deadline
+  ** (GSI_SF_DEADLINE) unless it is a system message */
+  if (kind != GSI_K_SYSTEM) debug_event(L, "in", S_KIND, S_MSG, S_MFROM);
   switch (kind) {
   case GSI_K_CALL:
     if (lua_getfield(L, S_MOD, "handle_call") != LUA_TFUNCTION)
@@ -597,11 +592,11 @@ static int dispatch(lua_State *L) {
 
 /* Top of the loop: act on the pending action, then wait. */
 static int loop_top(lua_State *L) {
-  int hib_wait = 0;
+  int hib_wait = 0, sflags;
   lua_settop(L, S_BASE);
   lua_pushnil(L);
   lua_replace(L, S_REPLYTO);
-  atomic_store_explicit(&me(L)->current, GSI_CB_NONE, memory_order_relaxed);
+  sflags = gsi_bif_idle(me(L)); /* no callback runs now */
   if (lua_type(L, S_ACTION) == LUA_TTABLE) { /* { continue = v } */
     lua_getfield(L, S_ACTION, "continue");
     lua_pushnil(L);
@@ -616,7 +611,7 @@ static int loop_top(lua_State *L) {
     debug_event(L, "in", S_KIND, S_MSG, 0);
     return run_callback(L, 2, P_NOREPLY, GSI_CB_CONTINUE);
   }
-  if (me(L)->sflags & GSI_SF_SUSPENDED) {
+  if (sflags & GSI_SF_SUSPENDED) {
     /* sys.suspend: system messages only, no time-out */
     core_fn(L, next);
     lua_pushnil(L);
@@ -627,12 +622,12 @@ static int loop_top(lua_State *L) {
   core_fn(L, next);
   if (lua_type(L, S_ACTION) == LUA_TNUMBER) {
     /* the idle time-out: its deadline outlives system messages */
-    lua_pushnumber(L, (lua_Number)gsi_now_ns() + lua_tonumber(L, S_ACTION) * 1e6);
+    lua_pushnumber(L, (lua_Number)gsi_bif_now_ns() + lua_tonumber(L, S_ACTION) * 1e6);
     lua_replace(L, S_DL);
-    me(L)->sflags |= GSI_SF_DEADLINE;
+    gsi_bif_sflags(me(L), 0, GSI_SF_DEADLINE);
     lua_pushvalue(L, S_ACTION);
-  } else if (me(L)->sflags & GSI_SF_DEADLINE) {
-    lua_Number left = (lua_tonumber(L, S_DL) - (lua_Number)gsi_now_ns()) / 1e6;
+  } else if (sflags & GSI_SF_DEADLINE) {
+    lua_Number left = (lua_tonumber(L, S_DL) - (lua_Number)gsi_bif_now_ns()) / 1e6;
     lua_pushnumber(L, left > 0 ? left : 0);
   } else {
     if (is_str(L, S_ACTION, "hibernate")) hibernate(L);
@@ -674,7 +669,7 @@ static int serve_k(lua_State *L, int status, lua_KContext ctx) {
 static int load_module(lua_State *L) {
   if (lua_type(L, S_MOD) == LUA_TSTRING) {
     lua_copy(L, S_MOD, S_MODNAME);
-    lua_pushcfunction(L, gsi_require);
+    lua_pushcfunction(L, gsi_bif_require);
     lua_pushvalue(L, S_MOD);
     if (lua_pcall(L, 1, 1, S_MSGH) != LUA_OK) {
       crash_reason(L);
@@ -703,7 +698,7 @@ int gsi_serve(lua_State *L) {
   lua_settop(L, S_BASE);
   gsi_set_serving(L, 1); /* process.exit(reason) now ends in terminate */
   if (lua_type(L, S_OPTS) != LUA_TTABLE) lua_pushnil(L), lua_replace(L, S_OPTS);
-  lua_pushcfunction(L, gsi_crash_msgh);
+  lua_pushcfunction(L, gsi_bif_crash_msgh);
   lua_replace(L, S_MSGH);
   lua_pushliteral(L, "module");
   lua_replace(L, S_MODNAME);
