@@ -36,12 +36,14 @@ typedef struct gsi_names gsi_names;
 **   gs_runtime.life_mu (api.c)  ->  any lock of the core
 **   gsi_rt.life_mu              ->  gsi_rt.tbl_mu
 **   gsi_names.mu (registry.c)   ->  gsi_proc.lk
+**   an I/O socket's wlock (io/)  ->  the node caches' cache_mu (msg.c)
 ** Apart from that, gsi_proc.lk is held alone: never two processes' at
 ** once (signal.c takes one, lets go, then takes the other), and no lock is
 ** taken under it. Every other lock -- the run queue's, the timers', the
-** module cache's, the node caches' (msg.c), a foreign process's fg->mu,
-** preempt.c's hook_mu, the I/O loop's -- is a leaf: nothing is taken
-** while it is held. */
+** module cache's, the node caches' cache_mu, a foreign process's fg->mu,
+** preempt.c's hook_mu, the I/O loop's io_mu -- is a leaf: nothing is
+** taken while it is held. (The I/O layer's own statement, in
+** io/io_int.h, says the same from its side.) */
 struct gsi_rt {
   uint64_t serial; /* unique per runtime ever created in this process */
   /* the hooks of the faces above the core (core.h), set at creation,
