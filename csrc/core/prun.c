@@ -189,10 +189,10 @@ static int start_state(gsi_proc *p, int *nargs) {
   L = gsi_heap_newstate(p);
   if (L == NULL) return -1;
   p->L = L;
-  /* The one accessor of a state's process is gsi_state_proc (its
-  ** allocator's datum). The extra space holds it too, only for lserver.c's
-  ** me()/hibernate() until they move onto the protocol layer's accessor
-  ** (issue 11, H-bind); set before any thread is created (threads copy it). */
+  /* The one test of a state's process is gsi_state_proc (its allocator's
+  ** datum). The extra space holds it too, for code that runs in process
+  ** states only (the gen_server loop, lserver.c) through gen/bif.h's
+  ** gsi_bif_extra_proc: set before any thread is created (threads copy it). */
   *(gsi_proc **)lua_getextraspace(L) = p;
   /* everything allocated while setting up is live: collecting meanwhile
   ** is wasted work (restarted below, before any user code runs) */

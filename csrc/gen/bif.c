@@ -17,8 +17,26 @@
 
 #include "core/internal.h"
 #include "gen/bif.h"
+#include "gen/gen.h"
 
 /* --------------------------------------------------------- a process */
+
+gsi_proc *gsi_bif_state_proc(lua_State *L) { return gsi_state_proc(L); }
+
+gsi_proc *gsi_bif_self(lua_State *L) {
+  gsi_proc *p = gsi_state_proc(L);
+  /* a pending exit signal is noticed at every primitive, so a process that
+  ** only sends still dies (the binding's entry then yields it) */
+  if (p != NULL && atomic_load_explicit(&p->sigpend, memory_order_relaxed))
+    gsi_drain(p);
+  return p;
+}
+
+int gsi_bif_notice(gsi_proc *p) {
+  if (!atomic_load_explicit(&p->sigpend, memory_order_relaxed)) return 0;
+  gsi_drain(p);
+  return p->dying;
+}
 
 uint64_t gsi_bif_pid(gsi_proc *p) { return gsi_proc_pid(p); }
 gsi_rt *gsi_bif_rt(gsi_proc *p) { return p->rt; }
@@ -28,6 +46,11 @@ int gsi_bif_sandboxed(const gsi_proc *p) { return p->sandbox; }
 uint64_t gsi_bif_parent(const gsi_proc *p) { return p->parent; }
 const gsi_codec_limits *gsi_bif_limits(gsi_proc *p) { return gsi_limits_of(p); }
 const gsi_codec_limits *gsi_bif_rt_limits(gsi_rt *rt) { return gsi_rt_limits(rt); }
+
+gsi_rt *gsi_bif_live_rt(lua_State *L, gsi_rt *rt) {
+  if (rt == NULL) rt = gsi_state_proc(L)->rt;
+  return atomic_load_explicit(&rt->closed, memory_order_relaxed) ? NULL : rt;
+}
 
 int gsi_bif_outside_sandbox(gsi_proc *self, uint64_t pid) {
   gsi_proc *q;
@@ -51,22 +74,44 @@ void gsi_bif_msgv(const gsi_msg *m, gsi_msgv *v) {
   v->lim = NULL;
 }
 
-gsi_msg *gsi_bif_encode(lua_State *L, int idx, const char *what, gsi_rt *rt,
-                        int kind, uint64_t from, uint64_t ref, uint64_t to,
-                        int *err) {
+gsi_buf *gsi_bif_scratch(void) { return &gsi_scratch_get()->buf; }
+void gsi_bif_scratch_release(void) { gsi_scratch_release(); }
+
+void gsi_bif_scratch_trim(gsi_buf *b) {
+  if (b->cap > (1u << 20)) gsi_buf_free(b); /* do not keep a huge scratch */
+}
+
+gsi_buf *gsi_bif_encode_buf(lua_State *L, int idx, const char *what, gsi_rt *rt,
+                            uint64_t to) {
   gsi_buf *b = &gsi_scratch_get()->buf;
-  gsi_msg *m;
   idx = lua_absindex(L, idx);
   b->len = 0;
   if (gsi_encode(L, idx, what, gsi_rt_limits(rt), b) != 0 ||
-      (to != 0 && gsi_check_code_to(L, idx, what, rt, to, b) != 0)) {
+      (to != 0 && gsi_check_code_to(L, idx, what, rt, to, b) != 0))
+    return NULL;
+  return b;
+}
+
+gsi_msg *gsi_bif_encode(lua_State *L, int idx, const char *what, gsi_rt *rt,
+                        int kind, uint64_t from, uint64_t ref, uint64_t to,
+                        int *err) {
+  gsi_buf *b = gsi_bif_encode_buf(L, idx, what, rt, to);
+  gsi_msg *m;
+  if (b == NULL) {
     *err = GSI_EENCODE;
     return NULL;
   }
   m = gsi_msg_new(kind, from, ref, b->data, b->len);
-  if (b->cap > (1u << 20)) gsi_buf_free(b); /* do not keep a huge scratch */
+  gsi_bif_scratch_trim(b);
   if (m == NULL) *err = GSI_ENOMEM;
   return m;
+}
+
+void gsi_bif_msg_free(gsi_msg *m) { gsi_msg_free(m); }
+
+void gsi_bif_hold(gsi_proc *p, gsi_msg *m) {
+  if (m != NULL) gsi_msg_free(p->held); /* owner field: p's thread only */
+  p->held = m;
 }
 
 void gsi_bif_consume(gsi_proc *p, gsi_msg *m) {
@@ -237,6 +282,21 @@ void gsi_bif_took(gsi_proc *p, gsi_msg *m, const void *from_tab) {
     p->from_tab = NULL; /* the loop's reply: only the call being handled */
   }
   gsi_bif_consume(p, m);
+}
+
+int gsi_bif_reply_from(lua_State *L, int fidx, int idx) {
+  gsi_proc *p = gsi_state_proc(L);
+  gsi_buf *b;
+  int rc;
+  if (p == NULL || p->from_tab == NULL || lua_topointer(L, fidx) != p->from_tab)
+    return 0;
+  if ((b = gsi_bif_encode_buf(L, idx, "reply", p->rt, p->from_pid)) == NULL) {
+    lua_pop(L, 1); /* the error: core.reply makes it again, placed */
+    return 0;
+  }
+  rc = gsi_gen_reply(p, p->from_pid, p->from_ref, b->data, b->len);
+  gsi_bif_scratch_trim(b);
+  return rc == GSI_OK ? 1 : rc;
 }
 
 /* --------------------------------------------------------------- sends */

@@ -34,6 +34,25 @@
 
 /* --------------------------------------------------------- a process */
 
+/* The process whose own state L is (any of its threads), or NULL in any
+** other state (a host's): the core's one test, gsi_state_proc. */
+GSI_FUNC gsi_proc *gsi_bif_state_proc(lua_State *L);
+/* The calling process as a primitive begins: L's process, after taking an
+** exit signal pushed to it (a process that only sends still dies: the
+** binding checks gsi_bif_dying next); NULL in a host's state. */
+GSI_FUNC gsi_proc *gsi_bif_self(lua_State *L);
+/* The same notice for a foreign thread's process p: an exit signal pushed
+** to it is taken now; returns 1 when that left p dying, else 0. */
+GSI_FUNC int gsi_bif_notice(gsi_proc *p);
+/* The core's contract with lserver.c: at boot (core/prun.c) the extra
+** space of a process state (LUA_EXTRASPACE, copied to every thread made
+** later) holds its gsi_proc. Only for code that runs in a process state
+** only (the gen_server loop), where it costs nothing; anywhere else use
+** gsi_bif_state_proc (a host's extra space is the host's). */
+static inline gsi_proc *gsi_bif_extra_proc(lua_State *L) {
+  return *(gsi_proc **)lua_getextraspace(L);
+}
+
 GSI_FUNC uint64_t gsi_bif_pid(gsi_proc *p);
 GSI_FUNC gsi_rt *gsi_bif_rt(gsi_proc *p);
 /* An exit signal killed p, or it called exit: it must stop now. */
@@ -51,6 +70,10 @@ GSI_FUNC int gsi_bif_outside_sandbox(gsi_proc *self, uint64_t pid);
 /* The codec limits for decoding into p's state, and the runtime's. */
 GSI_FUNC const gsi_codec_limits *gsi_bif_limits(gsi_proc *p);
 GSI_FUNC const gsi_codec_limits *gsi_bif_rt_limits(gsi_rt *rt);
+/* A binding's runtime check at each primitive: rt when it runs, NULL once
+** it is closed; rt NULL stands for the runtime of L's process (a process
+** state: gsi_bif_state_proc(L) is not NULL). */
+GSI_FUNC gsi_rt *gsi_bif_live_rt(lua_State *L, gsi_rt *rt);
 
 /* ------------------------------------------------------------ messages */
 
@@ -74,6 +97,25 @@ GSI_FUNC void gsi_bif_msgv(const gsi_msg *m, gsi_msgv *v);
 GSI_FUNC gsi_msg *gsi_bif_encode(lua_State *L, int idx, const char *what,
                                  gsi_rt *rt, int kind, uint64_t from,
                                  uint64_t ref, uint64_t to, int *err);
+/* The calling thread's scratch buffer (the codec's bytes of what it
+** sends), kept between calls; release frees it (a thread that is done). */
+GSI_FUNC gsi_buf *gsi_bif_scratch(void);
+GSI_FUNC void gsi_bif_scratch_release(void);
+/* Encode the value at idx of L into the thread's scratch buffer (emptied
+** first) with rt's limits, checking that a function in it may go to `to`
+** (0: not known). Returns the buffer, or NULL with the codec's error
+** string pushed (nothing is sent). The caller trims it after sending
+** (gsi_bif_scratch_trim). */
+GSI_FUNC gsi_buf *gsi_bif_encode_buf(lua_State *L, int idx, const char *what,
+                                     gsi_rt *rt, uint64_t to);
+/* A scratch buffer grown past 1 MiB is freed, not kept. */
+GSI_FUNC void gsi_bif_scratch_trim(gsi_buf *b);
+GSI_FUNC void gsi_bif_msg_free(gsi_msg *m);
+/* p holds m (an answer it took) while the binding decodes it without a
+** protected call: a memory error raising from the decoder leaves m on p,
+** freed later (at the next hold, or when p ends), not lost. What p held
+** before is freed. m NULL: p lets go (the caller owns the message again). */
+GSI_FUNC void gsi_bif_hold(gsi_proc *p, gsi_msg *m);
 /* Take m out of p's saved messages and free it, forgetting the pending
 ** request it answered (a reply taken by a plain receive is consumed for
 ** good). */
@@ -144,6 +186,14 @@ GSI_FUNC int gsi_bif_sent(gsi_proc *p, lua_State *L);
 /* Send the exit signal m (flags GSI_XF_*) from p to pid. Returns p's
 ** dying flag when pid is p itself (its own signal is taken at once). */
 GSI_FUNC int gsi_bif_signal(gsi_proc *p, uint64_t pid, gsi_msg *m, int flags);
+
+/* The gen_server loop's reply (lserver.c) to the call it is handling: when
+** the value at fidx of L (p's own state) is the from table gsi_bif_took
+** was given, encode the value at idx and send it to that call's (from,
+** ref) straight away. Returns 1 sent; 0 not that from, or the value cannot
+** be encoded (the codec's error is popped: reply() makes it again, with
+** its position); GSI_ENOMEM. */
+GSI_FUNC int gsi_bif_reply_from(lua_State *L, int fidx, int idx);
 
 /* ---------------------------------------------------- links, monitors */
 

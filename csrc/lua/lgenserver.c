@@ -1,13 +1,15 @@
 /*
 ** lgenserver.c - genserver.core: the module (registration; the functions
 ** a process state finds without the table), a state's runtime and
-** process, the default runtime of plain Lua scripts, and for now spawn,
-** calls and replies: core/internal.h is included only for these, the rest
-** of the binding (lbind.h) reaches the core through gen/bif.h and the
-** public API. Waits stay on the core's request/answer layer (recv.c): a
-** process's wait yields its coroutine, where gs_call blocks (see l_call).
+** process, the default runtime of plain Lua scripts, spawn, calls and
+** replies. Like the rest of the binding (lbind.h) it reaches the core
+** through gen/ (bif.h: the primitives; gen.h: the protocols) and the
+** public API, and the API layer's lookups through the wiring (lface.h).
+** A process's wait yields its coroutine, where gs_call blocks (l_call).
 */
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +19,8 @@
 
 #include "genserver.h"
 #include "core/ids.h"
-#include "core/internal.h"
+#include "gen/bif.h"
+#include "gen/gen.h"
 #include "lbind.h"
 #include "lface.h"
 #include "lgenserver.h"
@@ -31,7 +34,6 @@ enum { K_CALL = GSI_K_CALL, K_CAST = GSI_K_CAST, K_INFO = GSI_K_INFO,
 
 /* ------------------------------------------------------------- context */
 
-#include "gen/gen.h"
 /* What a host state's functions know of their runtime (their upvalue 1).
 ** A C host's runtime (gs_openlibs) gets a record that is a userdata of the
 ** state, so it lives as long as the functions: the host promises not to
@@ -55,7 +57,7 @@ typedef struct rtrec {
 ** functions (no upvalues, so a state pays nothing for them); in a host
 ** state they are closures over the runtime's record (upvalue 1).
 ** Continuations see their function's upvalues too. */
-static gsi_proc *state_proc(lua_State *L) { return gsi_state_proc(L); }
+static gsi_proc *state_proc(lua_State *L) { return gsi_bif_state_proc(L); }
 
 static int raise_closed(lua_State *L) {
   return luaL_error(L, "genserver: the runtime has been shut down");
@@ -78,31 +80,22 @@ static int raise_error(lua_State *L, const char *what, int rc, const char *msg) 
 ** (acquire pairs with default_close's release store). */
 static gsi_rt *rt_of(lua_State *L) {
   rtrec *r = lua_touserdata(L, lua_upvalueindex(1));
-  gsi_rt *rt;
-  if (r == NULL) {
-    rt = gsi_state_proc(L)->rt;
-  } else {
+  gsi_rt *rt = NULL; /* a process state's: gsi_bif_live_rt finds it */
+  if (r != NULL) {
     if (atomic_load_explicit(&r->closed, memory_order_acquire)) raise_closed(L);
     rt = r->core;
   }
-  if (atomic_load_explicit(&rt->closed, memory_order_relaxed)) raise_closed(L);
+  if ((rt = gsi_bif_live_rt(L, rt)) == NULL) raise_closed(L);
   return rt;
 }
 
-/* api.c (api/api.h, which the binding does not include): the public face
-** of a core, the core of a public face, the runtime a host state was bound
-** to by gs_openlibs (or NULL), and a thread's foreign process */
-GSI_FUNC gs_runtime *gsi_api_of(gsi_rt *core);
-GSI_FUNC gsi_rt *gsi_api_core(gs_runtime *rt);
-GSI_FUNC gs_runtime *gsi_host_api(lua_State *L);
-GSI_FUNC gsi_proc *gsi_api_foreign(gs_runtime *rt);
-
 /* The public face of L's runtime (raises once it is shut down): a host
-** state's record has it; a process state's core knows it (gsi_api_of). */
+** state's record has it; a process state's core knows it, as the API
+** layer's lookup, handed over by the wiring (lface.h), finds it. */
 static gs_runtime *api_of(lua_State *L) {
   rtrec *r = lua_touserdata(L, lua_upvalueindex(1));
   gsi_rt *rt = rt_of(L);
-  return r != NULL ? r->api : gsi_api_of(rt);
+  return r != NULL ? r->api : gsi_lua_api_of(rt);
 }
 
 static void raise_exit(lua_State *L, gsi_proc *p);
@@ -111,25 +104,19 @@ static int raise_killed(lua_State *L, uint64_t pid);
 /* The calling process. A foreign thread gets its process on first use; an
 ** exit signal that killed it is raised here, at its next call (§1.2). */
 static gsi_proc *self_of(lua_State *L) {
-  gsi_proc *p = state_proc(L);
-  if (p != NULL) {
-    /* a pending exit signal is noticed at every primitive, so a process
-    ** that only sends still dies; ENTER yields it to its worker */
-    if (atomic_load_explicit(&p->sigpend, memory_order_relaxed)) gsi_drain(p);
-    return p;
-  }
+  /* a process state's, a pending exit signal noticed (so a process that
+  ** only sends still dies; ENTER yields it to its worker) */
+  gsi_proc *p = gsi_bif_self(L);
+  if (p != NULL) return p;
   /* the thread's process as the public API knows it: one pid per thread
   ** for gs_* calls and Lua calls alike, ended when the thread exits */
-  p = gsi_api_foreign(api_of(L));
+  p = gsi_lua_foreign(api_of(L));
   if (p == NULL) luaL_error(L, "genserver: too many processes");
-  if (atomic_load_explicit(&p->sigpend, memory_order_relaxed)) {
-    gsi_drain(p);
-    if (p->dying) raise_exit(L, p);
-  }
+  if (gsi_bif_notice(p)) raise_exit(L, p);
   return p;
 }
 
-static uint64_t pid_of(gsi_proc *p) { return gsi_proc_pid(p); }
+static uint64_t pid_of(gsi_proc *p) { return gsi_bif_pid(p); }
 
 /* For the I/O binding (lio.c), whose functions share these upvalues. */
 gsi_proc *gsi_lua_self(lua_State *L) { return self_of(L); }
@@ -143,7 +130,7 @@ int gsi_lua_raise_error(lua_State *L, const char *what, int rc, const char *msg)
   return raise_error(L, what, rc, msg);
 }
 uint64_t gsi_lua_foreign_pid(lua_State *L) {
-  gsi_proc *p = gsi_api_foreign(api_of(L));
+  gsi_proc *p = gsi_lua_foreign(api_of(L));
   return p != NULL ? pid_of(p) : 0;
 }
 
@@ -153,7 +140,7 @@ static int die(lua_State *L, gsi_proc *p);
 ** stops here instead of carrying on. */
 #define ENTER(L, p)                      \
   gsi_proc *p = self_of(L);              \
-  if (p->dying) return die(L, p)
+  if (gsi_bif_dying(p)) return die(L, p)
 
 /* The helpers the code below calls, by its names for them (lbind.h). */
 #define check_ref gsi_lua_check_ref
@@ -172,13 +159,13 @@ static int decode_payload(lua_State *L, gsi_msg *m) {
   gsi_bif_msgv(m, &v);
   return gsi_lua_decode(L, &v);
 }
-/* As decode_payload, for an answer in a process: plain data skips the
-** protected call (gsi_decode_raw; see gsi_lua_decode_next). */
-static int decode_next(lua_State *L, gsi_msg *m) {
-  gsi_proc *p = state_proc(L);
+/* As decode_payload, for an answer to p in its own state: plain data skips
+** the protected call (gsi_decode_raw; see gsi_lua_decode_next). A foreign
+** thread's process decodes into a host's state, protected. */
+static int decode_next(lua_State *L, gsi_proc *p, gsi_msg *m) {
   gsi_msgv v;
   gsi_bif_msgv(m, &v);
-  if (v.len == 0 || p == NULL) return gsi_lua_decode(L, &v);
+  if (v.len == 0 || gsi_bif_foreign(p)) return gsi_lua_decode(L, &v);
   return gsi_decode_raw(L, v.data, v.len, gsi_bif_limits(p));
 }
 static void begin_wait(lua_State *L, gsi_proc *p, uint64_t deadline) {
@@ -206,15 +193,11 @@ static int die(lua_State *L, gsi_proc *p) {
 ** value }, made by the protocol layer around the encoded value. */
 static uint64_t start_request(lua_State *L, gsi_proc *p, uint64_t pid,
                               int idx, int kind, int handoff, int stop) {
-  gsi_buf *b = &gsi_scratch_get()->buf;
   const char *what = stop ? "request[2]" : "request";
+  gsi_buf *b = gsi_bif_encode_buf(L, idx, what, rt_of(L), pid);
   uint64_t ref;
   int rc;
-  idx = lua_absindex(L, idx);
-  b->len = 0;
-  if (gsi_encode(L, idx, what, gsi_rt_limits(rt_of(L)), b) != 0 ||
-      gsi_check_code_to(L, idx, what, p->rt, pid, b) != 0)
-    raise_encode_error(L);
+  if (b == NULL) raise_encode_error(L);
   if (stop) {
     gsi_buf sb;
     gsi_buf_init(&sb);
@@ -250,11 +233,10 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
       if (st == GSI_GEN_REPLY) {
         lua_pushboolean(L, 1);
         /* plain data without a protected call; a memory error raising
-        ** from there leaves m on p->held, freed later (not lost) */
-        gsi_msg_free(p->held);
-        p->held = m;
-        rc = decode_next(L, m);
-        p->held = NULL;
+        ** from there leaves m held by p, freed later (not lost) */
+        gsi_bif_hold(p, m);
+        rc = decode_next(L, p, m);
+        gsi_bif_hold(p, NULL);
         n = 2;
       } else if (st == GSI_GEN_REFUSED) { /* the server refused it */
         lua_pushboolean(L, 0);
@@ -267,11 +249,11 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
         if (rc == 0) mark_reason(L, -1);
         n = 3;
       }
-      gsi_msg_free(m);
+      gsi_bif_msg_free(m);
       if (rc != 0) return lua_error(L);
       return n;
     }
-    if (p->timed_out) {
+    if (gsi_bif_timed_out(p)) {
       end_wait(p);
       if (abandon) gsi_gen_abandon(p, ref);
       lua_pushboolean(L, 0);
@@ -362,22 +344,9 @@ static int l_wait(lua_State *L) {
 ** core.reply (another from, or a value that cannot be encoded: reply
 ** then raises the usual error). Never raises but for memory errors. */
 int gsi_reply_from(lua_State *L, int fidx, int idx) {
-  gsi_proc *p = state_proc(L);
-  gsi_buf *b;
-  int rc;
-  if (p == NULL || p->from_tab == NULL || lua_topointer(L, fidx) != p->from_tab) return 0;
-  idx = lua_absindex(L, idx);
-  b = &gsi_scratch_get()->buf;
-  b->len = 0;
-  if (gsi_encode(L, idx, "reply", gsi_rt_limits(p->rt), b) != 0 ||
-      gsi_check_code_to(L, idx, "reply", p->rt, p->from_pid, b) != 0) {
-    lua_pop(L, 1); /* the error: core.reply makes it again, placed */
-    return 0;
-  }
-  rc = gsi_gen_reply(p, p->from_pid, p->from_ref, b->data, b->len);
-  if (b->cap > (1u << 20)) gsi_buf_free(b);
-  if (rc != GSI_OK) luaL_error(L, "genserver: out of memory");
-  return 1;
+  int rc = gsi_bif_reply_from(L, fidx, idx); /* the whole step */
+  if (rc < 0) luaL_error(L, "genserver: out of memory");
+  return rc;
 }
 
 /* A gen_server's ack to its starter (lserver.c): the table { tag [,
@@ -402,16 +371,13 @@ void gsi_ack(lua_State *L, int idx) {
     lua_pop(L, 1);
   }
   if (tag == GSI_ACK_ERROR) {
-    b = &gsi_scratch_get()->buf;
-    b->len = 0;
     lua_rawgeti(L, idx, 2);
-    if (gsi_encode(L, -1, "reply[2]", gsi_rt_limits(rt_of(L)), b) != 0 ||
-        gsi_check_code_to(L, lua_gettop(L), "reply[2]", rt_of(L), starter, b) != 0)
+    if ((b = gsi_bif_encode_buf(L, -1, "reply[2]", rt_of(L), starter)) == NULL)
       raise_encode_error(L);
     lua_pop(L, 1);
   }
   rc = gsi_gen_ack(p, tag, b != NULL ? b->data : NULL, b != NULL ? b->len : 0);
-  if (b != NULL && b->cap > (1u << 20)) gsi_buf_free(b); /* no huge scratch kept */
+  if (b != NULL) gsi_bif_scratch_trim(b); /* no huge scratch kept */
   if (rc < 0) luaL_error(L, "genserver: out of memory");
 }
 
@@ -419,7 +385,7 @@ void gsi_ack(lua_State *L, int idx) {
 static int l_reply(lua_State *L) {
   ENTER(L, p);
   uint64_t pid = 0, ref = 0;
-  gsi_buf *b = &gsi_scratch_get()->buf;
+  gsi_buf *b;
   int rc;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_rawgeti(L, 1, 1);
@@ -427,12 +393,10 @@ static int l_reply(lua_State *L) {
   if (!gsi_topid(L, -2, &pid) || !from_tag(L, -1, &ref))
     luaL_argerror(L, 1, "not a 'from' given to handle_call");
   lua_pop(L, 2);
-  b->len = 0;
-  if (gsi_encode(L, 2, "reply", gsi_rt_limits(rt_of(L)), b) != 0 ||
-      gsi_check_code_to(L, 2, "reply", rt_of(L), pid, b) != 0)
+  if ((b = gsi_bif_encode_buf(L, 2, "reply", rt_of(L), pid)) == NULL)
     raise_encode_error(L);
   rc = gsi_gen_reply(p, pid, ref, b->data, b->len);
-  if (b->cap > (1u << 20)) gsi_buf_free(b); /* do not keep a huge scratch */
+  gsi_bif_scratch_trim(b); /* do not keep a huge scratch */
   if (rc != GSI_OK) luaL_error(L, "genserver: out of memory");
   lua_pushboolean(L, 1);
   return 1;
@@ -465,7 +429,7 @@ static void rename_spawn_path(lua_State *L, int opts) {
 /* The spawn message (gsi_gen_spawn_paths) into the thread's scratch buffer:
 ** the spawner's paths, then { n, body, args... }. */
 static gsi_buf *spawn_msg(lua_State *L, int body, int nargs) {
-  gsi_buf *b = &gsi_scratch_get()->buf;
+  gsi_buf *b = gsi_bif_scratch();
   size_t n, cn;
   const char *s, *c, *fs, *fc;
   int top = lua_gettop(L);
@@ -494,7 +458,7 @@ static gsi_buf *spawn_msg(lua_State *L, int body, int nargs) {
     lua_pushvalue(L, body + 2 + i);
     lua_rawseti(L, -2, i + 2);
   }
-  if (gsi_encode(L, -1, "spawn", gsi_rt_limits(rt_of(L)), b) != 0) {
+  if (gsi_encode(L, -1, "spawn", gsi_bif_rt_limits(rt_of(L)), b) != 0) {
     rename_spawn_path(L, body + 1);
     raise_encode_error(L);
   }
@@ -603,7 +567,7 @@ static int l_spawn(lua_State *L) {
     return luaL_error(L, "genserver.spawn: cannot create a process "
                          "(process limit reached or runtime stopped)");
   }
-  if (sm->cap > (1u << 20)) gsi_buf_free(sm); /* do not keep a huge scratch */
+  gsi_bif_scratch_trim(sm); /* do not keep a huge scratch */
   gsi_pushpid(L, pid);
   if (!spec.monitor) return 1;
   gsi_pushref(L, ref);
@@ -657,10 +621,10 @@ static void raise_exit(lua_State *L, gsi_proc *p) {
     memcpy(lua_newuserdatauv(L, len, 0), data, len);
   }
   /* now end the foreign process: links and monitors fire, nothing fails */
-  gsi_msg_free(gsi_gen_end_killed(p, &normal));
+  gsi_bif_msg_free(gsi_gen_end_killed(p, &normal));
   if (!killed) { /* decode from the copy: nothing leaks if this fails */
     if (gsi_decode(L, lua_touserdata(L, -1), lua_rawlen(L, -1),
-                   gsi_rt_limits(rt_of(L))) != 0) {
+                   gsi_bif_rt_limits(rt_of(L))) != 0) {
       lua_pop(L, 1);
       lua_pushliteral(L, "killed");
     }
@@ -712,7 +676,7 @@ static int default_close(rtrec *d, int ms) {
     if (cur_default == NULL) cur_default = d;
   }
   pthread_mutex_unlock(&default_mu);
-  if (rc == GS_OK) gsi_scratch_release();
+  if (rc == GS_OK) gsi_bif_scratch_release();
   return rc == GS_OK ? 0 : -1;
 }
 
@@ -762,7 +726,7 @@ static int l_shutdown(lua_State *L) {
   if (self != NULL) { /* a process state, sandboxed or not */
     return luaL_error(L, "genserver.runtime.shutdown: only the main script or host "
                          "may shut down%s",
-                      self->sandbox ? " (not a sandboxed process)" : "");
+                      gsi_bif_sandboxed(self) ? " (not a sandboxed process)" : "");
   }
   rt_of(L); /* raises if it was shut down already */
   if (!r->dflt)
@@ -800,7 +764,7 @@ static rtrec *acquire_default(lua_State *L) {
       free(d);
       d = NULL;
     } else {
-      d->core = gsi_api_core(d->api);
+      d->core = gsi_lua_core_of(d->api);
       d->dflt = 1;
       d->next = all_defaults;
       all_defaults = cur_default = d;
@@ -874,16 +838,16 @@ static void wrap_require(lua_State *L) {
 }
 
 int luaopen_genserver_core(lua_State *L) {
-  gsi_proc *p = gsi_state_proc(L);
+  gsi_proc *p = state_proc(L);
   gs_runtime *host;
   /* a process's state: light functions. Else the functions' record: a
   ** host's state bound to its runtime (gs_openlibs); else the default
   ** runtime, as for a plain lua5.4 script (again if this state holds it
   ** already and it still runs) */
-  if (p == NULL && (host = gsi_host_api(L)) != NULL) {
+  if (p == NULL && (host = gsi_lua_host_api(L)) != NULL) {
     rtrec *r = lua_newuserdatauv(L, sizeof *r, 0);
     memset(r, 0, sizeof *r);
-    r->core = gsi_api_core(host);
+    r->core = gsi_lua_core_of(host);
     r->api = host;
   } else if (p == NULL) {
     rtrec *d = NULL;

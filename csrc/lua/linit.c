@@ -14,3 +14,12 @@
 int gs_runtime_open(gs_runtime **out, const gs_config *cfg) {
   return gsi_api_open(out, cfg, &gsi_lua_face);
 }
+
+/* The API layer's lookups the binding needs (lface.h). Handed over here,
+** with the hooks, rather than made public gs_ functions: a host has no use
+** for a core or a foreign process, which it never sees. Each is a tail
+** call (a jump). */
+gs_runtime *gsi_lua_api_of(gsi_rt *core) { return gsi_api_of(core); }
+gsi_rt *gsi_lua_core_of(gs_runtime *rt) { return gsi_api_core(rt); }
+gs_runtime *gsi_lua_host_api(lua_State *L) { return gsi_host_api(L); }
+gsi_proc *gsi_lua_foreign(gs_runtime *rt) { return gsi_api_foreign(rt); }

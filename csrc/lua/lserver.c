@@ -66,8 +66,9 @@ enum {
 
 /* ------------------------------------------------------------ helpers */
 
-/* The process of this state (lserver.c runs in process states only). */
-static gsi_proc *me(lua_State *L) { return *(gsi_proc **)lua_getextraspace(L); }
+/* The process of this state: lserver.c runs in process states only, so
+** the core's extra-space contract (gsi_bif_extra_proc) gives it for free. */
+static gsi_proc *me(lua_State *L) { return gsi_bif_extra_proc(L); }
 
 /* Hibernation: a full collection, and the freed blocks the state's
 ** allocator kept go back to malloc. */
