@@ -23,12 +23,13 @@
 
 gsi_proc *gsi_bif_state_proc(lua_State *L) { return gsi_state_proc(L); }
 
-gsi_proc *gsi_bif_self(lua_State *L) {
+gsi_proc *gsi_bif_self(lua_State *L, int *dying) {
   gsi_proc *p = gsi_state_proc(L);
+  if (p == NULL) return NULL;
   /* a pending exit signal is noticed at every primitive, so a process that
   ** only sends still dies (the binding's entry then yields it) */
-  if (p != NULL && atomic_load_explicit(&p->sigpend, memory_order_relaxed))
-    gsi_drain(p);
+  if (atomic_load_explicit(&p->sigpend, memory_order_relaxed)) gsi_drain(p);
+  *dying = p->dying;
   return p;
 }
 
@@ -81,8 +82,9 @@ void gsi_bif_scratch_trim(gsi_buf *b) {
   if (b->cap > (1u << 20)) gsi_buf_free(b); /* do not keep a huge scratch */
 }
 
-gsi_buf *gsi_bif_encode_buf(lua_State *L, int idx, const char *what, gsi_rt *rt,
-                            uint64_t to) {
+/* gsi_bif_encode_buf, inlined in the whole steps that send (cast, reply) */
+static inline gsi_buf *encode_buf(lua_State *L, int idx, const char *what,
+                                  gsi_rt *rt, uint64_t to) {
   gsi_buf *b = &gsi_scratch_get()->buf;
   idx = lua_absindex(L, idx);
   b->len = 0;
@@ -92,10 +94,15 @@ gsi_buf *gsi_bif_encode_buf(lua_State *L, int idx, const char *what, gsi_rt *rt,
   return b;
 }
 
+gsi_buf *gsi_bif_encode_buf(lua_State *L, int idx, const char *what, gsi_rt *rt,
+                            uint64_t to) {
+  return encode_buf(L, idx, what, rt, to);
+}
+
 gsi_msg *gsi_bif_encode(lua_State *L, int idx, const char *what, gsi_rt *rt,
                         int kind, uint64_t from, uint64_t ref, uint64_t to,
                         int *err) {
-  gsi_buf *b = gsi_bif_encode_buf(L, idx, what, rt, to);
+  gsi_buf *b = encode_buf(L, idx, what, rt, to);
   gsi_msg *m;
   if (b == NULL) {
     *err = GSI_EENCODE;
@@ -109,9 +116,14 @@ gsi_msg *gsi_bif_encode(lua_State *L, int idx, const char *what, gsi_rt *rt,
 
 void gsi_bif_msg_free(gsi_msg *m) { gsi_msg_free(m); }
 
-void gsi_bif_hold(gsi_proc *p, gsi_msg *m) {
-  if (m != NULL) gsi_msg_free(p->held); /* owner field: p's thread only */
+int gsi_bif_decode_answer(lua_State *L, gsi_proc *p, gsi_msg *m) {
+  int rc;
+  if (m->len == 0 || p->fg != NULL) return GSI_AGAIN;
+  gsi_msg_free(p->held); /* owner field: p's thread only */
   p->held = m;
+  rc = gsi_decode_raw(L, GSI_MSG_DATA(m), m->len, gsi_limits_of(p));
+  p->held = NULL;
+  return rc;
 }
 
 void gsi_bif_consume(gsi_proc *p, gsi_msg *m) {
@@ -272,7 +284,7 @@ void gsi_bif_took(gsi_proc *p, gsi_msg *m, const void *from_tab) {
   if (m->kind != GSI_M_SYSTEM) p->sflags &= (uint8_t)~GSI_SF_DEADLINE;
   if (m->kind == GSI_M_CALL || m->kind == GSI_M_SYSTEM) {
     if (from_tab != NULL) {
-      /* for the loop's reply (gsi_reply_from): this table stands for
+      /* for the loop's reply (gsi_bif_reply_from): this table stands for
       ** (from, ref) */
       p->from_tab = from_tab;
       p->from_pid = m->from;
@@ -290,7 +302,7 @@ int gsi_bif_reply_from(lua_State *L, int fidx, int idx) {
   int rc;
   if (p == NULL || p->from_tab == NULL || lua_topointer(L, fidx) != p->from_tab)
     return 0;
-  if ((b = gsi_bif_encode_buf(L, idx, "reply", p->rt, p->from_pid)) == NULL) {
+  if ((b = encode_buf(L, idx, "reply", p->rt, p->from_pid)) == NULL) {
     lua_pop(L, 1); /* the error: core.reply makes it again, placed */
     return 0;
   }

@@ -38,9 +38,10 @@
 ** other state (a host's): the core's one test, gsi_state_proc. */
 GSI_FUNC gsi_proc *gsi_bif_state_proc(lua_State *L);
 /* The calling process as a primitive begins: L's process, after taking an
-** exit signal pushed to it (a process that only sends still dies: the
-** binding checks gsi_bif_dying next); NULL in a host's state. */
-GSI_FUNC gsi_proc *gsi_bif_self(lua_State *L);
+** exit signal pushed to it (a process that only sends still dies), with
+** *dying set to its dying flag (the whole entry step, for every
+** primitive); NULL in a host's state (*dying untouched). */
+GSI_FUNC gsi_proc *gsi_bif_self(lua_State *L, int *dying);
 /* The same notice for a foreign thread's process p: an exit signal pushed
 ** to it is taken now; returns 1 when that left p dying, else 0. */
 GSI_FUNC int gsi_bif_notice(gsi_proc *p);
@@ -111,11 +112,15 @@ GSI_FUNC gsi_buf *gsi_bif_encode_buf(lua_State *L, int idx, const char *what,
 /* A scratch buffer grown past 1 MiB is freed, not kept. */
 GSI_FUNC void gsi_bif_scratch_trim(gsi_buf *b);
 GSI_FUNC void gsi_bif_msg_free(gsi_msg *m);
-/* p holds m (an answer it took) while the binding decodes it without a
-** protected call: a memory error raising from the decoder leaves m on p,
-** freed later (at the next hold, or when p ends), not lost. What p held
-** before is freed. m NULL: p lets go (the caller owns the message again). */
-GSI_FUNC void gsi_bif_hold(gsi_proc *p, gsi_msg *m);
+/* Decode the answer m that p took into L, p's own state, without a
+** protected call (plain data: gsi_decode_raw with p's limits): 0, or -1
+** with the error pushed. p holds m meanwhile, so a memory error raising
+** from the decoder leaves m on p, freed later (at the next such decode,
+** or when p ends), not lost; the caller still owns m after a return.
+** GSI_AGAIN, decoding nothing: the binding decodes it protected (an empty
+** payload, or p is a foreign thread's process decoding into a host's
+** state). */
+GSI_FUNC int gsi_bif_decode_answer(lua_State *L, gsi_proc *p, gsi_msg *m);
 /* Take m out of p's saved messages and free it, forgetting the pending
 ** request it answered (a reply taken by a plain receive is consumed for
 ** good). */

@@ -50,9 +50,10 @@ GSI_FUNC void gsi_lua_push_exit_error(lua_State *L, uint64_t pid);
 
 /* Entry of a primitive that does not wait: a process killed by a signal
 ** stops here instead of carrying on. */
-#define GSI_ENTER(L, p)             \
-  gsi_proc *p = gsi_lua_self(L);    \
-  if (gsi_bif_dying(p)) return gsi_lua_die(L, p)
+#define GSI_ENTER(L, p)                       \
+  int p##_dies;                               \
+  gsi_proc *p = gsi_lua_enter(L, &p##_dies);  \
+  if (p##_dies) return gsi_lua_die(L, p)
 
 /* ------------------------------------------------- waits (lreceive.c) */
 

@@ -101,25 +101,22 @@ static gs_runtime *api_of(lua_State *L) {
 static void raise_exit(lua_State *L, gsi_proc *p);
 static int raise_killed(lua_State *L, uint64_t pid);
 
-/* The calling process. A foreign thread gets its process on first use; an
-** exit signal that killed it is raised here, at its next call (§1.2). */
-static gsi_proc *self_of(lua_State *L) {
-  /* a process state's, a pending exit signal noticed (so a process that
-  ** only sends still dies; ENTER yields it to its worker) */
-  gsi_proc *p = gsi_bif_self(L);
-  if (p != NULL) return p;
+/* The calling process (gsi_lua_enter, lgenserver.h) of a host state: a
+** foreign thread gets its process on first use; an exit signal that
+** killed it is raised here, at its next call (§1.2). A process state's is
+** gsi_bif_self's, which notices a pending exit signal, so a process that
+** only sends still dies (ENTER yields it to its worker). */
+gsi_proc *gsi_lua_foreign_self(lua_State *L, int *dying) {
   /* the thread's process as the public API knows it: one pid per thread
   ** for gs_* calls and Lua calls alike, ended when the thread exits */
-  p = gsi_lua_foreign(api_of(L));
+  gsi_proc *p = gsi_lua_foreign(api_of(L));
   if (p == NULL) luaL_error(L, "genserver: too many processes");
   if (gsi_bif_notice(p)) raise_exit(L, p);
+  *dying = gsi_bif_dying(p);
   return p;
 }
 
 static uint64_t pid_of(gsi_proc *p) { return gsi_bif_pid(p); }
-
-/* For the I/O binding (lio.c), whose functions share these upvalues. */
-gsi_proc *gsi_lua_self(lua_State *L) { return self_of(L); }
 
 /* For the binding's other files (lbind.h). */
 gsi_proc *gsi_lua_state_proc(lua_State *L) { return state_proc(L); }
@@ -138,9 +135,10 @@ static int die(lua_State *L, gsi_proc *p);
 
 /* Entry of a primitive that does not wait: a process killed by a signal
 ** stops here instead of carrying on. */
-#define ENTER(L, p)                      \
-  gsi_proc *p = self_of(L);              \
-  if (gsi_bif_dying(p)) return die(L, p)
+#define ENTER(L, p)                        \
+  int p##_dies;                            \
+  gsi_proc *p = gsi_lua_enter(L, &p##_dies);  \
+  if (p##_dies) return die(L, p)
 
 /* The helpers the code below calls, by its names for them (lbind.h). */
 #define check_ref gsi_lua_check_ref
@@ -159,14 +157,12 @@ static int decode_payload(lua_State *L, gsi_msg *m) {
   gsi_bif_msgv(m, &v);
   return gsi_lua_decode(L, &v);
 }
-/* As decode_payload, for an answer to p in its own state: plain data skips
-** the protected call (gsi_decode_raw; see gsi_lua_decode_next). A foreign
-** thread's process decodes into a host's state, protected. */
+/* As decode_payload, for an answer to p: in its own state, plain data
+** skips the protected call (gsi_bif_decode_answer; a memory error raising
+** from there leaves m held by p, freed later, not lost). */
 static int decode_next(lua_State *L, gsi_proc *p, gsi_msg *m) {
-  gsi_msgv v;
-  gsi_bif_msgv(m, &v);
-  if (v.len == 0 || gsi_bif_foreign(p)) return gsi_lua_decode(L, &v);
-  return gsi_decode_raw(L, v.data, v.len, gsi_bif_limits(p));
+  int rc = gsi_bif_decode_answer(L, p, m);
+  return rc != GSI_AGAIN ? rc : decode_payload(L, m);
 }
 static void begin_wait(lua_State *L, gsi_proc *p, uint64_t deadline) {
   if (gsi_bif_begin_wait(p, deadline) != GSI_OK)
@@ -215,7 +211,7 @@ static uint64_t start_request(lua_State *L, gsi_proc *p, uint64_t pid,
 /* Wait for the answer to pending ref. Pushes true, value | false, kind,
 ** reason where kind is "timeout" or "down" (reason = exit reason). */
 static int answer_k(lua_State *L, int status, lua_KContext ctx) {
-  gsi_proc *p = self_of(L);
+  gsi_proc *p = gsi_lua_self(L);
   uint64_t ref = (uint64_t)ctx;
   int abandon = lua_toboolean(L, 1);
   (void)status;
@@ -232,11 +228,7 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
       end_wait(p);
       if (st == GSI_GEN_REPLY) {
         lua_pushboolean(L, 1);
-        /* plain data without a protected call; a memory error raising
-        ** from there leaves m held by p, freed later (not lost) */
-        gsi_bif_hold(p, m);
         rc = decode_next(L, p, m);
-        gsi_bif_hold(p, NULL);
         n = 2;
       } else if (st == GSI_GEN_REFUSED) { /* the server refused it */
         lua_pushboolean(L, 0);
@@ -328,25 +320,13 @@ static int l_request(lua_State *L) {
 
 /* wait(ref [, timeout [, abandon]]) -> as call */
 static int l_wait(lua_State *L) {
-  gsi_proc *p = self_of(L);
+  gsi_proc *p = gsi_lua_self(L);
   uint64_t ref = check_ref(L, 1);
   int abandon = lua_toboolean(L, 3);
   begin_wait(L, p, opt_deadline(L, 2, HUGE_VAL));
   lua_settop(L, 0);
   lua_pushboolean(L, abandon);
   return answer_k(L, LUA_OK, (lua_KContext)ref);
-}
-
-/* The gen_server loop's reply (lserver.c) to the request it is handling:
-** when from (at fidx) is the table core.next made for it, its ids are
-** known and the value at idx goes straight out, with no table reads nor
-** protected call. Returns 1 when sent, 0 when the caller must use
-** core.reply (another from, or a value that cannot be encoded: reply
-** then raises the usual error). Never raises but for memory errors. */
-int gsi_reply_from(lua_State *L, int fidx, int idx) {
-  int rc = gsi_bif_reply_from(L, fidx, idx); /* the whole step */
-  if (rc < 0) luaL_error(L, "genserver: out of memory");
-  return rc;
 }
 
 /* A gen_server's ack to its starter (lserver.c): the table { tag [,

@@ -25,10 +25,6 @@ GSI_FUNC const lua_CFunction gsi_core_next, gsi_core_reply, gsi_core_self,
     gsi_core_exit, gsi_core_trap_exit, gsi_core_reg, gsi_core_unregister,
     gsi_core_set_module;
 
-/* The gen_server loop's reply to the request being handled (lgenserver.c):
-** 1 when sent, 0 when core.reply must do it. */
-GSI_FUNC int gsi_reply_from(lua_State *L, int fidx, int idx);
-
 /* A gen_server's ack to its starter: the table { tag [, reason] } at idx,
 ** or { "ok" } for idx 0, sent as the protocol layer writes it (gen.c);
 ** raises like reply() for an unsendable reason. */
@@ -40,7 +36,18 @@ GSI_FUNC int gsi_is_parent(lua_State *L, int idx);
 /* The calling process of a genserver.core function (its own, or the
 ** thread's foreign one), as every core function finds it; for the I/O
 ** binding (lio.c), registered with the same upvalues. */
-GSI_FUNC gsi_proc *gsi_lua_self(lua_State *L);
+GSI_FUNC gsi_proc *gsi_lua_foreign_self(lua_State *L, int *dying);
+/* The calling process and its dying flag (an exit signal pushed to it
+** taken first), in one step: a process state's own (gsi_bif_self, one
+** call), else the thread's foreign process (raises when it was killed). */
+static inline gsi_proc *gsi_lua_enter(lua_State *L, int *dying) {
+  gsi_proc *p = gsi_bif_self(L, dying);
+  return p != NULL ? p : gsi_lua_foreign_self(L, dying);
+}
+static inline gsi_proc *gsi_lua_self(lua_State *L) {
+  int dying;
+  return gsi_lua_enter(L, &dying);
+}
 
 /* Mark L as a gen_server's state (core.serve) or not: while it is,
 ** process.exit(reason) raises an exit error that gsi_exit_reason

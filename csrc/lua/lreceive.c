@@ -187,7 +187,7 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
       drop_undecodable(L, p, m, &v);
       continue;
     }
-    /* a call's from table stands for (from, ref) in gsi_reply_from */
+    /* a call's from table stands for (from, ref) in gsi_bif_reply_from */
     gsi_bif_took(p, m, n == 3 ? lua_topointer(L, -1) : NULL);
     return n;
   }

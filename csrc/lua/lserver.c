@@ -198,8 +198,11 @@ static void push_bad_return(lua_State *L, int n, const char *callback) {
 /* reply(from, value) with both on top; an unsendable value returns the
 ** error (the caller turns it into a crash). */
 static int do_reply(lua_State *L) {
-  int st;
-  if (gsi_reply_from(L, -2, -1)) {
+  /* straight out when from is the one core.next made (the whole step:
+  ** gen/bif.c); else core.reply, which raises the placed error */
+  int st = gsi_bif_reply_from(L, -2, -1);
+  if (st < 0) luaL_error(L, "genserver: out of memory");
+  if (st > 0) {
     lua_pop(L, 2);
     return LUA_OK;
   }
