@@ -9,8 +9,9 @@
 **   lproc.c       links, monitors, exit signals, names, timers
 **   linfo.c       self, list, info, stats, configure, code versions
 **   lserver.c     the gen_server loop (core.serve)
-** They reach the core only through gen/bif.h and the public API
-** (genserver.h); nothing here is seen outside the binding.
+** They reach the core only through gen/ (bif.h, gen.h) and the public API
+** (genserver.h), the API layer's lookups through the wiring (lface.h);
+** nothing here is seen outside the binding.
 */
 #ifndef LBIND_H
 #define LBIND_H

@@ -34,12 +34,13 @@ GSI_FUNC void gsi_ack(lua_State *L, int idx);
 GSI_FUNC int gsi_is_parent(lua_State *L, int idx);
 
 /* The calling process of a genserver.core function (its own, or the
-** thread's foreign one), as every core function finds it; for the I/O
-** binding (lio.c), registered with the same upvalues. */
+** thread's foreign one), as every core function finds it, also for the
+** I/O binding (lio.c), registered with the same upvalues; with its dying
+** flag (an exit signal pushed to it taken first), in one step: a process
+** state's own (gsi_bif_self: one call on the hot paths), else the
+** thread's foreign process (gsi_lua_foreign_self: made on first use;
+** raises when an exit signal killed it). */
 GSI_FUNC gsi_proc *gsi_lua_foreign_self(lua_State *L, int *dying);
-/* The calling process and its dying flag (an exit signal pushed to it
-** taken first), in one step: a process state's own (gsi_bif_self, one
-** call), else the thread's foreign process (raises when it was killed). */
 static inline gsi_proc *gsi_lua_enter(lua_State *L, int *dying) {
   gsi_proc *p = gsi_bif_self(L, dying);
   return p != NULL ? p : gsi_lua_foreign_self(L, dying);
