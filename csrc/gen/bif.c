@@ -296,6 +296,14 @@ void gsi_bif_took(gsi_proc *p, gsi_msg *m, const void *from_tab) {
   gsi_bif_consume(p, m);
 }
 
+int gsi_bif_request(lua_State *L, gsi_proc *p, int idx, const char *what,
+                    uint64_t pid, int kind, int handoff, uint64_t *ref) {
+  gsi_buf *b;
+  if (atomic_load_explicit(&p->rt->closed, memory_order_relaxed)) return GSI_ECLOSED;
+  if ((b = encode_buf(L, idx, what, p->rt, pid)) == NULL) return GSI_EENCODE;
+  return gsi_gen_request(p, pid, kind, b->data, b->len, handoff, NULL, ref);
+}
+
 int gsi_bif_reply_from(lua_State *L, int fidx, int idx) {
   gsi_proc *p = gsi_state_proc(L);
   gsi_buf *b;

@@ -192,6 +192,14 @@ GSI_FUNC int gsi_bif_sent(gsi_proc *p, lua_State *L);
 ** dying flag when pid is p itself (its own signal is taken at once). */
 GSI_FUNC int gsi_bif_signal(gsi_proc *p, uint64_t pid, gsi_msg *m, int flags);
 
+/* Send the value at idx of L to pid as a request of kind (GSI_GEN_CALL /
+** _SYSTEM) from p under a new pending ref (*ref), the whole step of a call
+** (gsi_gen_request; handoff: pid runs next on this worker): p's runtime
+** checked, the value encoded into the thread's scratch buffer (what: the
+** codec's name for it). GSI_OK; GSI_ECLOSED the runtime is shut down;
+** GSI_EENCODE with the codec's error pushed; GSI_ENOMEM. */
+GSI_FUNC int gsi_bif_request(lua_State *L, gsi_proc *p, int idx, const char *what,
+                             uint64_t pid, int kind, int handoff, uint64_t *ref);
 /* The gen_server loop's reply (lserver.c) to the call it is handling: when
 ** the value at fidx of L (p's own state) is the from table gsi_bif_took
 ** was given, encode the value at idx and send it to that call's (from,

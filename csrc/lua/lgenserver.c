@@ -189,21 +189,21 @@ static int die(lua_State *L, gsi_proc *p) {
 ** value }, made by the protocol layer around the encoded value. */
 static uint64_t start_request(lua_State *L, gsi_proc *p, uint64_t pid,
                               int idx, int kind, int handoff, int stop) {
-  const char *what = stop ? "request[2]" : "request";
-  gsi_buf *b = gsi_bif_encode_buf(L, idx, what, rt_of(L), pid);
   uint64_t ref;
   int rc;
-  if (b == NULL) raise_encode_error(L);
-  if (stop) {
-    gsi_buf sb;
+  if (!stop) { /* a call: the whole step in one (gen/bif.c) */
+    rc = gsi_bif_request(L, p, idx, "request", pid, kind, handoff, &ref);
+  } else {
+    gsi_buf *b = gsi_bif_encode_buf(L, idx, "request[2]", rt_of(L), pid), sb;
+    if (b == NULL) raise_encode_error(L);
     gsi_buf_init(&sb);
     rc = gsi_gen_stop_encode(&sb, b->data, b->len);
     if (rc == GSI_OK)
       rc = gsi_gen_request(p, pid, kind, sb.data, sb.len, handoff, NULL, &ref);
     gsi_buf_free(&sb);
-  } else {
-    rc = gsi_gen_request(p, pid, kind, b->data, b->len, handoff, NULL, &ref);
   }
+  if (rc == GSI_ECLOSED) raise_closed(L);
+  if (rc == GSI_EENCODE) raise_encode_error(L);
   if (rc != GSI_OK) luaL_error(L, "genserver: out of memory");
   return ref;
 }
