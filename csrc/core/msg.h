@@ -14,7 +14,13 @@
 #include "codec.h"
 #include "core.h"
 
-/* flag of a message that holds I/O credit (io_loop.c): gsi_msg_free calls
+/* flag of a GSI_M_DOWN answer to a pending request: not the server's death
+** but a refusal (a full mailbox, an undecodable request, an I/O error); its
+** payload is the reason. Made by gen.c (gsi_gen_refuse) and the I/O layer,
+** read by gsi_gen_answer. */
+#define GSI_MF_REFUSED 1
+
+/* flag of a message that holds I/O credit (io/io_sock.c): gsi_msg_free calls
 ** gsi_msg_credit_hook for it, which gives the credit back to its socket */
 #define GSI_MF_CREDIT 0x80
 GSI_FUNC void (*_Atomic gsi_msg_credit_hook)(gsi_msg *m);

@@ -228,8 +228,6 @@ int gsi_gen_stop_encode(gsi_buf *b, const unsigned char *reason, size_t len) {
 
 /* ---------------------------------------------------- requests, answers */
 
-/* A DOWN-kind answer flagged so, that takes the request's usual path. */
-#define REFUSED 1
 
 int gsi_gen_reply(gsi_proc *self, uint64_t caller, uint64_t ref, const void *data,
                   size_t len) {
@@ -247,7 +245,7 @@ void gsi_gen_refuse(gsi_rt *rt, uint64_t server, uint64_t caller, uint64_t ref,
   gsi_buf_init(&b);
   if (gsi_encode_cstring(&b, reason) == 0 &&
       (d = gsi_msg_new(GSI_M_DOWN, server, ref, b.data, b.len)) != NULL) {
-    d->flags = REFUSED;
+    d->flags = GSI_MF_REFUSED;
     gsi_deliver(rt, caller, d, 0);
   }
   gsi_buf_free(&b);
@@ -299,7 +297,7 @@ int gsi_gen_answer(gsi_proc *self, uint64_t ref, gsi_msg **m) {
   switch (gsi_answer(self, ref, m)) {
   case GSI_OK:
     if ((*m)->kind == GSI_M_REPLY) return GSI_GEN_REPLY;
-    return (*m)->flags == REFUSED ? GSI_GEN_REFUSED : GSI_GEN_DOWN;
+    return (*m)->flags == GSI_MF_REFUSED ? GSI_GEN_REFUSED : GSI_GEN_DOWN;
   case GSI_AGAIN: return GSI_GEN_WAIT;
   case GSI_EKILLED: return GSI_GEN_DYING;
   default: return GSI_GEN_UNKNOWN;

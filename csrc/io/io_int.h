@@ -62,12 +62,6 @@ _Static_assert(GSI_TIMER_BIT == (uint64_t)1 << 63 && !GSI_IO_IS_SOCK(GSI_TIMER_B
                    !GSI_IO_IS_SOCK(GSI_TIMER_BIT | GSI_IO_BIT) && GSI_IO_IS_SOCK(GSI_IO_BIT),
                "socket handles and timer ids must not collide");
 
-/* A refusal answer: a GSI_M_DOWN with this flag reads as false, reason in
-** core.wait (lgenserver.c's answer_k defines the same value). */
-#ifndef GSI_REFUSED
-#define GSI_REFUSED 1
-#endif
-
 /* the layer's own commands (gsi_msg.kind of a command node), after the
 ** callers' ones (io.h) */
 enum {

@@ -109,7 +109,7 @@ static int reply_ob(io_t *io, uint64_t pid, uint64_t ref) {
 int gsi_io_reply_err(io_t *io, uint64_t pid, uint64_t ref, const char *why) {
   io->ob.len = 0;
   if (gsi_wire_byte(&io->ob, GSI_WIRE_MAGIC) || gsi_wire_cstr(&io->ob, why)) return 0;
-  return deliver_ob(io, pid, GSI_M_DOWN, ref, GSI_REFUSED);
+  return deliver_ob(io, pid, GSI_M_DOWN, ref, GSI_MF_REFUSED);
 }
 
 int gsi_io_reply_sock(io_t *io, uint64_t pid, uint64_t ref, uint64_t id) {
