@@ -31,7 +31,7 @@ gsi_worker *own_worker(gs_runtime *rt) {
   return w != NULL && w->rt == rt->core ? w : NULL;
 }
 
-/* This thread's foreign process in rt. pstate.c remembers it by runtime
+/* This thread's foreign process in rt. core/foreign.c remembers it by runtime
 ** address only: if a runtime this thread used was closed without the
 ** thread detaching, and a new one got the same address, forget the dead
 ** one's process first (it was freed). */
@@ -593,9 +593,13 @@ static int kill_wait(gs_runtime *rt, gsi_proc *self, gs_pid pid) {
   gsi_msg *ans = NULL;
   int rc = 0;
   if (gsi_pending_add(self, ref, pid) != 0) return GS_ENOMEM;
-  if (gsi_monitor(self, pid, ref) != 0) {
+  if ((rc = gsi_monitor(self, pid, ref)) != GSI_OK) {
     gsi_pending_remove(self, ref, NULL);
-    return 0; /* gone already */
+    if (rc == GSI_ENOPROC) return 0; /* gone already */
+    /* no memory to watch it: still kill it, but its name may not be free
+    ** yet when gs_start returns */
+    gsi_exit_signal(rt->core, gsi_proc_pid(self), pid, NULL, 0, GSI_XF_KILL);
+    return GS_ENOMEM;
   }
   gsi_exit_signal(rt->core, gsi_proc_pid(self), pid, NULL, 0, GSI_XF_KILL);
   rc = await(self, ref, 0, &ans);

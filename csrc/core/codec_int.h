@@ -70,8 +70,8 @@ static inline size_t gsi_codec_varintlen (uint64_t v) {
 
 /* Writers shared by both encoders (the caller made room): each returns
 ** the bytes written. */
-#define GSI_CODEC_MAXINTEGER 11   /* put_integer writes at most this */
-#define GSI_CODEC_MAXSTRHEAD 11   /* put_strhead writes at most this */
+#define GSI_CODEC_MAXINTEGER 11   /* gsi_codec_put_integer writes at most this */
+#define GSI_CODEC_MAXSTRHEAD 11   /* gsi_codec_put_strhead writes at most this */
 
 static inline size_t gsi_codec_put_integer (unsigned char *p, lua_Integer i) {
   if (i >= 0 && i < 0x80) {

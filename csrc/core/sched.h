@@ -45,8 +45,9 @@ typedef struct gsi_ticket {
 } gsi_ticket;
 /* The calling worker thread holds p (closing: its state is being closed).
 ** gsi_unhold: 0, or 1 if the watchdog abandoned it meanwhile: the caller
-** then finishes p on its own (gsi_orphan_done at the end) and the thread
-** leaves; it is not a worker any more (gsi_current_worker is NULL). */
+** then finishes p on its own (reaps it, then counts itself out of
+** rt->orphan_threads: prun.c) and the thread leaves; it is not a worker
+** any more (gsi_current_worker is NULL). */
 GSI_FUNC void gsi_hold(gsi_proc *p, int closing);
 GSI_FUNC int gsi_unhold(void);
 GSI_FUNC int gsi_orphaned(void);

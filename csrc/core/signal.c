@@ -51,17 +51,21 @@ void gsi_unlink(gsi_proc *self, uint64_t pid) {
   gsi_unpin(t);
 }
 
+int gsi_mon_out_add(gsi_proc *self, uint64_t ref, uint64_t pid) {
+  if (gsi_idvec_push(&self->mon_out, ref) != GSI_OK) return GSI_ENOMEM;
+  if (gsi_idvec_push(&self->mon_out, pid) != GSI_OK) {
+    self->mon_out.n--; /* the lone ref */
+    return GSI_ENOMEM;
+  }
+  return GSI_OK;
+}
+
 int gsi_monitor(gsi_proc *self, uint64_t pid, uint64_t ref) {
   gsi_proc *t = gsi_pin(self->rt, pid);
   int rc = GSI_OK;
   if (t == NULL) return GSI_ENOPROC;
   /* the owner's half first (owner data, nothing to undo for others) */
-  if (gsi_idvec_push(&self->mon_out, ref) != GSI_OK) {
-    gsi_unpin(t);
-    return GSI_ENOMEM;
-  }
-  if (gsi_idvec_push(&self->mon_out, pid) != GSI_OK) {
-    self->mon_out.n--; /* the lone ref */
+  if (gsi_mon_out_add(self, ref, pid) != GSI_OK) {
     gsi_unpin(t);
     return GSI_ENOMEM;
   }

@@ -1,6 +1,6 @@
 /*
 ** spawnmsg.h - the spawn message: what a spawner hands to the first run
-** of the process it makes (pstate.c reads it, once, as the state boots).
+** of the process it makes (core/prun.c reads it, once, as the state boots).
 **
 **   u32 n, n bytes   package.path the new state starts with
 **   u32 n, n bytes   package.cpath

@@ -23,6 +23,7 @@ int gsi_gen_spawn(gsi_proc *self, const gsi_spawn_spec *s, uint64_t *pid, uint64
   gsi_rt *rt = self->rt;
   gsi_proc *p;
   uint64_t ref = 0;
+  int rc = GSI_OK;
   *pid = 0;
   if (mref != NULL) *mref = 0;
   if (gsi_rt_ensure_started(rt) != 0) return GSI_ECLOSED;
@@ -54,14 +55,32 @@ int gsi_gen_spawn(gsi_proc *self, const gsi_spawn_spec *s, uint64_t *pid, uint64
   ** in before it can run or die; then it is queued. */
   atomic_store(&p->sched, GSI_QUEUED);
   atomic_store(&p->alive, 1);
-  if (s->link) gsi_link(self, *pid);
-  if (s->monitor) {
+  /* The new process cannot have died yet (it never ran, nobody else knows
+  ** its pid), so these fail only when C memory runs out. */
+  if (s->link) rc = gsi_link(self, *pid);
+  if (rc == GSI_OK && s->monitor) {
     ref = gsi_new_ref(rt);
-    gsi_monitor(self, *pid, ref);
-    gsi_mon_user_add(self, ref, *pid);
-    if (mref != NULL) *mref = ref;
+    if ((rc = gsi_monitor(self, *pid, ref)) == GSI_OK) gsi_mon_user_add(self, ref, *pid);
+    else ref = 0;
   }
-  if (s->start_ref != 0) gsi_monitor(self, *pid, s->start_ref);
+  if (rc == GSI_OK && s->start_ref != 0) rc = gsi_monitor(self, *pid, s->start_ref);
+  if (rc != GSI_OK) {
+    /* Take back what was made, then kill the process (untrappable: it
+    ** ends as any killed process does, at its first primitive or by the
+    ** watchdog), so that nothing is left half-made and the spawner is
+    ** told. */
+    if (s->link) gsi_unlink(self, *pid);
+    if (ref != 0) {
+      gsi_demonitor(self, ref);
+      gsi_mon_user_remove(self, ref);
+    }
+    if (s->start_ref != 0) gsi_pending_remove(self, s->start_ref, NULL);
+    gsi_exit_signal(rt, gsi_proc_pid(self), *pid, NULL, 0, GSI_XF_KILL);
+    gsi_enqueue(rt, p);
+    *pid = 0;
+    return GSI_ENOMEM;
+  }
+  if (mref != NULL) *mref = ref;
   atomic_fetch_add_explicit(&rt->spawned, 1, memory_order_relaxed);
   /* a start: the starter waits for the ack, so the new server runs next
   ** on this worker (on a foreign thread: queued as usual) */
@@ -261,8 +280,10 @@ static int answer_noproc(gsi_proc *self, uint64_t to, uint64_t ref) {
                                            : NULL;
   gsi_buf_free(&b);
   if (m == NULL) return -1;
-  gsi_idvec_push(&self->mon_out, ref); /* so the DOWN is accepted */
-  gsi_idvec_push(&self->mon_out, to);
+  if (gsi_mon_out_add(self, ref, to) != GSI_OK) { /* so the DOWN is accepted */
+    gsi_msg_free(m);
+    return -1;
+  }
   gsi_deliver(self->rt, gsi_proc_pid(self), m, 0);
   return 0;
 }

@@ -58,8 +58,9 @@ typedef struct gsi_spawn_spec {
 } gsi_spawn_spec;
 
 /* Make, publish and queue a process for self. Nothing is left behind on
-** failure (GSI_ECLOSED, GSI_ELIMIT, GSI_ENOMEM). *mref: the monitor's ref
-** when s->monitor, else 0. */
+** failure (GSI_ECLOSED, GSI_ELIMIT, GSI_ENOMEM; a link or monitor that
+** cannot be recorded once the process is published takes back the rest
+** and kills it). *mref: the monitor's ref when s->monitor, else 0. */
 GSI_GEN_FN int gsi_gen_spawn(gsi_proc *self, const gsi_spawn_spec *s, uint64_t *pid,
                              uint64_t *mref);
 

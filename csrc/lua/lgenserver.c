@@ -133,12 +133,9 @@ uint64_t gsi_lua_foreign_pid(lua_State *L) {
 
 static int die(lua_State *L, gsi_proc *p);
 
-/* Entry of a primitive that does not wait: a process killed by a signal
-** stops here instead of carrying on. */
-#define ENTER(L, p)                        \
-  int p##_dies;                            \
-  gsi_proc *p = gsi_lua_enter(L, &p##_dies);  \
-  if (p##_dies) return die(L, p)
+/* Entry of a primitive that does not wait (lbind.h's, as every binding
+** file's) */
+#define ENTER GSI_ENTER
 
 /* The helpers the code below calls, by its names for them (lbind.h). */
 #define check_ref gsi_lua_check_ref
@@ -202,9 +199,8 @@ static uint64_t start_request(lua_State *L, gsi_proc *p, uint64_t pid,
       rc = gsi_gen_request(p, pid, kind, sb.data, sb.len, handoff, NULL, &ref);
     gsi_buf_free(&sb);
   }
-  if (rc == GSI_ECLOSED) raise_closed(L);
   if (rc == GSI_EENCODE) raise_encode_error(L);
-  if (rc != GSI_OK) luaL_error(L, "genserver: out of memory");
+  if (rc != GSI_OK) raise_error(L, "genserver", rc, NULL);
   return ref;
 }
 
@@ -358,7 +354,7 @@ void gsi_ack(lua_State *L, int idx) {
   }
   rc = gsi_gen_ack(p, tag, b != NULL ? b->data : NULL, b != NULL ? b->len : 0);
   if (b != NULL) gsi_bif_scratch_trim(b); /* no huge scratch kept */
-  if (rc < 0) luaL_error(L, "genserver: out of memory");
+  if (rc < 0) raise_error(L, "genserver", rc, NULL);
 }
 
 /* reply(from, value) -> true; from = { pid, ref } */
