@@ -1359,7 +1359,9 @@ describe("genserver.process", function()
       assert.are.equal(1, process.receive(T))
     end)
 
-    it("its old pid's links and monitors fire when it is killed", function()
+    -- A process that monitors this main script (its current pid) and, once
+    -- that pid has died, tells what its DOWN said (watch_report below).
+    local function watch_me()
       local old = process.self()
       local watcher = process.spawn(function(target)
         local p = require "genserver.process"
@@ -1374,6 +1376,18 @@ describe("genserver.process", function()
         if #(process.info(old) or { monitored_by = { 1 } }).monitored_by > 0 then break end
         process.sleep(1)
       end
+      return old, watcher
+    end
+
+    -- The DOWN reason and pid the watcher of watch_me saw (asked by the new pid).
+    local function watch_report(watcher)
+      process.send(watcher, { "report_to", process.self() })
+      local r = U.await(function(m) return type(m) == "table" and m[1] == "watch_report" end)
+      return r[2], r[3]
+    end
+
+    it("its old pid's links and monitors fire when it is killed", function()
+      local old, watcher = watch_me()
       process.spawn_link(function() require("genserver.process").exit("fg_died") end)
       local ok, err
       for _ = 1, 100 do
@@ -1382,10 +1396,9 @@ describe("genserver.process", function()
       end
       assert.is_false(ok)
       assert.are.equal("fg_died", err.reason)
-      process.send(watcher, { "report_to", process.self() })
-      local r = U.await(function(m) return type(m) == "table" and m[1] == "watch_report" end)
-      assert.are.equal("fg_died", r[2])
-      assert.are.equal(old, r[3])
+      local reason, pid = watch_report(watcher)
+      assert.are.equal("fg_died", reason)
+      assert.are.equal(old, pid)
     end)
 
     it("exit(self(), reason) is raised at once", function()
@@ -1441,24 +1454,13 @@ describe("genserver.process", function()
     end)
 
     it("killed by 'kill', its old pid's monitors see 'killed' too (as from the C API)", function()
-      local old = process.self()
-      local watcher = process.spawn(function(target)
-        local p = require "genserver.process"
-        local ref = p.monitor(target)
-        local d = p.receive(function(m) return type(m) == "table" and m.ref == ref end, 5000)
-        local ask = p.receive(function(m) return type(m) == "table" and m[1] == "report_to" end, 5000)
-        if ask then p.send(ask[2], { "kill_report", d and d.reason }) end
-      end, old)
-      for _ = 1, 2000 do
-        if #(process.info(old) or { monitored_by = { 1 } }).monitored_by > 0 then break end
-        process.sleep(1)
-      end
+      local old, watcher = watch_me()
       local ok, err = pcall(process.exit, old, "kill")
       assert.is_false(ok)
       assert.are.equal("killed", err.reason)
-      process.send(watcher, { "report_to", process.self() })
-      local r = U.await(function(m) return type(m) == "table" and m[1] == "kill_report" end)
-      assert.are.equal("killed", r[2])
+      local reason, pid = watch_report(watcher)
+      assert.are.equal("killed", reason)
+      assert.are.equal(old, pid)
     end)
 
     it("its registered name is released when it is killed", function()
