@@ -296,6 +296,15 @@ int gsi_idvec_push(gsi_idvec *v, uint64_t a) {
   return GSI_OK;
 }
 
+int gsi_idvec_push_pair(gsi_idvec *v, uint64_t a, uint64_t b) {
+  if (gsi_idvec_push(v, a) != GSI_OK) return GSI_ENOMEM;
+  if (gsi_idvec_push(v, b) != GSI_OK) {
+    v->n--; /* the lone first id */
+    return GSI_ENOMEM;
+  }
+  return GSI_OK;
+}
+
 int gsi_idvec_remove(gsi_idvec *v, uint64_t a) {
   for (size_t i = 0; i < v->n; i++)
     if (v->v[i] == a) {

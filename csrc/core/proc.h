@@ -195,6 +195,9 @@ GSI_FUNC int gsi_pid_sandboxed(gsi_rt *rt, uint64_t pid);
 
 /* GSI_OK, or GSI_ENOMEM (v unchanged). */
 GSI_FUNC int gsi_idvec_push(gsi_idvec *v, uint64_t a);
+/* Push the pair (a, b), both or neither (a lone first id would put the
+** pairs out of step): GSI_OK, or GSI_ENOMEM (v unchanged). */
+GSI_FUNC int gsi_idvec_push_pair(gsi_idvec *v, uint64_t a, uint64_t b);
 GSI_FUNC int gsi_idvec_remove(gsi_idvec *v, uint64_t a); /* one id */
 GSI_FUNC int gsi_idvec_remove_pair(gsi_idvec *v, uint64_t a); /* pair with first = a */
 GSI_FUNC int gsi_idvec_has(const gsi_idvec *v, uint64_t a);

@@ -51,29 +51,18 @@ void gsi_unlink(gsi_proc *self, uint64_t pid) {
   gsi_unpin(t);
 }
 
-int gsi_mon_out_add(gsi_proc *self, uint64_t ref, uint64_t pid) {
-  if (gsi_idvec_push(&self->mon_out, ref) != GSI_OK) return GSI_ENOMEM;
-  if (gsi_idvec_push(&self->mon_out, pid) != GSI_OK) {
-    self->mon_out.n--; /* the lone ref */
-    return GSI_ENOMEM;
-  }
-  return GSI_OK;
-}
-
 int gsi_monitor(gsi_proc *self, uint64_t pid, uint64_t ref) {
   gsi_proc *t = gsi_pin(self->rt, pid);
   int rc = GSI_OK;
   if (t == NULL) return GSI_ENOPROC;
   /* the owner's half first (owner data, nothing to undo for others) */
-  if (gsi_mon_out_add(self, ref, pid) != GSI_OK) {
+  if (gsi_idvec_push_pair(&self->mon_out, ref, pid) != GSI_OK) {
     gsi_unpin(t);
     return GSI_ENOMEM;
   }
   pthread_mutex_lock(&t->lk);
   if (t->exiting) rc = GSI_ENOPROC;
-  else if ((rc = gsi_idvec_push(&t->monitors, ref)) == GSI_OK &&
-           (rc = gsi_idvec_push(&t->monitors, gsi_proc_pid(self))) != GSI_OK)
-    t->monitors.n--; /* the lone ref */
+  else rc = gsi_idvec_push_pair(&t->monitors, ref, gsi_proc_pid(self));
   pthread_mutex_unlock(&t->lk);
   gsi_unpin(t);
   if (rc != GSI_OK) gsi_idvec_remove_pair(&self->mon_out, ref);
@@ -101,8 +90,7 @@ void gsi_mon_user_add(gsi_proc *p, uint64_t ref, uint64_t target) {
   if (v == NULL && (v = calloc(1, sizeof *v)) == NULL) return;
   pthread_mutex_lock(&p->lk);
   p->mon_user = v;
-  if (gsi_idvec_push(v, ref) == GSI_OK && gsi_idvec_push(v, target) != GSI_OK)
-    v->n--; /* the lone ref */
+  gsi_idvec_push_pair(v, ref, target);
   pthread_mutex_unlock(&p->lk);
 }
 

@@ -16,11 +16,6 @@ GSI_FUNC void gsi_unlink(gsi_proc *self, uint64_t pid);
 /* Add monitor ref on pid for self: GSI_OK, GSI_ENOPROC if pid is dead (the
 ** caller delivers DOWN noproc itself), or GSI_ENOMEM (no monitor made). */
 GSI_FUNC int gsi_monitor(gsi_proc *self, uint64_t pid, uint64_t ref);
-/* The owner's half of a monitor: the pair (ref, pid) on self->mon_out,
-** both or neither (a lone ref would put the pairs out of step). GSI_OK or
-** GSI_ENOMEM. Also what accepts the DOWN "noproc" a caller delivers to
-** itself for a dead target. Owner only. */
-GSI_FUNC int gsi_mon_out_add(gsi_proc *self, uint64_t ref, uint64_t pid);
 GSI_FUNC void gsi_demonitor(gsi_proc *self, uint64_t ref);
 /* Send an exit signal carrying an encoded reason. */
 GSI_FUNC void gsi_exit_signal(gsi_rt *rt, uint64_t from, uint64_t to,

@@ -351,7 +351,7 @@ uint64_t gsi_bif_monitor(gsi_proc *p, uint64_t pid) {
   }
   if (rc == GSI_ENOMEM) return 0;
   /* so the DOWN is accepted when it is drained */
-  if (gsi_mon_out_add(p, ref, pid) != GSI_OK) return 0;
+  if (gsi_idvec_push_pair(&p->mon_out, ref, pid) != GSI_OK) return 0;
   return self_notice(p, GSI_M_DOWN, pid, ref, "noproc") == GSI_OK ? ref : 0;
 }
 

@@ -280,7 +280,7 @@ static int answer_noproc(gsi_proc *self, uint64_t to, uint64_t ref) {
                                            : NULL;
   gsi_buf_free(&b);
   if (m == NULL) return -1;
-  if (gsi_mon_out_add(self, ref, to) != GSI_OK) { /* so the DOWN is accepted */
+  if (gsi_idvec_push_pair(&self->mon_out, ref, to) != GSI_OK) { /* so the DOWN is accepted */
     gsi_msg_free(m);
     return -1;
   }
