@@ -105,7 +105,7 @@ static int raise_killed(lua_State *L, uint64_t pid);
 ** foreign thread gets its process on first use; an exit signal that
 ** killed it is raised here, at its next call (§1.2). A process state's is
 ** gsi_bif_self's, which notices a pending exit signal, so a process that
-** only sends still dies (ENTER yields it to its worker). */
+** only sends still dies (GSI_ENTER yields it to its worker). */
 gsi_proc *gsi_lua_foreign_self(lua_State *L, int *dying) {
   /* the thread's process as the public API knows it: one pid per thread
   ** for gs_* calls and Lua calls alike, ended when the thread exits */
@@ -133,22 +133,6 @@ uint64_t gsi_lua_foreign_pid(lua_State *L) {
 
 static int die(lua_State *L, gsi_proc *p);
 
-/* Entry of a primitive that does not wait (lbind.h's, as every binding
-** file's) */
-#define ENTER GSI_ENTER
-
-/* The helpers the code below calls, by its names for them (lbind.h). */
-#define check_ref gsi_lua_check_ref
-#define resolve gsi_lua_resolve
-#define outside_sandbox gsi_bif_outside_sandbox
-#define opt_ms gsi_lua_opt_ms
-#define opt_deadline gsi_lua_opt_deadline
-#define raise_encode_error gsi_lua_raise_encode_error
-#define encode_msg_to gsi_lua_encode
-#define from_tag gsi_lua_from_tag
-#define mark_reason gsi_lua_mark_reason
-#define end_wait gsi_bif_end_wait
-#define wait_more gsi_lua_wait_more
 static int decode_payload(lua_State *L, gsi_msg *m) {
   gsi_msgv v;
   gsi_bif_msgv(m, &v);
@@ -192,14 +176,14 @@ static uint64_t start_request(lua_State *L, gsi_proc *p, uint64_t pid,
     rc = gsi_bif_request(L, p, idx, "request", pid, kind, handoff, &ref);
   } else {
     gsi_buf *b = gsi_bif_encode_buf(L, idx, "request[2]", rt_of(L), pid), sb;
-    if (b == NULL) raise_encode_error(L);
+    if (b == NULL) gsi_lua_raise_encode_error(L);
     gsi_buf_init(&sb);
     rc = gsi_gen_stop_encode(&sb, b->data, b->len);
     if (rc == GSI_OK)
       rc = gsi_gen_request(p, pid, kind, sb.data, sb.len, handoff, NULL, &ref);
     gsi_buf_free(&sb);
   }
-  if (rc == GSI_EENCODE) raise_encode_error(L);
+  if (rc == GSI_EENCODE) gsi_lua_raise_encode_error(L);
   if (rc != GSI_OK) raise_error(L, "genserver", rc, NULL);
   return ref;
 }
@@ -216,12 +200,12 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
     int st = gsi_gen_answer(p, ref, &m);
     if (st == GSI_GEN_DYING) return die(L, p);
     if (st == GSI_GEN_UNKNOWN) {
-      end_wait(p);
+      gsi_bif_end_wait(p);
       return luaL_error(L, "genserver: unknown request (already answered?)");
     }
     if (st != GSI_GEN_WAIT) {
       int rc, n;
-      end_wait(p);
+      gsi_bif_end_wait(p);
       if (st == GSI_GEN_REPLY) {
         lua_pushboolean(L, 1);
         rc = decode_next(L, p, m);
@@ -234,7 +218,7 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
         lua_pushboolean(L, 0);
         lua_pushliteral(L, "down");
         rc = decode_payload(L, m);
-        if (rc == 0) mark_reason(L, -1);
+        if (rc == 0) gsi_lua_mark_reason(L, -1);
         n = 3;
       }
       gsi_bif_msg_free(m);
@@ -242,13 +226,13 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
       return n;
     }
     if (gsi_bif_timed_out(p)) {
-      end_wait(p);
+      gsi_bif_end_wait(p);
       if (abandon) gsi_gen_abandon(p, ref);
       lua_pushboolean(L, 0);
       lua_pushliteral(L, "timeout");
       return 2;
     }
-    if (wait_more(L, p)) return lua_yieldk(L, 0, ctx, answer_k);
+    if (gsi_lua_wait_more(L, p)) return lua_yieldk(L, 0, ctx, answer_k);
   }
 }
 
@@ -267,7 +251,7 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
 ** late replies are dropped, answers classified and exit signals noticed
 ** the same way in both; only the waiting differs (yield / block). */
 static int l_call(lua_State *L) {
-  ENTER(L, p);
+  GSI_ENTER(L, p);
   uint64_t pid, ref;
   if (!gsi_topid(L, 1, &pid) && lua_type(L, 1) != LUA_TSTRING) {
     /* blame the line that called genserver.call (level 2: its Lua
@@ -278,7 +262,7 @@ static int l_call(lua_State *L) {
     lua_concat(L, 2);
     return lua_error(L);
   }
-  pid = resolve(L, 1);
+  pid = gsi_lua_resolve(L, 1);
   luaL_checkany(L, 2);
   if (pid == 0) {
     lua_pushboolean(L, 0);
@@ -290,7 +274,7 @@ static int l_call(lua_State *L) {
     lua_pushliteral(L, "calling_self");
     return 2;
   }
-  begin_wait(L, p, opt_deadline(L, 3, 5000));
+  begin_wait(L, p, gsi_lua_opt_deadline(L, 3, 5000));
   ref = start_request(L, p, pid, 2, GSI_GEN_CALL, 1, 0);
   lua_settop(L, 0);
   lua_pushboolean(L, 1); /* abandon on time-out: the late reply is dropped */
@@ -300,14 +284,14 @@ static int l_call(lua_State *L) {
 /* request(server, request [, "system" | "stop"]) -> ref
 ** "stop": request is the reason of a stop request { "stop", reason }. */
 static int l_request(lua_State *L) {
-  ENTER(L, p);
-  uint64_t pid = resolve(L, 1);
+  GSI_ENTER(L, p);
+  uint64_t pid = gsi_lua_resolve(L, 1);
   int kind = GSI_GEN_CALL, stop = 0;
   const char *k = lua_type(L, 3) == LUA_TSTRING ? lua_tostring(L, 3) : "";
   luaL_checkany(L, 2);
   if (strcmp(k, "system") == 0 || (stop = strcmp(k, "stop") == 0))
     kind = GSI_GEN_SYSTEM;
-  if (kind == GSI_GEN_SYSTEM && outside_sandbox(p, pid))
+  if (kind == GSI_GEN_SYSTEM && gsi_bif_outside_sandbox(p, pid))
     return luaL_error(L, "genserver: a sandboxed process may not send system requests "
                          "(stop, sys) to a process outside its sandbox");
   gsi_pushref(L, start_request(L, p, pid, 2, kind, 0, stop));
@@ -317,9 +301,9 @@ static int l_request(lua_State *L) {
 /* wait(ref [, timeout [, abandon]]) -> as call */
 static int l_wait(lua_State *L) {
   gsi_proc *p = gsi_lua_self(L);
-  uint64_t ref = check_ref(L, 1);
+  uint64_t ref = gsi_lua_check_ref(L, 1);
   int abandon = lua_toboolean(L, 3);
-  begin_wait(L, p, opt_deadline(L, 2, HUGE_VAL));
+  begin_wait(L, p, gsi_lua_opt_deadline(L, 2, HUGE_VAL));
   lua_settop(L, 0);
   lua_pushboolean(L, abandon);
   return answer_k(L, LUA_OK, (lua_KContext)ref);
@@ -349,7 +333,7 @@ void gsi_ack(lua_State *L, int idx) {
   if (tag == GSI_ACK_ERROR) {
     lua_rawgeti(L, idx, 2);
     if ((b = gsi_bif_encode_buf(L, -1, "reply[2]", rt_of(L), starter)) == NULL)
-      raise_encode_error(L);
+      gsi_lua_raise_encode_error(L);
     lua_pop(L, 1);
   }
   rc = gsi_gen_ack(p, tag, b != NULL ? b->data : NULL, b != NULL ? b->len : 0);
@@ -359,18 +343,18 @@ void gsi_ack(lua_State *L, int idx) {
 
 /* reply(from, value) -> true; from = { pid, ref } */
 static int l_reply(lua_State *L) {
-  ENTER(L, p);
+  GSI_ENTER(L, p);
   uint64_t pid = 0, ref = 0;
   gsi_buf *b;
   int rc;
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_rawgeti(L, 1, 1);
   lua_rawgeti(L, 1, 2);
-  if (!gsi_topid(L, -2, &pid) || !from_tag(L, -1, &ref))
+  if (!gsi_topid(L, -2, &pid) || !gsi_lua_from_tag(L, -1, &ref))
     luaL_argerror(L, 1, "not a 'from' given to handle_call");
   lua_pop(L, 2);
   if ((b = gsi_bif_encode_buf(L, 2, "reply", rt_of(L), pid)) == NULL)
-    raise_encode_error(L);
+    gsi_lua_raise_encode_error(L);
   rc = gsi_gen_reply(p, pid, ref, b->data, b->len);
   gsi_bif_scratch_trim(b); /* do not keep a huge scratch */
   if (rc != GSI_OK) luaL_error(L, "genserver: out of memory");
@@ -436,7 +420,7 @@ static gsi_buf *spawn_msg(lua_State *L, int body, int nargs) {
   }
   if (gsi_encode(L, -1, "spawn", gsi_bif_rt_limits(rt_of(L)), b) != 0) {
     rename_spawn_path(L, body + 1);
-    raise_encode_error(L);
+    gsi_lua_raise_encode_error(L);
   }
   lua_settop(L, top);
   return b;
@@ -502,7 +486,7 @@ static int opt_flag(lua_State *L, int t, const char *k) {
 ** process (monitored), so its answer or its DOWN can be waited for. */
 static int l_spawn(lua_State *L) {
   int nargs = lua_gettop(L) - 2;
-  ENTER(L, self);
+  GSI_ENTER(L, self);
   gsi_spawn_spec spec = {0};
   uint64_t pid, ref = 0;
   gsi_buf *sm;
@@ -696,7 +680,7 @@ static int sentinel_gc(lua_State *L) {
 
 static int l_shutdown(lua_State *L) {
   rtrec *r = lua_touserdata(L, lua_upvalueindex(1));
-  uint64_t ms = opt_ms(L, 1, 5000);
+  uint64_t ms = gsi_lua_opt_ms(L, 1, 5000);
   int rc;
   gsi_proc *self = state_proc(L);
   if (self != NULL) { /* a process state, sandboxed or not */
