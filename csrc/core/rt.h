@@ -74,7 +74,6 @@ struct gsi_rt {
   uint64_t births; /* processes ever allocated: their start order */
   _Atomic size_t live;   /* slots in use, foreign ones included */
   _Atomic size_t nforeign;
-  _Atomic uint64_t next_ref;
   _Atomic uint64_t msgs_dead; /* messages received by processes now dead */
   _Atomic uint64_t spawned;
   /* Abandoned processes (preempt.c): `abandoned` counts them all (stats);
