@@ -52,7 +52,7 @@ static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
 static gsi_nodecache *cache_all, *cache_idle;
 static size_t cache_owned; /* caches a worker thread holds, under cache_mu */
 
-static _Thread_local gsi_nodecache *tls_cache; /* this thread owns it */
+static _Thread_local gsi_nodecache *tls_cache GSI_TLS_FAST; /* this thread owns it */
 
 /* Nodes of one other cache, freed here and not yet pushed back. */
 typedef struct outbatch {
@@ -61,7 +61,7 @@ typedef struct outbatch {
   size_t n;
 } outbatch;
 
-static _Thread_local outbatch tls_out;
+static _Thread_local outbatch tls_out GSI_TLS_FAST;
 
 static gsi_msg *link_of(gsi_msg *m) {
   return atomic_load_explicit(&m->next, memory_order_relaxed);
@@ -228,7 +228,7 @@ __attribute__((destructor(101))) static void free_caches(void) {
 
 /* ------------------------------------------------------------ scratch */
 
-static _Thread_local gsi_scratch scratch;
+static _Thread_local gsi_scratch scratch GSI_TLS_FAST;
 
 gsi_scratch *gsi_scratch_get(void) { return &scratch; }
 

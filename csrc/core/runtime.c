@@ -116,7 +116,7 @@ int gsi_rt_configure(gsi_rt *rt, int workers, uint32_t max_procs,
 ** freed cannot meet a block the earlier one handed out. */
 #define REF_BLOCK 1024u
 static _Atomic uint64_t ref_blocks = 1;
-static _Thread_local uint64_t ref_next, ref_end;
+static _Thread_local uint64_t ref_next GSI_TLS_FAST, ref_end GSI_TLS_FAST;
 
 uint64_t gsi_new_ref(gsi_rt *rt) {
   (void)rt;
