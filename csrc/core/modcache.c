@@ -52,6 +52,7 @@ typedef struct gsi_modent {
 struct gsi_paths {
   struct gsi_paths *next;
   size_t refs;
+  uint64_t phash; /* hash_path(path): what the cache's keys start from */
   size_t plen, clen;
   char *path, *cpath; /* NUL-terminated, in data[] */
   char data[];
@@ -72,10 +73,21 @@ struct gsi_modcache {
 ** then go to the file system as before) */
 #define MODCACHE_MAX_BYTES ((size_t)64 << 20)
 
-static uint64_t hash_key(const char *name, size_t nlen, const char *path,
-                         size_t plen) {
+/* An entry's hash: the path's (a package.path is a few hundred bytes,
+** so a process's paths keep theirs, computed once per runtime: see
+** gsi_paths), then the module name. */
+static uint64_t hash_path(const char *path, size_t plen) {
   static const unsigned char sep = 0xff; /* no byte of a name */
-  return gsi_hash(gsi_hash(gsi_hash(GSI_HASH_SEED, name, nlen), &sep, 1), path, plen);
+  return gsi_hash(gsi_hash(GSI_HASH_SEED, path, plen), &sep, 1);
+}
+
+static uint64_t hash_key(const char *name, size_t nlen, uint64_t phash) {
+  return gsi_hash(phash, name, nlen);
+}
+
+/* phash if the caller has it (not 0), else the path's own */
+static uint64_t path_hash_of(uint64_t phash, const char *path, size_t plen) {
+  return phash != 0 ? phash : hash_path(path, plen);
 }
 
 gsi_modcache *gsi_modcache_new(void) {
@@ -152,9 +164,9 @@ static const char *read_chunk(lua_State *L, void *ud, size_t *size) {
 ** (without the "@") and return 1; else push nothing and return 0. A chunk
 ** that fails to load (out of memory) leaves its error and returns -1. */
 int gsi_modcache_load(lua_State *L, gsi_modcache *c, const char *name,
-                      const char *path) {
+                      const char *path, uint64_t phash) {
   size_t nlen = strlen(name), plen = strlen(path);
-  uint64_t h = hash_key(name, nlen, path, plen);
+  uint64_t h = hash_key(name, nlen, path_hash_of(phash, path, plen));
   gsi_modent *e;
   chunk_reader r;
   if (c == NULL) return 0;
@@ -199,7 +211,7 @@ static gsi_modent *new_entry(lua_State *L, const char *name, const char *path,
   }
   e->file[0] = '@';
   memcpy(e->file + 1, file, flen + 1);
-  e->hash = hash_key(name, nlen, path, plen);
+  e->hash = hash_key(name, nlen, hash_path(path, plen));
   e->version = 1;
   e->vsn[0] = '\0';
   e->nlen = nlen;
@@ -276,14 +288,15 @@ uint64_t gsi_modcache_replace(lua_State *L, gsi_modcache *c, const char *name,
 }
 
 uint64_t gsi_modcache_version(gsi_modcache *c, const char *name, const char *path,
-                              char *vsn, size_t n) {
+                              uint64_t phash, char *vsn, size_t n) {
   size_t nlen = strlen(name), plen = strlen(path);
   gsi_modent *e;
   uint64_t version = 0;
   if (n > 0) vsn[0] = '\0';
   if (c == NULL) return 0;
   pthread_mutex_lock(&c->mu);
-  e = find(c, hash_key(name, nlen, path, plen), name, nlen, path, plen);
+  e = find(c, hash_key(name, nlen, path_hash_of(phash, path, plen)), name, nlen, path,
+           plen);
   if (e != NULL) {
     version = e->version;
     if (n > 0) snprintf(vsn, n, "%s", e->vsn);
@@ -305,6 +318,7 @@ gsi_paths *gsi_paths_get(gsi_modcache *c, const char *path, size_t plen,
     }
   if ((e = malloc(sizeof *e + plen + clen + 2)) != NULL) {
     e->refs = 1;
+    e->phash = hash_path(path, plen);
     e->plen = plen;
     e->clen = clen;
     e->path = e->data;
@@ -335,4 +349,5 @@ void gsi_paths_put(gsi_modcache *c, gsi_paths *e) {
 }
 
 const char *gsi_paths_path(const gsi_paths *e) { return e->path; }
+uint64_t gsi_paths_hash(const gsi_paths *e) { return e->phash; }
 const char *gsi_paths_cpath(const gsi_paths *e) { return e->cpath; }

@@ -19,9 +19,10 @@ GSI_FUNC gsi_modcache *gsi_modcache_new(void);
 GSI_FUNC void gsi_modcache_free(gsi_modcache *c);
 /* If (name, path) is cached: push its compiled chunk and the file it came
 ** from, return 1. Not cached: 0, nothing pushed. -1: the chunk could not
-** be loaded (out of memory), its error pushed. */
+** be loaded (out of memory), its error pushed. phash: gsi_paths_hash of
+** paths whose path this is, or 0 (then hashed here). */
 GSI_FUNC int gsi_modcache_load(lua_State *L, gsi_modcache *c, const char *name,
-                               const char *path);
+                               const char *path, uint64_t phash);
 /* Keep the function at the top of L, compiled from file, as (name, path).
 ** Best effort; never raises. */
 GSI_FUNC void gsi_modcache_put(lua_State *L, gsi_modcache *c, const char *name,
@@ -39,13 +40,18 @@ GSI_FUNC uint64_t gsi_modcache_replace(lua_State *L, gsi_modcache *c,
                                        const char *name, const char *path,
                                        const char *file, const char *vsn);
 /* The current version counter of (name, path), 0 if not cached; its vsn
-** string (empty if none) is copied to vsn (size n). */
+** string (empty if none) is copied to vsn (size n). phash: as for
+** gsi_modcache_load. */
 GSI_FUNC uint64_t gsi_modcache_version(gsi_modcache *c, const char *name,
-                                       const char *path, char *vsn, size_t n);
+                                       const char *path, uint64_t phash, char *vsn,
+                                       size_t n);
 GSI_FUNC gsi_paths *gsi_paths_get(gsi_modcache *c, const char *path, size_t plen,
                                   const char *cpath, size_t clen);
 GSI_FUNC void gsi_paths_put(gsi_modcache *c, gsi_paths *e);
 GSI_FUNC const char *gsi_paths_path(const gsi_paths *e);
 GSI_FUNC const char *gsi_paths_cpath(const gsi_paths *e);
+/* The hash of e's path as the cache keys use it, computed once when e was
+** made: a start looks its module up without hashing package.path again. */
+GSI_FUNC uint64_t gsi_paths_hash(const gsi_paths *e);
 
 #endif

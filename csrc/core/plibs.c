@@ -273,6 +273,13 @@ static void sandbox_package(lua_State *L) {
 
 /* ------------------------------------------------------ lazy package */
 
+/* The cache's hash of path if it is the one p was started with (as it
+** usually is), else 0 (the cache hashes it). */
+static uint64_t paths_hash(gsi_proc *p, const char *path) {
+  const char *own = p->paths != NULL ? gsi_paths_path(p->paths) : NULL;
+  return own != NULL && strcmp(own, path) == 0 ? gsi_paths_hash(p->paths) : 0;
+}
+
 /* package.searchers[2] of a process state: Lua files, compiled once per
 ** runtime (modcache.c). Same results and messages as Lua's own. */
 static int search_cached(lua_State *L) {
@@ -285,7 +292,7 @@ static int search_cached(lua_State *L) {
   lua_getfield(L, 3, "path");          /* 4 */
   if ((path = lua_tostring(L, 4)) == NULL)
     return luaL_error(L, "'package.path' must be a string");
-  switch (gsi_modcache_load(L, p->rt->mods, name, path)) {
+  switch (gsi_modcache_load(L, p->rt->mods, name, path, paths_hash(p, path))) {
   case 1: return 2;
   case -1: return lua_error(L);
   default: break;
@@ -353,7 +360,8 @@ int gsi_require(lua_State *L) {
       return 1;
     }
   if (!p->sandbox && p->paths != NULL && lua_getfield(L, 2, LUA_LOADLIBNAME) == LUA_TNIL) {
-    int r = gsi_modcache_load(L, p->rt->mods, name, gsi_paths_path(p->paths));
+    int r = gsi_modcache_load(L, p->rt->mods, name, gsi_paths_path(p->paths),
+                              gsi_paths_hash(p->paths));
     if (r == -1) return lua_error(L);
     if (r == 1) { /* as require does: chunk(name, file), then loaded[name] */
       lua_pushvalue(L, 1);

@@ -564,7 +564,8 @@ void gsi_bif_set_module(gsi_proc *p, const char *name, const char *vsn, size_t n
       v[n] = '\0';
     }
   } else if (p->paths != NULL) {
-    c = gsi_modcache_version(p->rt->mods, name, gsi_paths_path(p->paths), NULL, 0);
+    c = gsi_modcache_version(p->rt->mods, name, gsi_paths_path(p->paths),
+                             gsi_paths_hash(p->paths), NULL, 0);
   }
   pthread_mutex_lock(&p->lk);
   snprintf(p->module, sizeof p->module, "%s", name);
@@ -592,7 +593,7 @@ uint64_t gsi_bif_code_reload(lua_State *L, gsi_rt *rt, const char *name,
 
 uint64_t gsi_bif_code_version(gsi_rt *rt, const char *name, const char *path,
                               char *vsn, size_t n) {
-  return gsi_modcache_version(rt->mods, name, path, vsn, n);
+  return gsi_modcache_version(rt->mods, name, path, 0, vsn, n);
 }
 
 /* ---------------------------------------------- the gen_server loop */
