@@ -22,7 +22,6 @@
 
 #include "codec_int.h"
 
-const char gsi_codec_require_key = 'r';
 const char gsi_codec_sandbox_key = 's';
 
 /* the registry keys of the module caches (codec_int.h) */
@@ -212,9 +211,13 @@ void gsi_codec_invalidate (lua_State *L) {
 
 /* ------------------------------------------- module lookup (decoder) */
 
-/* package.loaded[name], or require(name) from a trusted sender (allowfn) */
-void gsi_codec_pushmodule (lua_State *L, int allowfn, const char *name,
-                           size_t len) {
+/* package.loaded[name], or require(name) from a trusted sender (allowfn):
+** the state's own require if its builtin hook names one, else _G.require */
+void gsi_codec_pushmodule (lua_State *L, int allowfn,
+    lua_CFunction (*builtin)(lua_State *, const char *, size_t,
+                             const char *, size_t),
+    const char *name, size_t len) {
+  lua_CFunction req;
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   if (lua_type(L, -1) == LUA_TTABLE) {
     lua_pushlstring(L, name, len);
@@ -227,11 +230,17 @@ void gsi_codec_pushmodule (lua_State *L, int allowfn, const char *name,
   lua_pop(L, 1);
   if (!allowfn)
     failname(L, "module ", name, len, " is not loaded here");
-  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &gsi_codec_require_key) != LUA_TFUNCTION) {
-    lua_pop(L, 1);
+  if (builtin != NULL && (req = builtin(L, name, len, NULL, 0)) != NULL) {
+    lua_pushcfunction(L, req);
+  } else {
     lua_pushglobaltable(L);
     lua_pushliteral(L, "require");
-    lua_rawget(L, -2);
+    if (lua_rawget(L, -2) != LUA_TFUNCTION) {
+      /* not in _G yet: its __index may make it (a process state decoding
+      ** without the runtime's limits: package opens) */
+      lua_pop(L, 1);
+      lua_getfield(L, -1, "require");
+    }
     lua_remove(L, -2);
   }
   if (lua_type(L, -1) != LUA_TFUNCTION)
@@ -260,7 +269,7 @@ void gsi_codec_pushcfunction (lua_State *L, int allowfn,
       return;
     }
   }
-  gsi_codec_pushmodule(L, allowfn, m, lm);
+  gsi_codec_pushmodule(L, allowfn, builtin, m, lm);
   if (lua_type(L, -1) == LUA_TTABLE) {
     lua_pushlstring(L, f, lf);
     lua_rawget(L, -2);

@@ -36,7 +36,10 @@ typedef struct gsi_codec_limits {
   ** otherwise be opened in every server). Returns the function, or NULL to
   ** look the module up as usual (the hook may first put the field where
   ** that lookup finds it). Runs protected, like the rest of the decoding,
-  ** with 2 free stack slots. NULL = none. */
+  ** with 2 free stack slots. NULL = none.
+  ** Asked with field NULL (lf 0) for a module sent by name and not loaded
+  ** yet: the state's own `require` for it (a process state, whose package
+  ** library opens lazily), or NULL for the global `require`. */
   lua_CFunction (*builtin)(lua_State *L, const char *module, size_t lm,
                            const char *field, size_t lf);
 } gsi_codec_limits;
@@ -81,11 +84,6 @@ int gsi_encode_cstring (gsi_buf *b, const char *s);
 
 /* Encode { [k] = v } the same way (e.g. { max_heap = bytes }). */
 int gsi_encode_field_int (gsi_buf *b, const char *k, lua_Integer v);
-
-/* A state may keep its own `require` in the registry under this key's
-** address (a process state whose package library is opened lazily); the
-** decoder then uses it instead of the global `require`. */
-extern const char gsi_codec_require_key;
 
 /* A sandboxed state keeps a true value in its registry under this key's
 ** address: its encoder then refuses every function sent by value, whatever

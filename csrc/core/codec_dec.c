@@ -152,7 +152,7 @@ static void decmodule (lua_State *L, dec *d) {
   size_t len = getlen(L, d);
   const char *name = (const char *)d->p;
   d->p += len;
-  gsi_codec_pushmodule(L, d->allowfn, name, len);
+  gsi_codec_pushmodule(L, d->allowfn, d->builtin, name, len);
 }
 
 

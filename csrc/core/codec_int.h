@@ -151,9 +151,12 @@ GSI_CODEC_FN void gsi_codec_addquoted (luaL_Buffer *B, const char *s,
 /* ---------------------------------------------- module lookup (decoder) */
 
 /* Push package.loaded[name], or require(name) when allowfn (a trusted
-** sender); raises "module \"x\" is not loaded here" and the like. */
+** sender), with the require builtin names (field NULL: codec.h) if any;
+** raises "module \"x\" is not loaded here" and the like. */
 GSI_CODEC_FN void gsi_codec_pushmodule (lua_State *L, int allowfn,
-                                        const char *name, size_t len);
+    lua_CFunction (*builtin)(lua_State *, const char *, size_t,
+                             const char *, size_t),
+    const char *name, size_t len);
 
 /* Push the C function field f of module m: the builtin hook's (if any),
 ** else the loaded (or required) module's. Raises if there is none. */

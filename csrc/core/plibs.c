@@ -98,6 +98,9 @@ lua_CFunction gsi_state_builtin(lua_State *L, const char *module, size_t lm,
                                 const char *field, size_t lf) {
   gsi_proc *p = gsi_state_proc(L);
   if (p == NULL) return NULL; /* a host's state: no lazy _G, no light core */
+  /* a module by name, not loaded yet: the codec requires it with the boot
+  ** path's require (it does not run _G's __index, which opens package) */
+  if (field == NULL) return gsi_require;
   if (!lua_checkstack(L, 5)) return NULL;
   if (lm == sizeof LUA_GNAME - 1 && memcmp(module, LUA_GNAME, lm) == 0) {
     lua_pushglobaltable(L);
@@ -180,11 +183,32 @@ static int lazy_div(lua_State *L) { return lazy_string_arith(L, LUA_OPDIV); }
 static int lazy_idiv(lua_State *L) { return lazy_string_arith(L, LUA_OPIDIV); }
 static int lazy_unm(lua_State *L) { return lazy_string_arith(L, LUA_OPUNM); }
 
-static const luaL_Reg lazy_string_mt[] = {
-    {"__index", lazy_string_index}, {"__add", lazy_add}, {"__sub", lazy_sub},
-    {"__mul", lazy_mul},            {"__mod", lazy_mod}, {"__pow", lazy_pow},
-    {"__div", lazy_div},            {"__idiv", lazy_idiv}, {"__unm", lazy_unm},
-    {NULL, NULL}};
+/* The stand-in's events, with their names' lengths: the setup pushes
+** them with lua_pushlstring and sets them raw, which skips lua_setfield's
+** strlen and Lua's C-string cache (about 200 instructions a key; the
+** names are Lua's metamethod names, already in every state). */
+typedef struct named_fn {
+  const char *name;
+  size_t len;
+  lua_CFunction f;
+} named_fn;
+#define NAMED(s, f) {s, sizeof s - 1, f}
+
+static const named_fn lazy_string_mt[] = {
+    NAMED("__index", lazy_string_index), NAMED("__add", lazy_add),
+    NAMED("__sub", lazy_sub),            NAMED("__mul", lazy_mul),
+    NAMED("__mod", lazy_mod),            NAMED("__pow", lazy_pow),
+    NAMED("__div", lazy_div),            NAMED("__idiv", lazy_idiv),
+    NAMED("__unm", lazy_unm)};
+#define N_LAZY_STRING_MT (sizeof lazy_string_mt / sizeof lazy_string_mt[0])
+
+/* t[name] = f raw, t at the top (t must be a table without a metatable
+** that could tell the difference: one the setup made). */
+static void set_named(lua_State *L, const char *name, size_t len, lua_CFunction f) {
+  lua_pushlstring(L, name, len);
+  lua_pushcfunction(L, f); /* light: allocates nothing */
+  lua_rawset(L, -3);
+}
 
 /* load() in a sandbox: text chunks only, whatever mode is asked for. */
 static int load_text(lua_State *L) {
@@ -385,38 +409,50 @@ int gsi_require(lua_State *L) {
   return 1;
 }
 
+/* Entries of package.loaded a server's boot makes: _G and the callback
+** module (more grow it as usual). Made at this size, the table is not
+** rehashed when the module comes (the size a rehash would give anyway). */
+#define LOADED_AT_BOOT 2
+
 void gsi_open_libs(lua_State *L, int sandbox) {
   pthread_once(&base_once, read_base);
   if (sandbox) { /* its encoder refuses functions (codec.h) */
     lua_pushboolean(L, 1);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &gsi_codec_sandbox_key);
   }
+  /* package.loaded, as luaL_getsubtable would make it, at its boot size;
+  ** the keys by length and set raw (the registry and a new table have no
+  ** metatable) */
+  lua_pushlstring(L, LUA_LOADED_TABLE, sizeof LUA_LOADED_TABLE - 1);
+  lua_createtable(L, 0, LOADED_AT_BOOT);
+  lua_rawset(L, LUA_REGISTRYINDEX);
   if (nbase == 0) { /* could not read it: the whole library now */
     luaL_requiref(L, LUA_GNAME, luaopen_base, 1);
     lua_pop(L, 1);
     if (sandbox) sandbox_base(L);
   } else { /* package.loaded._G; the functions come on first use */
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushlstring(L, LUA_LOADED_TABLE, sizeof LUA_LOADED_TABLE - 1);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    lua_pushlstring(L, LUA_GNAME, sizeof LUA_GNAME - 1);
     lua_pushglobaltable(L);
-    lua_setfield(L, -2, LUA_GNAME);
+    lua_rawset(L, -3);
     lua_pop(L, 1);
   }
   /* until the string library is opened, strings get a stand-in metatable
   ** whose events open it, so that s:upper() and "10" + 1 work on first use */
-  lua_pushliteral(L, "");
-  lua_createtable(L, 0, sizeof lazy_string_mt / sizeof lazy_string_mt[0] - 1);
-  luaL_setfuncs(L, lazy_string_mt, 0);
+  lua_createtable(L, 0, (int)N_LAZY_STRING_MT);
+  for (size_t i = 0; i < N_LAZY_STRING_MT; i++)
+    set_named(L, lazy_string_mt[i].name, lazy_string_mt[i].len, lazy_string_mt[i].f);
+  /* any string will do to set the strings' metatable: one of the names
+  ** just used (no new string) */
+  lua_pushlstring(L, lazy_string_mt[0].name, lazy_string_mt[0].len);
+  lua_insert(L, -2);
   lua_setmetatable(L, -2);
   lua_pop(L, 1);
-  /* the codec's require (it does not run _G's __index) */
-  lua_pushcfunction(L, gsi_require);
-  lua_rawsetp(L, LUA_REGISTRYINDEX, &gsi_codec_require_key);
   /* the other libraries, package included, on first use (lazy_index) */
   lua_pushglobaltable(L);
   lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, lazy_index); /* light: allocates nothing */
-  lua_setfield(L, -2, "__index");
+  set_named(L, "__index", sizeof "__index" - 1, lazy_index);
   lua_setmetatable(L, -2);
   lua_pop(L, 1);
 }
-
