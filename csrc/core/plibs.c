@@ -371,8 +371,12 @@ int gsi_require(lua_State *L) {
   gsi_proc *p = gsi_state_proc(L);
   const char *name = luaL_checkstring(L, 1);
   lua_settop(L, 1);
-  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE); /* 2 */
-  if (lua_getfield(L, 2, name) != LUA_TNIL && lua_toboolean(L, -1)) return 1;
+  /* package.loaded by its name's length; the module by the string at 1
+  ** (lua_gettable, not lua_getfield: no interning of the name again) */
+  lua_pushlstring(L, LUA_LOADED_TABLE, sizeof LUA_LOADED_TABLE - 1);
+  lua_rawget(L, LUA_REGISTRYINDEX); /* 2 */
+  lua_pushvalue(L, 1);
+  if (lua_gettable(L, 2) != LUA_TNIL && lua_toboolean(L, -1)) return 1;
   lua_pop(L, 1);
   /* a standard library not opened here yet (string, table, ...: the codec
   ** asks for them by name) is opened as lazy_index would, without the
@@ -383,7 +387,9 @@ int gsi_require(lua_State *L) {
       luaL_requiref(L, r->name, r->func, 1);
       return 1;
     }
-  if (!p->sandbox && p->paths != NULL && lua_getfield(L, 2, LUA_LOADLIBNAME) == LUA_TNIL) {
+  if (!p->sandbox && p->paths != NULL &&
+      (lua_pushlstring(L, LUA_LOADLIBNAME, sizeof LUA_LOADLIBNAME - 1),
+       lua_gettable(L, 2)) == LUA_TNIL) {
     int r = gsi_modcache_load(L, p->rt->mods, name, gsi_paths_path(p->paths),
                               gsi_paths_hash(p->paths));
     if (r == -1) return lua_error(L);
@@ -391,12 +397,20 @@ int gsi_require(lua_State *L) {
       lua_pushvalue(L, 1);
       lua_insert(L, -2);
       lua_call(L, 2, 1);
-      if (!lua_isnil(L, -1)) lua_setfield(L, 2, name);
-      else lua_pop(L, 1);
-      if (lua_getfield(L, 2, name) == LUA_TNIL) {
+      if (!lua_isnil(L, -1)) {
+        lua_pushvalue(L, 1);
+        lua_insert(L, -2);
+        lua_settable(L, 2);
+      } else {
+        lua_pop(L, 1);
+      }
+      lua_pushvalue(L, 1);
+      if (lua_gettable(L, 2) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, 1);
         lua_pushboolean(L, 1);
-        lua_pushvalue(L, -1);
-        lua_setfield(L, 2, name);
+        lua_settable(L, 2);
+        lua_pushboolean(L, 1);
       }
       gsi_codec_invalidate(L);
       return 1;
