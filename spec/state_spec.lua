@@ -57,6 +57,44 @@ describe("a process's state", function()
       assert.is_true(after)
     end)
 
+    it("loads a module that arrives by name from the module cache, without opening package", function()
+      -- the codec requires it with the boot path's require (the builtin
+      -- hook's answer): the first state may compile it, which opens its
+      -- package library as require does; the next loads the cached chunk
+      local pr_mod = require "pr_mod"
+      local me = process.self()
+      local function probe(parent, send, m)
+        send(parent, { "probe", rawget(_G, "package") == nil, m.double(21), m.state_tag })
+      end
+      local tags = {}
+      for round = 1, 2 do
+        process.spawn(probe, me, process.send, pr_mod)
+        local m = process.receive(function(x) return type(x) == "table" and x[1] == "probe" end, T)
+        assert.is_not_nil(m, "no answer from the process")
+        assert.are.equal(42, m[3])
+        assert.are_not.equal(pr_mod.state_tag, m[4]) -- its own copy
+        tags[round] = m[4]
+        if round == 2 then assert.is_true(m[2], "package was opened") end
+      end
+      assert.are_not.equal(tags[1], tags[2])
+    end)
+
+    it("keeps package and string methods working around each other's first use", function()
+      local before, path, loaded, again, after = there(function()
+        local b = ("ab"):rep(2)
+        local p = package.path
+        package.loaded.st_fake = { v = 7 }
+        local l = require("st_fake").v
+        local a = ("ab"):upper()
+        return b, type(p) == "string" and #p > 0, l, require("st_fake") == package.loaded.st_fake, a
+      end)
+      assert.are.equal("abab", before)
+      assert.is_true(path)
+      assert.are.equal(7, loaded)
+      assert.is_true(again)
+      assert.are.equal("AB", after)
+    end)
+
     it("opens package and require on first use", function()
       local t1, t2 = there(function()
         return type(package.path), type(require("table").concat)
