@@ -37,6 +37,7 @@ typedef struct gsi_modent {
   char vsn[48];      /* the module's vsn field as given to reload, or "" */
   size_t nlen, plen; /* module name and package.path, in key[] */
   char *file;        /* "@" + the file found, the chunk's source name */
+  size_t flen;       /* strlen(file) */
   unsigned char *code;
   size_t len;
   char key[];        /* name, then path */
@@ -177,7 +178,7 @@ int gsi_modcache_load(lua_State *L, gsi_modcache *c, const char *name,
   r.p = e->code;
   r.n = e->len;
   if (lua_load(L, read_chunk, &r, e->file, "b") != LUA_OK) return -1;
-  lua_pushstring(L, e->file + 1);
+  lua_pushlstring(L, e->file + 1, e->flen - 1);
   return 1;
 }
 
@@ -211,6 +212,7 @@ static gsi_modent *new_entry(lua_State *L, const char *name, const char *path,
   }
   e->file[0] = '@';
   memcpy(e->file + 1, file, flen + 1);
+  e->flen = flen + 1;
   e->hash = hash_key(name, nlen, hash_path(path, plen));
   e->version = 1;
   e->vsn[0] = '\0';
