@@ -77,7 +77,7 @@ describe("a finalizer that never returns", function()
     end)
 
     it(("that returns after the process was abandoned: its code stops, its thread leaves (%d worker(s))"):format(workers), function()
-      local code, out = child("ct_gcloop", { CT_END = "return", GENSERVER_WORKERS = workers })
+      local code, out = child("ct_gcloop", { CT_END = "return", GENSERVER_WORKERS = workers }, 70)
       assert.are.equal(0, code, out)
       assert.matches("DOWN killed\nname nil\nother ran\nabandoned 1\nthreads back\nend\n", out, 1, true)
     end)

@@ -60,8 +60,9 @@ if mode == "kill" or mode == "close" or mode == "return" then
   if mode == "return" then
     -- the abandoned thread got out of the finalizer, stopped the loop
     -- after it, gave the slot back and left: as many threads as before
-    -- (its replacement counts for it); bounded wait
-    for _ = 1, 200 do
+    -- (its replacement counts for it); bounded wait, long enough for a
+    -- loaded machine, where the finalizer's 2 s of CPU take far longer
+    for _ = 1, 600 do
       if threads() == before then break end
       process.sleep(50)
     end
