@@ -56,10 +56,11 @@ GSI_FUNC void gsi_msg_thread_done(void);
 ** progress makes pop return NULL (the producer notifies afterwards, so the
 ** consumer looks again). */
 typedef struct gsi_mpsc {
-  gsi_msg *_Atomic head;
   /* producers write head on every push, the consumer writes tail on every
-  ** pop: 64 bytes apart they never share a cache line */
-  char pad[64 - sizeof(gsi_msg *)];
+  ** pop: the container puts them on different cache lines (no padding
+  ** here, so that the space between them is not lost: proc.h places a
+  ** process's mailbox with head as the last word of one line) */
+  gsi_msg *_Atomic head;
   gsi_msg *tail;
   gsi_msg stub;
 } gsi_mpsc;

@@ -30,14 +30,14 @@ static int over_cap(gsi_proc *p, size_t osize, size_t nsize) {
     p->unwind--;
     return 1;
   }
-  if (p->heap_cap == 0 || p->mem + (nsize - osize) <= p->heap_cap) {
+  if (p->max_heap == 0 || p->heap_exceeded ||
+      p->mem + (nsize - osize) <= p->max_heap) {
     p->heap_refused = 0;
     return 0;
   }
   if (p->heap_refused) {
-    p->heap_exceeded = 1;
+    p->heap_exceeded = 1; /* lifts the cap */
     p->dying = 1;
-    p->heap_cap = 0;
     gsi_unwind_arm(p);
   }
   p->heap_refused = 1;
@@ -82,6 +82,11 @@ typedef struct ar_block {
 static _Thread_local ar_block *ar_free[AR_CLASSES + 1];
 static _Thread_local uint64_t ar_mask; /* bit c-1: ar_free[c] not empty */
 static _Thread_local ar_block *ar_big;
+/* The open arena's bump pointer and what the boot allocated outside it
+** (for the hint): per thread as well, for the same reason, so that the
+** slot does not carry them for the life of the process. */
+static _Thread_local char *ar_top;
+static _Thread_local size_t ar_spill;
 
 static size_t ar_round(size_t n) { return (n + AR_ALIGN - 1) & ~(size_t)(AR_ALIGN - 1); }
 
@@ -93,6 +98,8 @@ static void ar_lists_clear(void) {
   memset(ar_free, 0, sizeof ar_free);
   ar_mask = 0;
   ar_big = NULL;
+  ar_top = NULL;
+  ar_spill = 0;
 }
 
 /* p's slot of rt->boot_hint: servers of one module boot alike, and one
@@ -104,14 +111,14 @@ static _Atomic size_t *hint_of(gsi_proc *p) {
 
 static void arena_open(gsi_proc *p) {
   size_t n = atomic_load_explicit(hint_of(p), memory_order_relaxed);
-  p->ar_spill = 0;
   p->ar_open = 0;
-  p->ar_base = p->ar_top = p->ar_end = NULL;
+  p->ar_base = p->ar_end = NULL;
+  ar_lists_clear();
   if (!ARENA_ON) return;
   if (n < AR_MIN) n = 16 << 10;
   if (n > AR_MAX) n = AR_MAX;
   if ((p->ar_base = malloc(n)) == NULL) return;
-  p->ar_top = p->ar_base;
+  ar_top = p->ar_base;
   p->ar_end = p->ar_base + n;
   p->ar_open = 1;
 }
@@ -129,8 +136,8 @@ static void arena_close(gsi_proc *p) {
   size_t need, hint;
   if (!p->ar_open) return;
   p->ar_open = 0;
+  need = ar_round((size_t)(ar_top - p->ar_base) + ar_spill);
   ar_lists_clear();
-  need = ar_round((size_t)(p->ar_top - p->ar_base) + p->ar_spill);
   hint = atomic_load_explicit(hint_of(p), memory_order_relaxed);
   if (hint <= need) hint = need;
   else hint -= ar_round((hint - need + 7) / 8); /* at least AR_ALIGN */
@@ -145,7 +152,7 @@ static void arena_free_all(gsi_proc *p) {
     ar_lists_clear();
   }
   free(p->ar_base);
-  p->ar_base = p->ar_top = p->ar_end = NULL;
+  p->ar_base = p->ar_end = NULL;
 }
 
 /* Put n bytes at b (n a multiple of AR_ALIGN) on a free list. */
@@ -166,7 +173,7 @@ static void ar_push(void *b, size_t n) {
 static void arena_release(gsi_proc *p, void *ptr, size_t osize) {
   size_t n = ar_round(osize);
   if (!p->ar_open) return;
-  if ((char *)ptr + n == p->ar_top) p->ar_top = ptr;
+  if ((char *)ptr + n == ar_top) ar_top = ptr;
   else ar_push(ptr, n);
 }
 
@@ -208,8 +215,8 @@ static void *arena_alloc(gsi_proc *p, void *ptr, size_t osize, size_t nsize) {
   size_t n = ar_round(nsize);
   void *np;
   if (ptr != NULL && in_arena(p, ptr)) {
-    if ((char *)ptr + ar_round(osize) == p->ar_top && (char *)ptr + n <= p->ar_end) {
-      p->ar_top = (char *)ptr + n; /* the last block: grow or shrink in place */
+    if ((char *)ptr + ar_round(osize) == ar_top && (char *)ptr + n <= p->ar_end) {
+      ar_top = (char *)ptr + n; /* the last block: grow or shrink in place */
       return ptr;
     }
     if (n <= ar_round(osize)) { /* shrink: keep the block, free its tail */
@@ -218,9 +225,9 @@ static void *arena_alloc(gsi_proc *p, void *ptr, size_t osize, size_t nsize) {
     }
   }
   if ((np = ar_reuse(n)) == NULL) {
-    if ((size_t)(p->ar_end - p->ar_top) < n) return NULL;
-    np = p->ar_top;
-    p->ar_top += n;
+    if ((size_t)(p->ar_end - ar_top) < n) return NULL;
+    np = ar_top;
+    ar_top += n;
   }
   if (ptr != NULL) {
     memcpy(np, ptr, osize < nsize ? osize : nsize);
@@ -323,10 +330,12 @@ void *gsi_palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   }
   if (over_cap(p, osize, nsize)) return NULL;
   if (p->fail_at != 0 && nsize > osize) {
-    /* fault injection (opts.fail_alloc): allocation fail_at fails, and so
-    ** does the next, which is Lua's retry after its emergency collection */
-    uint64_t n = ++p->nallocs;
-    if (n == p->fail_at || n == p->fail_at + 1) return NULL;
+    /* fault injection (opts.fail_alloc): growth allocation number F
+    ** fails, and so does the next, which is Lua's retry after its
+    ** emergency collection. fail_at counts down from F + 1 (set at
+    ** gsi_heap_newstate): at 1 and at 0 the allocation fails, and from 0
+    ** on injection is off. */
+    if (--p->fail_at <= 1) return NULL;
   }
   np = NULL;
   if (p->ar_open && !userdata) np = arena_alloc(p, ptr, osize, nsize);
@@ -339,7 +348,7 @@ void *gsi_palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     } else if (ptr != NULL || (np = fc_get(p, nsize)) == NULL) {
       np = realloc(ptr, msize(nsize));
     }
-    if (np != NULL && p->ar_open) p->ar_spill += nsize - (nsize > osize ? osize : nsize);
+    if (np != NULL && p->ar_open) ar_spill += nsize - (nsize > osize ? osize : nsize);
   }
   if (np != NULL) {
     p->mem += nsize - osize;
@@ -351,7 +360,7 @@ void *gsi_palloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 /* ------------------------------------------------------------ the state */
 
 lua_State *gsi_heap_newstate(gsi_proc *p) {
-  p->heap_cap = p->max_heap;
+  if (p->fail_at != 0 && p->fail_at != UINT64_MAX) p->fail_at++; /* see gsi_palloc */
   arena_open(p);
   return lua_newstate(gsi_palloc, p);
 }

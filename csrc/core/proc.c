@@ -13,8 +13,10 @@
 #include "internal.h"
 
 static gsi_proc *new_chunk(gsi_rt *rt, uint32_t c) {
-  gsi_proc *chunk = calloc(GSI_CHUNK, sizeof(gsi_proc));
+  /* aligned to a cache line, so that the slot's lines are lines (proc.h) */
+  gsi_proc *chunk = aligned_alloc(GSI_LINE, GSI_CHUNK * sizeof(gsi_proc));
   if (chunk == NULL) return NULL;
+  memset(chunk, 0, GSI_CHUNK * sizeof(gsi_proc));
   for (uint32_t i = 0; i < GSI_CHUNK; i++) {
     gsi_proc *p = &chunk[i];
     p->index = c * GSI_CHUNK + i;
@@ -51,9 +53,9 @@ static void preinit_proc(gsi_proc *p) {
   p->free_next = NULL;
   p->mbox_limit = 0;
   p->overflow = 0;
-  p->max_heap = p->heap_cap = 0;
+  p->max_heap = 0;
   p->sandbox = 0;
-  p->fail_at = p->nallocs = 0;
+  p->fail_at = 0;
   p->heap_refused = p->heap_exceeded = p->unwind = 0;
   p->from_tab = NULL;
   p->from_pid = p->from_ref = 0;

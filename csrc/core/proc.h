@@ -49,107 +49,81 @@ typedef struct gsi_foreign {
   pthread_cond_t cv;
 } gsi_foreign;
 
+/* The slot is laid out in cache lines (the chunks are 64-byte aligned,
+** GSI_LINE): a line that another thread writes on every message is never
+** one that the owner writes on every message. This machine's two CPUs
+** take ~490 ns for a cache-line round trip, so this is worth more than a
+** few bytes; everything else is packed (flags as bytes, the cold fields
+** at the end). Checked at compile time below and by spec/c/slot_test.c. */
+#define GSI_LINE 64
+
 struct gsi_proc {
-  /* shared. Layout: what a sender touches on every message (gsi_pin,
-  ** gsi_deliver, gsi_notify) comes first and ends with mbox.head; what the
-  ** owner writes on every message (mbox.tail, the *_pub counters, mem_pub
-  ** on every allocation of its state) comes after mbox's padding, so the
-  ** two sides do not bounce one cache line between them. */
-  _Atomic uint32_t gen;  /* generation of the current incarnation */
+  /* line 0 -- shared, what a sender touches on every message (gsi_pin,
+  ** gsi_deliver, gsi_notify): the atomics it writes and the read-only
+  ** fields it reads, then mbox.head as the line's last word. */
+  _Alignas(GSI_LINE) _Atomic uint32_t gen; /* generation of the current incarnation */
   _Atomic uint32_t pins; /* senders inside gsi_pin..gsi_unpin */
   _Atomic int alive;     /* accepts messages; see gsi_pin */
   _Atomic int sched;     /* GSI_IDLE.. */
   _Atomic int sigpend;   /* an exit signal was pushed: drain soon */
-  _Atomic uint64_t kill_at; /* when an untrappable exit signal was pushed
-                               (ns; 0 = none): the watchdog abandons a
-                               process that does not end soon after */
-  _Atomic int died;      /* gsi_proc_die ran (signal.c) */
-  _Atomic uint64_t msgs_in;   /* pushed to this mailbox (by senders) */
-  uint32_t index;
-  gsi_rt *rt;
   /* set before the process is published (alive = 1), then read-only */
-  uint32_t mbox_limit; /* 0 = unbounded */
-  int overflow;        /* GSI_OVF_* */
+  uint32_t mbox_limit;   /* 0 = unbounded */
+  _Atomic uint64_t msgs_in; /* pushed to this mailbox (by senders) */
+  gsi_rt *rt;
+  gsi_foreign *fg; /* non-NULL for a foreign (OS thread) process; set
+                      before it is published (read by gsi_notify) */
+  uint32_t index;
+  uint8_t overflow;    /* GSI_OVF_* */
+  uint8_t sandbox;     /* no io/os/debug/loadlib, text chunks only */
+  uint8_t exiting;     /* locked (see lk): once set nobody adds a link or
+                          monitor; read by every adder, written once */
+  _Atomic uint8_t stop_sent; /* program end (runtime.c): set by the
+                                stopping thread once it signalled it */
+  /* the queue: head ends line 0 (senders exchange it), tail and the stub
+  ** fill line 1 (the owner pops; a sender writes stub.next only when it
+  ** pushes on an empty queue) -- msg.h: gsi_mpsc has no padding of its
+  ** own, its container places it */
   gsi_mpsc mbox;
-  _Atomic size_t mem_pub; /* memory of its state, published by owner */
+
+  /* line 2 -- owner, every message: the published counters (relaxed
+  ** stores read by senders only for bounded mailboxes and by info()) and
+  ** the saved list */
+  _Alignas(GSI_LINE) _Atomic size_t mem_pub; /* memory of its state, published by owner */
   _Atomic uint64_t drained_pub; /* published by owner: moved out of mbox */
   _Atomic size_t svlen_pub;     /* published by owner: saved list length */
-  size_t max_heap;     /* bytes its state may use, 0 = no cap */
-  int sandbox;         /* no io/os/debug/loadlib, text chunks only */
-  uint64_t fail_at;    /* fault injection: fail growth allocation number
-                          fail_at (and Lua's retry after it), 0 = off */
-  _Atomic uint64_t overflowed; /* messages the limit refused */
+  size_t mem;
+  lua_State *L;  /* the process state (NULL for foreign processes); the
+                    body runs on its main thread, resumed like a coroutine */
+  gsi_msg *sv_head, *sv_tail; /* saved messages, in arrival order */
+  size_t sv_len;
+
+  /* line 3 -- owner: requests and the gen_server loop's reply */
+  gsi_pending *pend;
+  uint32_t npend, cappend;
+  const void *from_tab; /* the last from table core.next pushed (a pointer
+                           only compared, never followed), and its ids */
+  uint64_t from_pid, from_ref;
+  gsi_fcache *fc;      /* freed small blocks kept for reuse (palloc.c) */
+  gsi_msg *held;       /* an answer being decoded (freed if that raised) */
+
+  /* line 4 -- owner */
+  gsi_idvec mon_out; /* (ref, target) monitors I hold */
+  uint64_t wait_timer; /* timer armed for the current wait, or 0 */
+  uint64_t deadline;   /* of the current wait (ns), 0 = none */
   /* introspection (process.info, sys.statistics): written by the owner
   ** only (a relaxed load + store, no read-modify-write), read by anyone */
   _Atomic uint64_t msgs_out;   /* messages this process sent */
   _Atomic uint64_t reductions; /* gen_server callbacks run */
-  gsi_proc *rq_next; /* run queue link, guarded by the run queue lock */
-  gsi_proc *free_next; /* free list link, guarded by the table lock */
-
-  /* locked: guarded by lk (lock order: rt.h -- taken after the registry's
-  ** names->mu, never with another process's lk or any other lock held
-  ** under it). Invariant: once `exiting` is set nobody adds a
-  ** link or monitor, so the exit path can take the lists and let go. */
-  pthread_mutex_t lk;
-  int exiting;
-  gsi_idvec links;    /* pids */
-  gsi_idvec monitors; /* (ref, watcher pid) pairs: monitors on me */
-  char *name;         /* registered name; also guarded by registry lock */
-
-  /* owner */
-  lua_State *L;  /* the process state (NULL for foreign processes); the
-                    body runs on its main thread, resumed like a coroutine */
-  gsi_foreign *fg; /* non-NULL for a foreign (OS thread) process */
-  gsi_msg *sv_head, *sv_tail; /* saved messages, in arrival order */
-  size_t sv_len;
-  gsi_pending *pend;
-  size_t npend, cappend;
-  gsi_idvec mon_out; /* (ref, target) monitors I hold */
-  gsi_idvec *mon_user; /* the ones of them made by monitor()/spawn_monitor
-                          (not a request's), for info(): allocated on
-                          first use; owner, under lk */
-  gsi_msg *spawn_msg; /* body + args, consumed by the first run */
-  gsi_msg *exit_msg;  /* encoded reason when dying by signal */
-  size_t mem;
-  /* boot arena (palloc.c): [ar_base, ar_end) holds what the state
-  ** allocated while booting; ar_top is the bump pointer, ar_open is set
-  ** until the end of the first turn */
-  char *ar_base, *ar_top, *ar_end;
-  size_t ar_spill;     /* bytes the boot allocated outside the arena */
-  gsi_paths *paths;    /* package.path/cpath it was started with */
-  gsi_msg *held;       /* an answer being decoded (freed if that raised) */
-  gsi_fcache *fc;      /* freed small blocks kept for reuse (palloc.c) */
-  const void *from_tab; /* the last from table core.next pushed (a pointer
-                           only compared, never followed), and its ids */
-  uint64_t from_pid, from_ref;
-  int ar_open;
-  size_t heap_cap;     /* max_heap while it is enforced (lifted to die) */
-  int heap_refused;    /* the last growth was refused */
-  int heap_exceeded;   /* refused twice in a row: the process must end */
-  int unwind;          /* growth allocations to refuse, so that the unwind
-                          hook raises a memory error (preempt.c) */
-  uint64_t nallocs;    /* growth allocations so far (for fail_at) */
-  uint64_t parent;
-  uint64_t start_ref;  /* a gen_server's start request: init's outcome goes to
-                          (parent, start_ref); set by the spawner */
-  uint64_t wait_timer; /* timer armed for the current wait, or 0 */
-  uint64_t deadline;   /* of the current wait (ns), 0 = none */
-  int want;            /* GSI_W_* : meaning of the last yield */
-  int trap_exit;       /* owner, under lk (info() reads it) */
-  int dying;           /* killed by a signal: stop at the next yield */
   int budget;          /* messages left in this turn */
   int send_budget;     /* sends left before a voluntary yield */
-  int timed_out;
-  int in_match;        /* a receive match function is running */
-  int relay;           /* a nested coroutine was preempted (lcoro.c) */
-  int crashed;         /* the body raised: its error is on top of L */
-  char module[64];     /* for info()/crash reports; owner, under lk */
-  char *vsn;           /* the module's vsn field as a string (malloc), or
-                          NULL; for info(); owner, under lk */
-  uint32_t vsn_n;      /* else its module cache counter, or 0; owner,
-                          under lk */
-  uint8_t server;      /* a gen_server (it called set_module); owner,
-                          under lk */
+
+  /* line 5 -- owner: flags, then what the boot and the end use */
+  uint8_t want;        /* GSI_W_* : meaning of the last yield */
+  uint8_t dying;       /* killed by a signal: stop at the next yield */
+  uint8_t timed_out;
+  uint8_t in_match;    /* a receive match function is running */
+  uint8_t relay;       /* a nested coroutine was preempted (lcoro.c) */
+  uint8_t crashed;     /* the body raised: its error is on top of L */
   uint8_t nest;        /* messages next returned in this turn since the last
                           yield (lreceive.c: NEXT_NEST_MAX); owner only */
   _Atomic uint8_t current; /* the gen_server callback running (GSI_CB_*,
@@ -157,14 +131,81 @@ struct gsi_proc {
                               info() (relaxed) */
   uint8_t sflags;      /* the gen_server loop's sys state (GSI_SF_*), so
                           that it costs a message no Lua lookups; owner */
+  uint8_t ar_open;     /* the boot arena is open (palloc.c) */
+  uint8_t heap_refused;  /* the last growth was refused */
+  uint8_t heap_exceeded; /* refused twice in a row: the process must end */
+  uint8_t unwind;      /* growth allocations to refuse, so that the unwind
+                          hook raises a memory error (preempt.c) */
+  uint8_t trap_exit;   /* owner, under lk (info() reads it) */
+  uint8_t server;      /* a gen_server (it called set_module); owner,
+                          under lk */
   /* program end (runtime.c, gsi_rt_stop_all): stop_order (GSI_STOP_*) is
-  ** owner, under lk (the stopping thread reads it); stop_sent is set by the stopping thread once it
-  ** signalled it; born is the start order, set by gsi_proc_alloc under the
-  ** table lock before the process is published */
+  ** owner, under lk (the stopping thread reads it); born (below) is the
+  ** start order, set by gsi_proc_alloc under the table lock before the
+  ** process is published */
   uint8_t stop_order;
-  _Atomic uint8_t stop_sent;
+  uint32_t vsn_n;      /* the module's cache counter when it has no vsn
+                          field, or 0; for info(); owner, under lk */
+  _Atomic int died;    /* gsi_proc_die ran (signal.c) */
+  gsi_msg *spawn_msg; /* body + args, consumed by the first run */
+  gsi_msg *exit_msg;  /* encoded reason when dying by signal */
+  gsi_paths *paths;    /* package.path/cpath it was started with */
+  /* boot arena (palloc.c): [ar_base, ar_end) holds what the state
+  ** allocated while booting (its bump pointer lives in the booting
+  ** thread while ar_open is set, until the end of the first turn) */
+  char *ar_base, *ar_end;
+
+  /* cold: set by the spawner before the process is published, or used
+  ** only by the boot, the heap cap, the end and introspection */
+  uint64_t parent;
+  uint64_t start_ref;  /* a gen_server's start request: init's outcome goes to
+                          (parent, start_ref); set by the spawner */
+  size_t max_heap;     /* bytes its state may use, 0 = no cap; enforced
+                          until heap_exceeded (then lifted, to die) */
+  uint64_t fail_at;    /* fault injection: fail growth allocation number
+                          fail_at (and Lua's retry after it), 0 = off; set
+                          by the spawner, then counted down (palloc.c) */
   uint64_t born;
+  char *vsn;           /* the module's vsn field as a string (malloc), or
+                          NULL; for info(); owner, under lk */
+  _Atomic uint64_t overflowed; /* messages the limit refused (senders) */
+  _Atomic uint64_t kill_at; /* when an untrappable exit signal was pushed
+                               (ns; 0 = none): the watchdog abandons a
+                               process that does not end soon after */
+  gsi_proc *rq_next;   /* run queue link, guarded by the run queue lock */
+  gsi_proc *free_next; /* free list link, guarded by the table lock */
+  char module[64];     /* for info()/crash reports; owner, under lk */
+
+  /* locked: guarded by lk (lock order: rt.h -- taken after the registry's
+  ** names->mu, never with another process's lk or any other lock held
+  ** under it). Invariant: once `exiting` is set nobody adds a
+  ** link or monitor, so the exit path can take the lists and let go.
+  ** Another process takes lk and writes monitors on every call it makes
+  ** to this one (its request monitors the server): last, after the cold
+  ** fields, away from the owner's lines. */
+  pthread_mutex_t lk;
+  gsi_idvec monitors; /* (ref, watcher pid) pairs: monitors on me */
+  gsi_idvec links;    /* pids */
+  char *name;         /* registered name; also guarded by registry lock */
+  gsi_idvec *mon_user; /* the monitors of mon_out made by monitor() or
+                          spawn_monitor (not a request's), for info():
+                          allocated on first use; owner, under lk */
 };
+
+/* The layout's promises (see GSI_LINE): what senders write and what the
+** owner writes on every message are on different lines. */
+_Static_assert(offsetof(struct gsi_proc, mbox) + offsetof(gsi_mpsc, head) < GSI_LINE,
+               "mbox.head on the senders' line");
+_Static_assert((offsetof(struct gsi_proc, mbox) + offsetof(gsi_mpsc, tail)) / GSI_LINE == 1,
+               "mbox.tail on the owner's first line");
+_Static_assert(offsetof(struct gsi_proc, msgs_in) < GSI_LINE &&
+               offsetof(struct gsi_proc, fg) < GSI_LINE &&
+               offsetof(struct gsi_proc, exiting) < GSI_LINE,
+               "what a sender reads or writes on line 0");
+_Static_assert(offsetof(struct gsi_proc, mem_pub) == 2 * GSI_LINE,
+               "the owner's counters after the queue");
+_Static_assert(offsetof(struct gsi_proc, lk) >= 7 * GSI_LINE,
+               "lk and monitors (written by callers) after the owner's lines");
 
 /* Count one on an owner-written counter (msgs_out, reductions): only the
 ** owner writes it, so a relaxed load + store is enough; readers may see
