@@ -70,6 +70,20 @@ static inline int gsi_lua_wait_more(lua_State *L, gsi_proc *p) {
   return st >= 0 ? st : gsi_lua_cannot_wait(L, st);
 }
 
+/* The gen_server loop's receive, called by the loop (lserver.c) without
+** a Lua call, and by core.next. gsi_lua_next_begin starts the wait for
+** the next message, with the time-out (ms, nil: none) at idx: 1 when L
+** must yield first (its budget is spent, or NEXT_NEST_MAX messages came
+** without a yield), else 0; raises inside a receive match function.
+** gsi_lua_next_take then looks, as often as it returns GSI_LNEXT_WAIT
+** (yield with a continuation that calls it again): it pushes kind, a
+** [, b] for a message and returns their number, or GSI_LNEXT_TIMEOUT
+** (nothing pushed), GSI_LNEXT_DIE (return gsi_lua_die). system_only:
+** sys.suspend, system messages and exit signals only. */
+enum { GSI_LNEXT_TIMEOUT = 0, GSI_LNEXT_WAIT = -1, GSI_LNEXT_DIE = -2 };
+GSI_FUNC int gsi_lua_next_begin(lua_State *L, gsi_proc *p, int idx);
+GSI_FUNC int gsi_lua_next_take(lua_State *L, gsi_proc *p, int system_only);
+
 /* ----------------------------------------- arguments and values (lmsg.c) */
 
 GSI_FUNC uint64_t gsi_lua_check_pid(lua_State *L, int idx);

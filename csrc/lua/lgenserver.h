@@ -20,8 +20,9 @@ GSI_FUNC int gsi_serve(lua_State *L);
 
 /* The core functions the gen_server loop calls directly (lserver.c). In a
 ** process state they are light C functions: pushing one allocates
-** nothing and needs no genserver.core table in the state. */
-GSI_FUNC const lua_CFunction gsi_core_next, gsi_core_reply, gsi_core_self,
+** nothing and needs no genserver.core table in the state. (Its receive
+** it calls as C, not as a Lua function: gsi_lua_next_take, lbind.h.) */
+GSI_FUNC const lua_CFunction gsi_core_reply, gsi_core_self,
     gsi_core_exit, gsi_core_trap_exit, gsi_core_reg, gsi_core_unregister,
     gsi_core_set_module;
 

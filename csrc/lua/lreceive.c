@@ -119,7 +119,7 @@ static int l_receive(lua_State *L) {
 
 /* ---------------------------------------------------------------- next */
 
-/* next() could not decode m (rc != 0, its error on top): one undecodable
+/* The loop could not decode m (rc != 0, its error on top): one undecodable
 ** message (e.g. functions sent to a sandbox) must not kill the server: a
 ** call is refused at its caller, anything else is logged and dropped.
 ** Out of memory is no bad request: it raises (the server crashes). */
@@ -138,7 +138,6 @@ static void drop_undecodable(lua_State *L, gsi_proc *p, gsi_msg *m, const gsi_ms
             GSI_PID_INDEX(me), GSI_PID_GEN(me), why);
   }
   gsi_bif_consume(p, m);
-  lua_settop(L, 0);
 }
 
 /* A message next took: in a process's own state plain data is decoded
@@ -148,21 +147,20 @@ static int decode(lua_State *L, const gsi_msgv *v) {
   return gsi_lua_decode_next(L, v);
 }
 
-/* next([timeout]) -> kind, a, b: the gen_server loop's receive.
-**   K_CALL, request, from | K_CAST, msg | K_INFO, msg | K_SYSTEM, req, from
-**   nothing on time-out */
-static int next_k(lua_State *L, int status, lua_KContext ctx) {
-  gsi_proc *p = gsi_lua_self(L);
-  (void)status;
+/* The gen_server loop's receive, one take (see lbind.h): pushes kind, a
+** [, b] and returns 2 or 3 (K_CALL, request, from | K_CAST, msg |
+** K_INFO, msg [, true] | K_SYSTEM, req, from), or returns GSI_LNEXT_*. */
+int gsi_lua_next_take(lua_State *L, gsi_proc *p, int system_only) {
+  int top = lua_gettop(L);
   for (;;) {
     gsi_msg *m;
     gsi_msgv v;
     int n = 2, rc;
-    switch (gsi_bif_next(p, (int)ctx, &m, &v)) {
-    case GSI_NEXT_DYING: return gsi_lua_die(L, p);
-    case GSI_NEXT_TIMEOUT: return 0;
+    switch (gsi_bif_next(p, system_only, &m, &v)) {
+    case GSI_NEXT_DYING: return GSI_LNEXT_DIE;
+    case GSI_NEXT_TIMEOUT: return GSI_LNEXT_TIMEOUT;
     case GSI_NEXT_EMPTY:
-      if (gsi_lua_wait_more(L, p)) return lua_yieldk(L, 0, ctx, next_k);
+      if (gsi_lua_wait_more(L, p)) return GSI_LNEXT_WAIT;
       continue;
     default: break;
     }
@@ -185,6 +183,7 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
     }
     if (rc != 0) {
       drop_undecodable(L, p, m, &v);
+      lua_settop(L, top);
       continue;
     }
     /* a call's from table stands for (from, ref) in gsi_bif_reply_from */
@@ -194,25 +193,44 @@ static int next_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* The gen_server loop (lserver.c) is written in continuation style: when
-** next returns a message without yielding, the loop goes on by calling
+** a take finds a message without yielding, the loop goes on by calling
 ** its continuation, and so on for each message of the turn. An -O2 build
 ** turns those calls into jumps, but an -O0/-O1 build (the sanitizer
 ** builds among them) nests a few C frames per message: a server that
 ** never waits (a flood in its mailbox, an idle run queue, a callback the
 ** watchdog cannot preempt) went thousands of frames deep, enough for
 ** ThreadSanitizer's 65,536-frame limit and near a thread's C stack. Only
-** a yield unwinds them, so next yields at least every NEXT_NEST_MAX
+** a yield unwinds them, so the loop yields at least every NEXT_NEST_MAX
 ** messages, even when nobody waits for a worker. */
 #define NEXT_NEST_MAX 64
 
-/* next([timeout [, system_only]]) */
+int gsi_lua_next_begin(lua_State *L, gsi_proc *p, int idx) {
+  /* the loop waits without a time-out for most messages: no time needed */
+  uint64_t deadline = lua_isnoneornil(L, idx) ? 0 : gsi_lua_opt_deadline(L, idx, HUGE_VAL);
+  int st = gsi_bif_next_begin(p, L, deadline, NEXT_NEST_MAX);
+  if (st < 0) return no_receive(L);
+  return st;
+}
+
+/* next([timeout [, system_only]]) -> kind, a, b | nothing on time-out:
+** the loop's receive as a Lua function (the loop itself takes its
+** messages with gsi_lua_next_take, without a Lua call). */
+static int next_k(lua_State *L, int status, lua_KContext ctx) {
+  gsi_proc *p = gsi_lua_self(L);
+  int n = gsi_lua_next_take(L, p, (int)ctx);
+  (void)status;
+  switch (n) {
+  case GSI_LNEXT_DIE: return gsi_lua_die(L, p);
+  case GSI_LNEXT_WAIT: return lua_yieldk(L, 0, ctx, next_k);
+  case GSI_LNEXT_TIMEOUT: return 0;
+  default: return n;
+  }
+}
+
 static int l_next(lua_State *L) {
   gsi_proc *p = gsi_lua_self(L);
   lua_KContext sysonly = lua_toboolean(L, 2);
-  /* the loop waits without a time-out for most messages: no time needed */
-  uint64_t deadline = lua_isnoneornil(L, 1) ? 0 : gsi_lua_opt_deadline(L, 1, HUGE_VAL);
-  int st = gsi_bif_next_begin(p, L, deadline, NEXT_NEST_MAX);
-  if (st < 0) return no_receive(L);
+  int st = gsi_lua_next_begin(L, p, 1);
   lua_settop(L, 0);
   if (st > 0) return lua_yieldk(L, 0, sysonly, next_k);
   return next_k(L, LUA_OK, sysonly);
@@ -290,9 +308,6 @@ static int send_kind(lua_State *L, int kind) {
 
 static int l_send(lua_State *L) { return send_kind(L, GSI_M_USER); }
 static int l_cast(lua_State *L) { return send_kind(L, GSI_M_CAST); }
-
-/* the gen_server loop pushes next as a light C function (lserver.c) */
-const lua_CFunction gsi_core_next = l_next;
 
 const luaL_Reg gsi_lua_receive_funcs[] = {
     {"receive", l_receive}, {"next", l_next}, {"sleep", l_sleep},

@@ -11,11 +11,13 @@
 ** of prototypes). Crash reports, the cold path, stay in Lua
 ** (genserver.server.report), loaded only by a server that crashes.
 **
-** It uses only the Lua API, genserver.core's own C functions (next,
-** reply, exit, ..., pushed as light functions: no core table in the
-** state) and, for what info() shows of a server (the callback running,
-** reductions) and the loop's flags, one gen/bif.h call per step,
-** called with lua_callk/lua_pcallk so that callbacks and waits may yield
+** It uses only the Lua API, genserver.core's own C functions (reply,
+** exit, ..., pushed as light functions: no core table in the state),
+** the binding's receive called as C (gsi_lua_next_take: no Lua call per
+** message) and, for what info() shows of a server (the callback running,
+** reductions) and the loop's flags, one gen/bif.h call per step.
+** Callbacks run with lua_pcallk and the loop waits with lua_yieldk, both
+** with serve_k as continuation, so that callbacks and waits may yield
 ** the body (the state's main thread). All loop state lives at fixed stack slots,
 ** and one continuation (serve_k) drives a flat state machine, so a server
 ** can handle any number of messages without growing the C stack.
@@ -26,7 +28,7 @@
 #include "lauxlib.h"
 
 #include "gen/bif.h"
-#include "lgenserver.h"
+#include "lbind.h"
 
 /* fixed stack slots of the body (the state's main thread) */
 enum {
@@ -53,9 +55,10 @@ enum {
 
 /* phases of serve_k */
 enum {
-  P_LOOP = 1,  /* start waiting for the next message */
-  P_GOT,       /* next() returned: kind, a, b */
-  P_GOT_HIB,   /* as P_GOT, after the hibernate_after wait */
+  P_LOOP = 1,  /* act on the pending action, then wait */
+  P_WAIT,      /* take the next message (after a yield: look again) */
+  P_WAIT_SYS,  /* as P_WAIT, suspended: system messages only */
+  P_WAIT_HIB,  /* as P_WAIT, the hibernate_after wait: a time-out collects */
   P_INIT,      /* init returned */
   P_CALL,      /* handle_call returned */
   P_NOREPLY,   /* handle_cast / handle_info / handle_continue returned */
@@ -198,7 +201,7 @@ static void push_bad_return(lua_State *L, int n, const char *callback) {
 /* reply(from, value) with both on top; an unsendable value returns the
 ** error (the caller turns it into a crash). */
 static int do_reply(lua_State *L) {
-  /* straight out when from is the one core.next made (the whole step:
+  /* straight out when from is the one the receive made (the whole step:
   ** gen/bif.c); else core.reply, which raises the placed error */
   int st = gsi_bif_reply_from(L, -2, -1);
   if (st < 0) luaL_error(L, "genserver: out of memory");
@@ -566,7 +569,7 @@ static int dispatch(lua_State *L) {
   /* info, or a time-out (kind nil): an EXIT from the parent ends a server
   ** that traps exits, as in OTP */
   if (kind != 0 && lua_toboolean(L, S_MFROM)) {
-    /* the runtime's own exit signal (next() flags it): the program ends
+    /* the runtime's own exit signal (the receive flags it): the program ends
     ** or runtime.shutdown runs. A server that traps exits terminates as
     ** if its parent had asked; handle_info never sees it (DESIGN 1.7) */
     lua_pushnil(L);
@@ -594,6 +597,37 @@ static int dispatch(lua_State *L) {
   return run_callback(L, 2, P_NOREPLY, GSI_CB_INFO);
 }
 
+static int take_next(lua_State *L, int phase);
+
+/* Begin waiting for the next message, with the time-out (ms, or nil: none)
+** on top; phase P_WAIT, P_WAIT_SYS or P_WAIT_HIB. */
+static int wait_next(lua_State *L, int phase) {
+  int st = gsi_lua_next_begin(L, me(L), lua_gettop(L));
+  lua_settop(L, S_BASE);
+  if (st > 0) return lua_yieldk(L, 0, phase, serve_k);
+  return take_next(L, phase);
+}
+
+/* Take the next message and dispatch it, or yield the body until one
+** comes (the continuation looks again). */
+static int take_next(lua_State *L, int phase) {
+  gsi_proc *p = me(L);
+  switch (gsi_lua_next_take(L, p, phase == P_WAIT_SYS)) {
+  case GSI_LNEXT_WAIT: return lua_yieldk(L, 0, phase, serve_k);
+  case GSI_LNEXT_DIE: return gsi_lua_die(L, p);
+  case GSI_LNEXT_TIMEOUT:
+    if (phase == P_WAIT_HIB) { /* idle for hibernate_after: collect */
+      hibernate(L);
+      lua_pushnil(L); /* then wait for ever */
+      return wait_next(L, P_WAIT);
+    }
+    break;
+  default: break;
+  }
+  lua_settop(L, S_BASE + 3); /* kind, a, b (no kind: the time-out) */
+  return dispatch(L);
+}
+
 /* Top of the loop: act on the pending action, then wait. */
 static int loop_top(lua_State *L) {
   int hib_wait = 0, sflags;
@@ -617,13 +651,9 @@ static int loop_top(lua_State *L) {
   }
   if (sflags & GSI_SF_SUSPENDED) {
     /* sys.suspend: system messages only, no time-out */
-    core_fn(L, next);
     lua_pushnil(L);
-    lua_pushboolean(L, 1);
-    lua_callk(L, 2, 3, P_GOT, serve_k);
-    return serve_k(L, LUA_OK, P_GOT);
+    return wait_next(L, P_WAIT_SYS);
   }
-  core_fn(L, next);
   if (lua_type(L, S_ACTION) == LUA_TNUMBER) {
     /* the idle time-out: its deadline outlives system messages */
     lua_pushnumber(L, (lua_Number)gsi_bif_now_ns() + lua_tonumber(L, S_ACTION) * 1e6);
@@ -640,8 +670,7 @@ static int loop_top(lua_State *L) {
   }
   lua_pushnil(L);
   lua_replace(L, S_ACTION);
-  lua_callk(L, 1, 3, hib_wait ? P_GOT_HIB : P_GOT, serve_k);
-  return serve_k(L, LUA_OK, hib_wait ? P_GOT_HIB : P_GOT);
+  return wait_next(L, hib_wait ? P_WAIT_HIB : P_WAIT);
 }
 
 static int serve_k(lua_State *L, int status, lua_KContext ctx) {
@@ -649,16 +678,9 @@ static int serve_k(lua_State *L, int status, lua_KContext ctx) {
   if (st != LUA_OK) crash_reason(L); /* a callback crashed */
   switch ((int)ctx) {
   case P_LOOP: return loop_top(L);
-  case P_GOT_HIB:
-    if (lua_isnil(L, S_BASE + 1)) { /* idle for hibernate_after: collect */
-      lua_settop(L, S_BASE);
-      hibernate(L);
-      core_fn(L, next);
-      lua_callk(L, 0, 3, P_GOT, serve_k);
-      return dispatch(L);
-    }
-    return dispatch(L);
-  case P_GOT: return dispatch(L);
+  case P_WAIT:
+  case P_WAIT_SYS:
+  case P_WAIT_HIB: return take_next(L, (int)ctx);
   case P_INIT: return after_init(L, st);
   case P_CALL: return after_call(L, st);
   case P_NOREPLY: return after_noreply(L, st);
