@@ -188,17 +188,16 @@ static uint64_t start_request(lua_State *L, gsi_proc *p, uint64_t pid,
   return ref;
 }
 
-/* Wait for the answer to pending ref. Pushes true, value | false, kind,
-** reason where kind is "timeout" or "down" (reason = exit reason). */
-static int answer_k(lua_State *L, int status, lua_KContext ctx) {
-  gsi_proc *p = gsi_lua_self(L);
-  uint64_t ref = (uint64_t)ctx;
-  int abandon = lua_toboolean(L, 1);
-  (void)status;
+/* One look for the answer to pending ref: pushes true, value | false,
+** kind [, reason] where kind is "timeout", "down" (reason = exit reason)
+** or a refusal's reason, and returns their number; or LOOK_WAIT (yield
+** with a continuation that looks again), LOOK_DIE (return die). */
+enum { LOOK_WAIT = -1, LOOK_DIE = -2 };
+static int look_answer(lua_State *L, gsi_proc *p, uint64_t ref, int abandon) {
   for (;;) {
     gsi_msg *m;
     int st = gsi_gen_answer(p, ref, &m);
-    if (st == GSI_GEN_DYING) return die(L, p);
+    if (st == GSI_GEN_DYING) return LOOK_DIE;
     if (st == GSI_GEN_UNKNOWN) {
       gsi_bif_end_wait(p);
       return luaL_error(L, "genserver: unknown request (already answered?)");
@@ -232,12 +231,65 @@ static int answer_k(lua_State *L, int status, lua_KContext ctx) {
       lua_pushliteral(L, "timeout");
       return 2;
     }
-    if (gsi_lua_wait_more(L, p)) return lua_yieldk(L, 0, ctx, answer_k);
+    if (gsi_lua_wait_more(L, p)) return LOOK_WAIT;
   }
 }
 
-/* call(server, request [, timeout]) -> true, reply | false, kind, reason
-** kind: "noproc" | "calling_self" | "timeout" | "down"
+/* Wait for the answer to pending ref (abandon flag at 1): as look_answer. */
+static int answer_k(lua_State *L, int status, lua_KContext ctx) {
+  gsi_proc *p = gsi_lua_self(L);
+  int n = look_answer(L, p, (uint64_t)ctx, lua_toboolean(L, 1));
+  (void)status;
+  if (n == LOOK_DIE) return die(L, p);
+  if (n == LOOK_WAIT) return lua_yieldk(L, 0, ctx, answer_k);
+  return n;
+}
+
+/* call's error handler (core.on_call_error), registered by genserver's
+** Lua module: called only when a call fails, so that genserver.call can
+** be core.call itself, with no Lua wrapper on the way of every call. */
+static const char CALL_ERROR_KEY = 'c';
+
+/* A failed call: stack server, request, [timeout,] ..., false, kind
+** [, reason] (n values from `false`): the handler raises
+** handler(server, kind, reason, request, timeout). */
+static int call_failed(lua_State *L, int n) {
+  int base = lua_gettop(L) - n; /* false at base + 1 */
+  if (lua_rawgetp(L, LUA_REGISTRYINDEX, &CALL_ERROR_KEY) != LUA_TFUNCTION)
+    return luaL_error(L, "genserver.call: %s", lua_tostring(L, base + 2));
+  lua_pushvalue(L, 1);                               /* server */
+  lua_pushvalue(L, base + 2);                        /* kind */
+  if (n > 2) lua_pushvalue(L, base + 3); else lua_pushnil(L); /* reason */
+  lua_pushvalue(L, 2);                               /* request */
+  lua_pushvalue(L, 3);                               /* timeout or nil */
+  lua_call(L, 5, 0);
+  return luaL_error(L, "genserver.call: the error handler returned");
+}
+
+/* on_call_error(fn): core.call raises by fn(server, kind, reason,
+** request, timeout) when a call fails (genserver's Lua module sets it). */
+static int l_on_call_error(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  lua_settop(L, 1);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &CALL_ERROR_KEY);
+  return 0;
+}
+
+/* call's wait: server, request, timeout at 1..3 (kept for the error). */
+static int call_k(lua_State *L, int status, lua_KContext ctx) {
+  gsi_proc *p = gsi_lua_self(L);
+  int n = look_answer(L, p, (uint64_t)ctx, 1); /* the late reply is dropped */
+  (void)status;
+  if (n == LOOK_DIE) return die(L, p);
+  if (n == LOOK_WAIT) return lua_yieldk(L, 0, ctx, call_k);
+  if (lua_toboolean(L, -n)) return 1; /* the reply, on top */
+  return call_failed(L, n);
+}
+
+/* call(server, request [, timeout]) -> reply; a failure raises through
+** the error handler (on_call_error) with its kind: "noproc" |
+** "calling_self" | "timeout" | "down" (reason: the exit reason) | a
+** refusal's reason ("mailbox_full", an undecodable request's).
 **
 ** Not gs_call, not even on a foreign thread, where blocking is what
 ** happens anyway: its results do not carry what the Lua API returns -- a
@@ -254,9 +306,8 @@ static int l_call(lua_State *L) {
   GSI_ENTER(L, p);
   uint64_t pid, ref;
   if (!gsi_topid(L, 1, &pid) && lua_type(L, 1) != LUA_TSTRING) {
-    /* blame the line that called genserver.call (level 2: its Lua
-    ** wrapper calls this one), not the wrapper */
-    luaL_where(L, 2);
+    /* blame the line that called genserver.call (this function) */
+    luaL_where(L, 1);
     lua_pushfstring(L, "bad argument #1 to 'genserver.call' (pid or registered "
                     "name expected, got %s)", luaL_typename(L, 1));
     lua_concat(L, 2);
@@ -264,21 +315,15 @@ static int l_call(lua_State *L) {
   }
   pid = gsi_lua_resolve(L, 1);
   luaL_checkany(L, 2);
-  if (pid == 0) {
+  lua_settop(L, 3); /* server, request, timeout: for the error */
+  if (pid == 0 || pid == pid_of(p)) {
     lua_pushboolean(L, 0);
-    lua_pushliteral(L, "noproc");
-    return 2;
-  }
-  if (pid == pid_of(p)) {
-    lua_pushboolean(L, 0);
-    lua_pushliteral(L, "calling_self");
-    return 2;
+    lua_pushstring(L, pid == 0 ? "noproc" : "calling_self");
+    return call_failed(L, 2);
   }
   begin_wait(L, p, gsi_lua_opt_deadline(L, 3, 5000));
   ref = start_request(L, p, pid, 2, GSI_GEN_CALL, 1, 0);
-  lua_settop(L, 0);
-  lua_pushboolean(L, 1); /* abandon on time-out: the late reply is dropped */
-  return answer_k(L, LUA_OK, (lua_KContext)ref);
+  return call_k(L, LUA_OK, (lua_KContext)ref);
 }
 
 /* request(server, request [, "system" | "stop"]) -> ref
@@ -743,7 +788,7 @@ static rtrec *acquire_default(lua_State *L) {
 static const luaL_Reg funcs[] = {
     {"spawn", l_spawn},     {"call", l_call},         {"request", l_request},
     {"wait", l_wait},       {"reply", l_reply},       {"shutdown", l_shutdown},
-    {"serve", gsi_serve},   {NULL, NULL}};
+    {"serve", gsi_serve},   {"on_call_error", l_on_call_error}, {NULL, NULL}};
 
 static const luaL_Reg *const libs[] = {
     funcs, gsi_lua_msg_funcs, gsi_lua_receive_funcs, gsi_lua_proc_funcs,

@@ -401,15 +401,20 @@ end
 -- failure: reason `"timeout"`, `"noproc"`, `"calling_self"`,
 -- `"mailbox_full"` (a bounded mailbox with overflow "reject") or the
 -- server's exit reason. A reply that comes after a time-out is dropped.
+-- @function call
 ---@param server genserver.Server pid or registered name
 ---@param request any the request (copied), handle_call's first argument
 ---@param timeout genserver.Timeout? ms (default 5000) or "infinity"
 ---@return any reply the server's reply
-function M.call(server, request, timeout)
-  local ok, v, reason = ccall(server, request, timeout)
-  if ok then return v end
-  return fail("call", server, v, reason, request, timeout or 5000)
-end
+M.call = ccall --[[@as fun(server: genserver.Server, request: any, timeout: genserver.Timeout?): any]]
+
+-- core.call returns the reply, and raises through this handler only when
+-- the call fails: so genserver.call is core.call itself, no Lua wrapper
+-- on the way of every call. kind: "noproc", "calling_self", "timeout",
+-- "down" (reason: the server's exit reason) or a refusal's reason.
+core.on_call_error(function(server, kind, reason, request, timeout)
+  return fail("call", server, kind, reason, request, timeout or 5000)
+end)
 
 --- Sends an asynchronous request (handle_cast runs). Never raises
 -- for a server that does not exist. It is `core.cast` itself (no Lua
