@@ -7,7 +7,8 @@
 **     so an id nobody holds any more is collected as usual;
 **   - the metatable, also registered by name for luaL_checkudata users.
 ** Both are created on the first push in a state. gsi_toid tells ids by
-** their user value (see there), so it creates nothing and never raises.
+** the tag in their own block (see there), so it creates nothing and never
+** raises.
 */
 #include <inttypes.h>
 #include <stdio.h>
@@ -30,6 +31,15 @@ static char pidcache, pidmt, refcache, refmt;
 static const idkind pidkind = {GSI_PID_MT, GSI_ID_PID, &pidcache, &pidmt};
 static const idkind refkind = {GSI_REF_MT, GSI_ID_REF, &refcache, &refmt};
 
+/* The block of an id userdata (no user values): the id, and its kind's
+** tag, the address of the kind's private registry key. Only pushid makes
+** such a block; Lua code cannot write a userdata's bytes, and no other C
+** code of the project makes one of this size with that address in it. */
+typedef struct idblock {
+  uint64_t id;
+  const void *tag;
+} idblock;
+
 
 /* ids above INT64_MAX (refs with the top bit set) become negative keys;
 ** written without relying on implementation-defined conversion */
@@ -51,27 +61,23 @@ int gsi_idstring (int kind, uint64_t id, char *buf) {
 }
 
 
-/* Never raises: only raw reads, and only after checking stack space.
-** The kind is the userdata's user value 1: a light userdata holding the
-** address of the kind's private registry key, which only pushid makes
-** (cheaper to check than the metatable, which needs a registry lookup). */
+/* Never raises: only raw reads of the block. The kind is the tag in the
+** block (idblock), cheaper to check than a user value (a push and a pop)
+** or the metatable (a registry lookup). */
 int gsi_toid (lua_State *L, int idx, uint64_t *id) {
-  const void *tag;
-  int kind = GSI_ID_NONE;
-  if (lua_type(L, idx) != LUA_TUSERDATA ||
-      lua_rawlen(L, idx) != sizeof(uint64_t) || !lua_checkstack(L, 1))
+  const idblock *b;
+  int kind;
+  if (lua_type(L, idx) != LUA_TUSERDATA || lua_rawlen(L, idx) != sizeof(idblock))
     return GSI_ID_NONE;
-  idx = lua_absindex(L, idx);
-  if (lua_getiuservalue(L, idx, 1) == LUA_TLIGHTUSERDATA) {
-    tag = lua_touserdata(L, -1);
-    if (tag == pidkind.mtkey)
-      kind = GSI_ID_PID;
-    else if (tag == refkind.mtkey)
-      kind = GSI_ID_REF;
-  }
-  lua_pop(L, 1);
-  if (kind != GSI_ID_NONE && id != NULL)
-    *id = *(const uint64_t *)lua_touserdata(L, idx);
+  b = (const idblock *)lua_touserdata(L, idx);
+  if (b->tag == pidkind.mtkey)
+    kind = GSI_ID_PID;
+  else if (b->tag == refkind.mtkey)
+    kind = GSI_ID_REF;
+  else
+    return GSI_ID_NONE;
+  if (id != NULL)
+    *id = b->id;
   return kind;
 }
 
@@ -193,7 +199,7 @@ static void newkind (lua_State *L, const idkind *k) {
 
 static void pushid (lua_State *L, const idkind *k, uint64_t id) {
   lua_Integer key = idkey(id);
-  uint64_t *u;
+  idblock *b;
   luaL_checkstack(L, 4, "too many nested values");
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, k->cachekey) != LUA_TTABLE) {
     lua_pop(L, 1);
@@ -204,10 +210,9 @@ static void pushid (lua_State *L, const idkind *k, uint64_t id) {
     return;
   }
   lua_pop(L, 1);
-  u = (uint64_t *)lua_newuserdatauv(L, sizeof(uint64_t), 1);
-  *u = id;
-  lua_pushlightuserdata(L, k->mtkey);  /* the kind, for gsi_toid */
-  lua_setiuservalue(L, -2, 1);
+  b = (idblock *)lua_newuserdatauv(L, sizeof(idblock), 0);
+  b->id = id;
+  b->tag = k->mtkey;  /* the kind, for gsi_toid */
   lua_rawgetp(L, LUA_REGISTRYINDEX, k->mtkey);
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
