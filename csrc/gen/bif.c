@@ -304,6 +304,18 @@ int gsi_bif_request(lua_State *L, gsi_proc *p, int idx, const char *what,
   return gsi_gen_request(p, pid, kind, b->data, b->len, handoff, NULL, ref);
 }
 
+int gsi_bif_send(lua_State *L, gsi_proc *p, int idx, uint64_t pid, int kind) {
+  gsi_buf *b;
+  gsi_msg *m;
+  if (atomic_load_explicit(&p->rt->closed, memory_order_relaxed)) return GSI_ECLOSED;
+  if ((b = encode_buf(L, idx, "message", p->rt, pid)) == NULL) return GSI_EENCODE;
+  if (pid == 0) return GSI_ENOPROC;
+  m = gsi_msg_new(kind, gsi_proc_pid(p), 0, b->data, b->len);
+  gsi_bif_scratch_trim(b);
+  if (m == NULL) return GSI_ENOMEM;
+  return gsi_deliver(p->rt, pid, m, 0);
+}
+
 int gsi_bif_reply_from(lua_State *L, int fidx, int idx) {
   gsi_proc *p = gsi_state_proc(L);
   gsi_buf *b;

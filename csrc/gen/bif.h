@@ -200,6 +200,15 @@ GSI_FUNC int gsi_bif_signal(gsi_proc *p, uint64_t pid, gsi_msg *m, int flags);
 ** GSI_EENCODE with the codec's error pushed; GSI_ENOMEM. */
 GSI_FUNC int gsi_bif_request(lua_State *L, gsi_proc *p, int idx, const char *what,
                              uint64_t pid, int kind, int handoff, uint64_t *ref);
+/* Send the value at idx of L to pid as a message of kind (GSI_M_CAST /
+** GSI_M_USER) from p, the whole step of a cast or send from a process's
+** own state (the binding sends from foreign threads through gs_cast /
+** gs_send): p's runtime checked, the value encoded into the thread's
+** scratch buffer (so pid 0 still refuses a value that cannot be sent),
+** delivered without hand-off. GSI_OK; GSI_ENOPROC (pid 0 or dead: the
+** message is dropped); GSI_EFULL (a bounded mailbox refused it);
+** GSI_ECLOSED; GSI_EENCODE with the codec's error pushed; GSI_ENOMEM. */
+GSI_FUNC int gsi_bif_send(lua_State *L, gsi_proc *p, int idx, uint64_t pid, int kind);
 /* The gen_server loop's reply (lserver.c) to the call it is handling: when
 ** the value at fidx of L (p's own state) is the from table gsi_bif_took
 ** was given, encode the value at idx and send it to that call's (from,

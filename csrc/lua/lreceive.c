@@ -267,14 +267,21 @@ static int sent_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-/* cast and send: gs_cast / gs_send, from a process as from a foreign
-** thread (the value is at the top; they consume it). The sender is the
-** calling process either way: gs_* take the process running on a worker,
-** or the thread's foreign process, which gsi_lua_self has just checked. */
+/* cast and send. From a process's own state, one step of gen/bif.c
+** (gsi_bif_send: encode, deliver); from a foreign thread (a host's state,
+** the main script), gs_cast / gs_send (the value is at the top; they
+** consume it), which keep the runtime from closing under the thread. The
+** sender is the calling process either way: gs_* take the thread's
+** foreign process, which gsi_lua_foreign_self has just checked. */
 static int send_kind(lua_State *L, int kind) {
-  GSI_ENTER(L, p);
-  uint64_t pid = gsi_lua_resolve(L, 1), me = gsi_bif_pid(p);
-  gs_runtime *api = gsi_lua_api(L);
+  int dying, rc;
+  gsi_proc *p = gsi_bif_self(L, &dying);
+  int own = p != NULL;
+  uint64_t pid, me;
+  if (!own) p = gsi_lua_foreign_self(L, &dying);
+  if (dying) return gsi_lua_die(L, p);
+  pid = gsi_lua_resolve(L, 1);
+  me = gsi_bif_pid(p);
   luaL_checkany(L, 2);
   if (pid == 0 && kind == GSI_M_USER)
     return luaL_error(L, "genserver.send: no process is registered as '%s'",
@@ -282,7 +289,14 @@ static int send_kind(lua_State *L, int kind) {
   if (lua_gettop(L) != 2) lua_settop(L, 2); /* the value on top */
   /* pid 0 (a cast to a name nobody holds) still encodes the value, so a
   ** value that cannot be sent is refused the same either way */
-  switch (kind == GSI_M_CAST ? gs_cast(api, pid, L) : gs_send(api, pid, L)) {
+  if (own) {
+    rc = gsi_bif_send(L, p, 2, pid, kind);
+  } else {
+    gs_runtime *api = gsi_lua_api(L);
+    rc = kind == GSI_M_CAST ? gs_cast(api, pid, L) : gs_send(api, pid, L);
+    if (rc == GS_EENCODE) lua_pushstring(L, gs_errmsg());
+  }
+  switch (rc) { /* a gsi_err or a GS_E* code: the same numbers */
   case GS_OK:
   case GS_ENOPROC: /* OTP: a message to a dead process is silently dropped */
     break;
@@ -290,7 +304,6 @@ static int send_kind(lua_State *L, int kind) {
     lua_pushboolean(L, 0); /* a bounded mailbox refused it */
     return 1;
   case GS_EENCODE: /* nothing was sent; the codec's message names the path */
-    lua_pushstring(L, gs_errmsg());
     return gsi_lua_raise_encode_error(L);
   case GS_EKILLED: /* a signal came just now: gs_* ended the process */
     return gsi_lua_raise_killed(L, me);
