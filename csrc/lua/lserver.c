@@ -630,12 +630,13 @@ static int take_next(lua_State *L, int phase) {
 
 /* Top of the loop: act on the pending action, then wait. */
 static int loop_top(lua_State *L) {
-  int hib_wait = 0, sflags;
+  int hib_wait = 0, sflags, action;
+  /* S_REPLYTO needs no reset here: only after_call sets it, on its way
+  ** to begin_terminate, which never comes back to the loop */
   lua_settop(L, S_BASE);
-  lua_pushnil(L);
-  lua_replace(L, S_REPLYTO);
   sflags = gsi_bif_idle(me(L)); /* no callback runs now */
-  if (lua_type(L, S_ACTION) == LUA_TTABLE) { /* { continue = v } */
+  action = lua_type(L, S_ACTION);
+  if (action == LUA_TTABLE) { /* { continue = v } */
     lua_getfield(L, S_ACTION, "continue");
     lua_pushnil(L);
     lua_replace(L, S_ACTION);
@@ -654,7 +655,7 @@ static int loop_top(lua_State *L) {
     lua_pushnil(L);
     return wait_next(L, P_WAIT_SYS);
   }
-  if (lua_type(L, S_ACTION) == LUA_TNUMBER) {
+  if (action == LUA_TNUMBER) {
     /* the idle time-out: its deadline outlives system messages */
     lua_pushnumber(L, (lua_Number)gsi_bif_now_ns() + lua_tonumber(L, S_ACTION) * 1e6);
     lua_replace(L, S_DL);
@@ -664,12 +665,14 @@ static int loop_top(lua_State *L) {
     lua_Number left = (lua_tonumber(L, S_DL) - (lua_Number)gsi_bif_now_ns()) / 1e6;
     lua_pushnumber(L, left > 0 ? left : 0);
   } else {
-    if (is_str(L, S_ACTION, "hibernate")) hibernate(L);
+    if (action == LUA_TSTRING && is_str(L, S_ACTION, "hibernate")) hibernate(L);
     hib_wait = lua_type(L, S_HIB) == LUA_TNUMBER;
     lua_pushvalue(L, S_HIB); /* nil: wait for ever */
   }
-  lua_pushnil(L);
-  lua_replace(L, S_ACTION);
+  if (action != LUA_TNIL) { /* the action is taken */
+    lua_pushnil(L);
+    lua_replace(L, S_ACTION);
+  }
   return wait_next(L, hib_wait ? P_WAIT_HIB : P_WAIT);
 }
 
