@@ -243,6 +243,62 @@ describe("stress", function()
       assert.are.equal(0, code, out)
       assert.are.equal("1\n", out)
     end)
+
+    -- The same bound on the loop's two other waits: suspended (system
+    -- messages only: 30,000 of them, each answered by genserver.sys) and
+    -- with hibernate_after (each message is taken by the wait whose
+    -- time-out would hibernate).
+    it("handles 30,000 queued system messages in one go while suspended", function()
+      local ok, code, out = run_child([[
+        local gs = require "genserver"
+        local sys = require "genserver.sys"
+        local process = require "genserver.process"
+        local S = {}
+        function S.init(n) return "ok", n end
+        S.handle_cast = table.unpack
+        function S.handle_call(_, _, n) return "reply", n, n end
+        local pid = assert(gs.start(S, 1))
+        assert(sys.suspend(pid))
+        gs.cast(pid, { "noreply", 2 }) -- stays queued until resume
+        process.spawn(function(server, main, n)
+          local core = require "genserver.core"
+          local refs, good = {}, 0
+          for i = 1, n do refs[i] = core.request(server, { "get_state" }, "system") end
+          for i = 1, n do
+            local ok, ans = core.wait(refs[i], "infinity", true)
+            if ok and type(ans) == "table" and ans[1] == "ok" and ans[2] == 1 then
+              good = good + 1
+            end
+          end
+          require("genserver.process").send(main, good)
+        end, pid, process.self(), 30000)
+        io.write(tostring(process.receive(25000)), "\n")
+        assert(sys.resume(pid))
+        io.write(tostring(gs.call(pid, "get", "infinity")), "\n")
+      ]])
+      assert.is_true(ok, out)
+      assert.are.equal(0, code, out)
+      assert.are.equal("30000\n2\n", out)
+    end)
+
+    it("handles 30,000 queued casts in one go with hibernate_after", function()
+      local ok, code, out = run_child([[
+        local gs = require "genserver"
+        local sys = require "genserver.sys"
+        local S = {}
+        function S.init(n) return "ok", n end
+        S.handle_cast = table.unpack
+        function S.handle_call(_, _, n) return "reply", n, n end
+        local pid = assert(gs.start(S, 1, { hibernate_after = 60000 }))
+        assert(sys.suspend(pid))
+        for _ = 1, 30000 do gs.cast(pid, { "noreply", 1 }) end
+        assert(sys.resume(pid))
+        io.write(tostring(gs.call(pid, "get", "infinity")), "\n")
+      ]])
+      assert.is_true(ok, out)
+      assert.are.equal(0, code, out)
+      assert.are.equal("1\n", out)
+    end)
   end)
 
   describe("fan-in", function()
