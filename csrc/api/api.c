@@ -410,6 +410,8 @@ int gs_runtime_stop(gs_runtime *rt, int timeout_ms) {
     pthread_mutex_unlock(&rt->life_mu);
     return ok();
   }
+  /* shutting first: a process turned away below did not crash */
+  gsi_rt_shutting(rt->core);
   atomic_store(&rt->stopped, 1); /* no call gets in any more */
   gsi_buf_init(&b);
   if (gsi_wire_msg_cstr(&b, "shutdown") != 0) rc = fail(GS_ENOMEM, "out of memory");

@@ -121,6 +121,10 @@ GSI_FUNC int gsi_rt_ensure_started(gsi_rt *rt);
 GSI_FUNC size_t gsi_rt_lua_procs(gsi_rt *rt);
 /* Stop every process (exit signal `reason`, then kill after half of ms);
 ** 0 when none is left. */
+/* The runtime begins to stop: from now on what crashes is its doing
+** (crash reports are left out). Set by the C API before it turns calls away,
+** so a process that meets the closed runtime in between is not reported. */
+GSI_FUNC void gsi_rt_shutting(gsi_rt *rt);
 GSI_FUNC int gsi_rt_stop_all(gsi_rt *rt, const void *reason, size_t len,
                              uint64_t ms);
 GSI_FUNC void gsi_rt_free(gsi_rt *rt);    /* all but the struct */

@@ -285,6 +285,8 @@ static void nap_ms(long ms) {
   nanosleep(&ts, NULL);
 }
 
+void gsi_rt_shutting(gsi_rt *rt) { atomic_store(&rt->shutting, 1); }
+
 /* Stop every process the way its parent would (DESIGN 1.7): rounds of
 ** exit signals with `reason` (the encoded "shutdown") from the runtime
 ** itself (no sender pid), each to the roots not signalled yet --
