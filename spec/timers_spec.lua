@@ -186,3 +186,114 @@ describe("process.info", function()
     process.send(pid, "stop")
   end)
 end)
+
+-- The timers live in shards, one per arming thread (csrc/core/timer.c): a
+-- timer id names its shard, and one timer thread sleeps until the earliest
+-- deadline over all of them. These prove what that must keep: an early
+-- timer armed on any shard while the thread sleeps toward a later one
+-- wakes it; ids of cancelled timers never cancel a newer timer in the same
+-- slot; many processes arming, cancelling and firing at once lose nothing.
+describe("timers across shards", function()
+  local WAIT = 10000 -- ms: "soon", with room for a loaded machine
+
+  it("a timer earlier than every other one fires while the timer thread sleeps", function()
+    local me = process.self()
+    -- the thread's next wake-up is this one, a minute away
+    local far = process.send_after(60000, me, "far")
+    process.sleep(20) -- its own timer fires; the thread then sleeps toward "far"
+    -- armed from another process (a worker's shard, not this thread's)
+    process.spawn(function()
+      local p = require "genserver.process"
+      p.send_after(10, me, "early from a process")
+    end)
+    assert.are.equal("early from a process", process.receive(is_tick("early from a process"), WAIT))
+    process.sleep(20)
+    -- and from this thread's shard, whose top is the far timer's
+    process.send_after(10, me, "early from here")
+    assert.are.equal("early from here", process.receive(is_tick("early from here"), WAIT))
+    assert.is_true(process.cancel_timer(far) > 0)
+  end)
+
+  it("timers armed by several processes reach one process in deadline order", function()
+    local me = process.self()
+    local base = process.now() + 1000 -- every process arms well before this
+    for i, off in ipairs({ 400, 0, 200 }) do
+      process.spawn(function()
+        local p = require "genserver.process"
+        local ms = math.max(0, math.floor(base + off - p.now()))
+        p.send_after(ms, me, { "ordered", off })
+        p.send(me, { "armed", i })
+      end)
+    end
+    local got = {}
+    for _ = 1, 3 do
+      local m = process.receive(function(m) return type(m) == "table" and m[1] == "ordered" end, WAIT)
+      assert.is_table(m)
+      got[#got + 1] = m[2]
+    end
+    assert.are.same({ 0, 200, 400 }, got)
+    for _ = 1, 3 do
+      process.receive(function(m) return type(m) == "table" and m[1] == "armed" end, WAIT)
+    end
+  end)
+
+  it("a cancelled timer's id does not cancel the timer that reuses its slot", function()
+    local me = process.self()
+    local old = process.send_after(60000, me, "old")
+    assert.is_true(process.cancel_timer(old) > 0)
+    local new = process.send_after(20, me, "new") -- the freed slot, a new generation
+    assert.are_not.equal(old, new)
+    assert.is_false(process.cancel_timer(old))
+    assert.are.equal("new", process.receive(is_tick("new"), WAIT))
+    assert.is_false(process.cancel_timer(new))
+  end)
+
+  it("many processes arming, cancelling and firing timers at once lose none", function()
+    local me = process.self()
+    local N, ROUNDS = 16, 150
+    local S = { handle_call = function(req, _, st)
+      if req == "slow" then return "noreply", st end
+      return "reply", req, st
+    end }
+    local server = assert(gs.start(S, {}))
+    local tick = process.send_interval(2, me, "stress tick")
+    for w = 1, N do
+      process.spawn(function()
+        local p = require "genserver.process"
+        local g = require "genserver"
+        local self = p.self()
+        local bad
+        for r = 1, ROUNDS do
+          -- one armed far away and cancelled: its ms left is a number
+          local far = p.send_after(60000, self, "far")
+          -- one that must fire, between others armed and cancelled
+          p.send_after(r % 3, self, { "due", r })
+          local left = p.cancel_timer(far)
+          if math.type(left) ~= "integer" then bad = "cancel gave " .. tostring(left) break end
+          local m = p.receive(function(x) return type(x) == "table" and x[1] == "due" and x[2] == r end, 10000)
+          if not m then bad = "timer " .. r .. " never came" break end
+          -- a receive time-out, and a call answered before its time-out
+          if p.receive(function(x) return x == "nothing" end, r % 2) ~= nil then bad = "receive" break end
+          if g.call(server, r, 10000) ~= r then bad = "call" break end
+          if r % 25 == 0 then
+            local ok, err = pcall(g.call, server, "slow", 1 + r % 3)
+            if ok or type(err) ~= "table" or err.reason ~= "timeout" then bad = "slow call" break end
+          end
+        end
+        if p.receive(function(x) return x == "far" end, 0) then bad = "a cancelled timer fired" end
+        p.send(me, { "stress done", w, bad or "ok" })
+      end)
+    end
+    local done = {}
+    for _ = 1, N do
+      local m = process.receive(function(x) return type(x) == "table" and x[1] == "stress done" end, 120000)
+      assert.is_table(m, "a process never finished")
+      done[m[2]] = m[3]
+    end
+    for w = 1, N do assert.are.equal("ok", done[w], "process " .. w) end
+    assert.are.equal("stress tick", process.receive(is_tick("stress tick"), WAIT))
+    assert.is_true(process.cancel_timer(tick) >= 0)
+    while process.receive(is_tick("stress tick"), 0) do end
+    gs.stop(server)
+  end)
+end)

@@ -39,7 +39,8 @@ typedef struct gsi_names gsi_names;
 **   an I/O socket's wlock (io/)  ->  the node caches' cache_mu (msg.c)
 ** Apart from that, gsi_proc.lk is held alone: never two processes' at
 ** once (signal.c takes one, lets go, then takes the other), and no lock is
-** taken under it. Every other lock -- the run queue's, the timers', the
+** taken under it. Every other lock -- the run queue's, the timers' (each
+** shard's and the timer thread's, timer.c: never two at once), the
 ** module cache's, the node caches' cache_mu, a foreign process's fg->mu,
 ** preempt.c's hook_mu, the I/O loop's io_mu -- is a leaf: nothing is
 ** taken while it is held. (The I/O layer's own statement, in
