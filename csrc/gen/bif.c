@@ -196,16 +196,12 @@ int gsi_bif_wait_more(gsi_proc *p, lua_State *L) {
   }
   if (L != p->L || !lua_isyieldable(L)) return GSI_ECONTEXT;
   if (p->deadline != 0 && p->wait_timer == 0) {
-    /* the worker wakes p with a GSI_M_TIMEOUT when the deadline passes */
+    /* the worker wakes p with a GSI_M_TIMEOUT when the deadline passes
+    ** (made by the timer only if it fires: most waits end before) */
     uint64_t now = gsi_now_ns();
     uint64_t ms = p->deadline > now ? (p->deadline - now + 999999) / 1000000 : 0;
-    gsi_msg *t = gsi_msg_new(GSI_M_TIMEOUT, 0, 0, NULL, 0);
-    if (t == NULL) return GSI_ENOMEM;
-    p->wait_timer = gsi_timer_arm(p->rt, ms, gsi_proc_pid(p), NULL, t);
-    if (p->wait_timer == 0) {
-      gsi_msg_free(t);
-      return GSI_ENOMEM;
-    }
+    p->wait_timer = gsi_timer_arm(p->rt, ms, gsi_proc_pid(p), NULL, NULL);
+    if (p->wait_timer == 0) return GSI_ENOMEM;
   }
   p->want = GSI_W_WAIT;
   return GSI_WAIT_YIELD;
