@@ -49,6 +49,34 @@ describe("fairness", function()
     gs.stop(echo)
     assert.is_not_nil(late)
   end)
+
+  it("nor a process queued behind it on the same worker's own queue", function()
+    -- spawned by a process, the late one waits on its worker's own queue
+    -- (with one worker: nobody is idle to take it from the shared queue)
+    local me = process.self()
+    local driver = process.spawn(function(parent)
+      local P = require "genserver.process"
+      local g = require "genserver"
+      local echo = assert(g.start("gs_echo", nil))
+      local pinger = P.spawn(function(server)
+        local g2 = require "genserver"
+        while true do g2.call(server, "ping") end
+      end, echo)
+      P.sleep(20)
+      P.spawn(function(to)
+        require("genserver.process").send(to, "late one ran")
+      end, parent)
+      P.send(parent, { "pair", pinger, echo })
+      P.receive(10000)
+    end, me)
+    local pair = process.receive(function(m) return type(m) == "table" and m[1] == "pair" end, 5000)
+    assert.is_not_nil(pair, "the driver spawned the late one")
+    local late = process.receive(function(m) return m == "late one ran" end, 5000)
+    process.exit(pair[2], "kill")
+    gs.stop(pair[3])
+    process.exit(driver, "kill")
+    assert.are.equal("late one ran", late)
+  end)
 end)
 
 describe("spawn", function()

@@ -173,6 +173,8 @@ struct gsi_proc {
                                (ns; 0 = none): the watchdog abandons a
                                process that does not end soon after */
   gsi_proc *rq_next;   /* run queue link, guarded by the run queue lock */
+  uint64_t rq_since;   /* when it was put on a worker's own queue (ns),
+                          guarded by that queue's lock (sched.c) */
   gsi_proc *free_next; /* free list link, guarded by the table lock */
   char module[64];     /* for info()/crash reports; owner, under lk */
 

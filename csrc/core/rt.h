@@ -15,14 +15,16 @@
 
 typedef struct gsi_modcache gsi_modcache;
 
+/* The shared (global) run queue and the parking lot of the workers; each
+** worker has its own queue besides (gsi_worker, sched.c). */
 typedef struct gsi_runq {
-  pthread_mutex_t mu; /* guards head/tail/nparked; cv waits on it; a
-                         leaf (lock order: gsi_rt) */
+  pthread_mutex_t mu; /* guards head/tail; nparked changes under it; cv
+                         waits on it; a leaf (lock order: gsi_rt) */
   pthread_cond_t cv;
   gsi_proc *head, *tail;
   _Atomic size_t len;
   _Atomic int nspinning;
-  int nparked;
+  _Atomic int nparked; /* written under mu, read without it too */
 } gsi_runq;
 
 typedef struct gsi_timers gsi_timers;

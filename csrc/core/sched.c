@@ -3,7 +3,8 @@
 **
 ** The per-process protocol (p->sched):
 **   IDLE     waiting for a message; on no queue
-**   QUEUED   on exactly one run queue (global list or a worker's runnext)
+**   QUEUED   on exactly one run queue (the shared one, a worker's own, or
+**            a worker's runnext: see "run queues" below)
 **   RUNNING  a worker (or its own OS thread, if foreign) is running it
 **   NOTIFIED running, and a message arrived since it last looked
 ** A sender, after pushing a message, moves IDLE->QUEUED (and queues it) or
@@ -88,7 +89,52 @@ uint64_t gsi_now_ns(void) {
   return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* ------------------------------------------------------------ run queue */
+/* ----------------------------------------------------------- run queues */
+
+/*
+** Where a runnable process goes. A process's state is dozens of cache
+** lines, and on this machine moving one line between two cores costs
+** about half a microsecond: a process should run where it ran, and
+** processes that talk to each other on one worker. So:
+**   - handed off (its waker is about to wait on it: a call's request, its
+**     reply, a start's acknowledgement): the waker's worker's runnext slot;
+**     the slot's previous occupant goes to that worker's own queue.
+**   - woken by a message sent on a worker: that worker's own queue (as Go
+**     puts a readied goroutine on its waker's P). A server and its clients
+**     gather on one worker that way, and stay there.
+**   - new (spawned) or yielded (its budget ran out: work of its own): the
+**     shared queue while some worker is idle (spinning or parked), so that
+**     parallel work spreads at once (Go's wakep on a new goroutine); else
+**     the worker's own queue.
+**   - from any other thread (the main script, a host thread, the timer
+**     and I/O threads): the shared queue.
+** An idle worker takes work from the shared queue only; it never steals
+** from another worker's own queue, where everything would have run soon
+** and close to its cache. Instead a busy worker gives away what waits too
+** long there (Erlang's wake-up threshold in spirit: an idle worker should
+** not take work that the busy one reaches within a millisecond or two):
+** when it pops a process that waited more than SHARE_AGE_NS while some
+** worker idles, it moves the next one to the shared queue.
+**
+** Invariants:
+**   - A worker's own queue and its runnext slot are pushed and popped only
+**     by the thread that is that worker (lq_mu only keeps an abandoned
+**     thread, which may still believe it is w, out of the new thread's
+**     way). So work there is never stranded: its worker is running (it
+**     pushed it), and looks at both before it spins or parks.
+**   - The shared queue: a worker parks only after finding it empty under
+**     q->mu, and whoever pushes there while a worker is parked and nobody
+**     spins signals one (global_push). A spinner polls it until it parks.
+**   - A process is on at most one queue: it is queued by whoever moved
+**     p->sched to QUEUED (the notify protocol above, gsi_run for a yield,
+**     the spawner for a new process), once; giving one away moves it from
+**     one queue to another under the first one's lock.
+**   - Fairness: every FAIR_EVERY turns the shared queue goes first, and
+**     half-way between, the own queue goes before runnext, so that neither
+**     a call/reply pair handing each other runnext nor a busy own queue can
+**     keep the rest waiting.
+*/
+#define SHARE_AGE_NS 2000000u /* 2 ms */
 
 static gsi_proc *rq_pop_locked(gsi_runq *q) {
   gsi_proc *p = q->head;
@@ -101,9 +147,10 @@ static gsi_proc *rq_pop_locked(gsi_runq *q) {
   return p;
 }
 
-/* Wake a parked worker only when nobody spins: a spinner will find the
-** work itself, much sooner than a futex wake-up would. */
-void gsi_enqueue(gsi_rt *rt, gsi_proc *p) {
+/* Onto the shared queue. A parked worker is woken only when nobody spins:
+** a spinner will find the work itself, much sooner than a futex wake-up
+** would. */
+static void global_push(gsi_rt *rt, gsi_proc *p) {
   gsi_runq *q = &rt->rq;
   int wake;
   pthread_mutex_lock(&q->mu);
@@ -112,28 +159,102 @@ void gsi_enqueue(gsi_rt *rt, gsi_proc *p) {
   else q->head = p;
   q->tail = p;
   atomic_fetch_add_explicit(&q->len, 1, memory_order_relaxed);
-  wake = q->nparked > 0 && atomic_load(&q->nspinning) == 0;
+  wake = atomic_load(&q->nparked) > 0 && atomic_load(&q->nspinning) == 0;
   pthread_mutex_unlock(&q->mu);
   if (wake) pthread_cond_signal(&q->cv);
 }
 
+/* Is some worker idle (spinning or parked)? A hint, read without the lock:
+** a wrong "no" leaves work on a busy worker's own queue (given away later
+** if it waits too long), a wrong "yes" puts it on the shared queue, which
+** is always safe. */
+static int some_idle(gsi_rt *rt) {
+  return atomic_load_explicit(&rt->rq.nspinning, memory_order_relaxed) > 0 ||
+         atomic_load_explicit(&rt->rq.nparked, memory_order_relaxed) > 0;
+}
+
+/* The calling thread's worker of rt, or NULL (a foreign thread, a worker of
+** another runtime, an abandoned thread). */
+static gsi_worker *worker_of(gsi_rt *rt) {
+  gsi_worker *w = gsi_current_worker();
+  return w != NULL && w->rt == rt ? w : NULL;
+}
+
+/* Onto w's own queue, stamped with the start of w's current turn (its
+** clock, read anyway) or, between turns, the time. */
+static void lq_push(gsi_worker *w, gsi_proc *p) {
+  uint64_t t = atomic_load_explicit(&w->since, memory_order_relaxed);
+  if (t == 0) t = gsi_now_ns();
+  pthread_mutex_lock(&w->lq_mu);
+  p->rq_next = NULL;
+  p->rq_since = t;
+  if (w->lq_tail) w->lq_tail->rq_next = p;
+  else w->lq_head = p;
+  w->lq_tail = p;
+  atomic_store_explicit(&w->lq_len, atomic_load_explicit(&w->lq_len, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+  pthread_mutex_unlock(&w->lq_mu);
+}
+
+static gsi_proc *lq_unlink_locked(gsi_worker *w) {
+  gsi_proc *p = w->lq_head;
+  w->lq_head = p->rq_next;
+  if (w->lq_head == NULL) w->lq_tail = NULL;
+  p->rq_next = NULL;
+  atomic_store_explicit(&w->lq_len, atomic_load_explicit(&w->lq_len, memory_order_relaxed) - 1,
+                        memory_order_relaxed);
+  return p;
+}
+
+/* The head of w's own queue, or NULL. If it waited longer than
+** SHARE_AGE_NS and some worker idles, the next one is given away. */
+static gsi_proc *lq_pop(gsi_worker *w) {
+  gsi_proc *p, *give = NULL;
+  if (atomic_load_explicit(&w->lq_len, memory_order_relaxed) == 0) return NULL;
+  pthread_mutex_lock(&w->lq_mu);
+  p = w->lq_head;
+  if (p != NULL) {
+    lq_unlink_locked(w);
+    if (w->lq_head != NULL && some_idle(w->rt) && gsi_now_ns() - p->rq_since > SHARE_AGE_NS)
+      give = lq_unlink_locked(w);
+  }
+  pthread_mutex_unlock(&w->lq_mu);
+  if (give != NULL) global_push(w->rt, give);
+  return p;
+}
+
+/* p (QUEUED) is new or yielded: see above. */
+void gsi_enqueue(gsi_rt *rt, gsi_proc *p) {
+  gsi_worker *w = worker_of(rt);
+  if (w != NULL && !some_idle(rt)) lq_push(w, p);
+  else global_push(rt, p);
+}
+
+/* Is anything else waiting to run where the caller runs (the shared queue
+** or the caller's worker's own queue)? The runnext slot does not count, as
+** before there were own queues: a process over its budget does not yield
+** to the one it just handed off to. */
 int gsi_runq_busy(gsi_rt *rt) {
-  return atomic_load_explicit(&rt->rq.len, memory_order_relaxed) > 0;
+  gsi_worker *w;
+  if (atomic_load_explicit(&rt->rq.len, memory_order_relaxed) > 0) return 1;
+  w = worker_of(rt);
+  return w != NULL && atomic_load_explicit(&w->lq_len, memory_order_relaxed) > 0;
 }
 
 /* Wake-ups of parked workers (the invariant that keeps them few): a worker
-** parks only after finding the queue empty under q->mu, and whoever queues
-** work while a worker is parked and nobody spins signals one. So work is
-** never stranded: a spinner (nspinning == 1) polls the queue until it
-** parks, and re-checks it under q->mu before it does. Every other signal is
-** for parallelism only, and is sent only when no one spins: a spinner
-** would take the work itself much sooner than a futex wake-up, and
-** signalling anyway made workers wake each other for one process each
-** (2 workers ran the clients workload at 0.4x one worker). */
+** parks only after finding the shared queue empty under q->mu, and
+** whoever queues work there while a worker is parked and nobody spins
+** signals one. So work is never stranded: a spinner (nspinning == 1)
+** polls the queue until it parks, and re-checks it under q->mu before it
+** does. Every other signal is for parallelism only, and is sent only when
+** no one spins: a spinner would take the work itself much sooner than a
+** futex wake-up, and signalling anyway made workers wake each other for
+** one process each (2 workers ran the clients workload at 0.4x one
+** worker). */
 static void help_if_idle(gsi_runq *q) {
   int more;
   pthread_mutex_lock(&q->mu);
-  more = q->head != NULL && q->nparked > 0 && atomic_load(&q->nspinning) == 0;
+  more = q->head != NULL && atomic_load(&q->nparked) > 0 && atomic_load(&q->nspinning) == 0;
   pthread_mutex_unlock(&q->mu);
   if (more) pthread_cond_signal(&q->cv);
 }
@@ -146,7 +267,7 @@ static gsi_proc *try_pop(gsi_runq *q, int spinning) {
   if (atomic_load_explicit(&q->len, memory_order_relaxed) == 0) return NULL;
   pthread_mutex_lock(&q->mu);
   p = rq_pop_locked(q);
-  more = !spinning && q->head != NULL && q->nparked > 0 &&
+  more = !spinning && q->head != NULL && atomic_load(&q->nparked) > 0 &&
          atomic_load(&q->nspinning) == 0;
   pthread_mutex_unlock(&q->mu);
   /* we took one and more wait: let a parked worker help */
@@ -154,8 +275,10 @@ static gsi_proc *try_pop(gsi_runq *q, int spinning) {
   return p;
 }
 
-/* Next process for worker w, or NULL when the runtime stops. At most one
-** worker spins; the others park on the condition variable. */
+/* Next process from the shared queue for an idle worker (its own queue
+** and runnext are empty, and stay so while it is idle: only it fills
+** them), or NULL when the runtime stops. At most one worker spins; the
+** others park on the condition variable. */
 static gsi_proc *take(gsi_rt *rt) {
   gsi_runq *q = &rt->rq;
   gsi_proc *p = try_pop(q, 0);
@@ -178,17 +301,15 @@ static gsi_proc *take(gsi_rt *rt) {
   pthread_mutex_lock(&q->mu);
   while ((p = rq_pop_locked(q)) == NULL) {
     if (atomic_load(&rt->stopping)) break;
-    q->nparked++;
+    atomic_fetch_add(&q->nparked, 1);
     pthread_cond_wait(&q->cv, &q->mu);
-    q->nparked--;
+    atomic_fetch_sub(&q->nparked, 1);
   }
   pthread_mutex_unlock(&q->mu);
   return p;
 }
 
-/* Every FAIR_EVERY turns the global queue goes first: a call/reply pair
-** handing each other the runnext slot would otherwise keep this worker to
-** themselves (Go's scheduler does the same every 61 ticks). */
+/* Go's scheduler looks at its global queue first every 61 ticks. */
 #define FAIR_EVERY 16
 
 static void *worker_main(void *arg) {
@@ -199,8 +320,11 @@ static void *worker_main(void *arg) {
   w->scratch = gsi_scratch_get();
   for (;;) {
     gsi_proc *p = NULL;
-    if (++ticks % FAIR_EVERY == 0) p = try_pop(&w->rt->rq, 0);
+    unsigned t = ++ticks % FAIR_EVERY;
+    if (t == 0) p = try_pop(&w->rt->rq, 0);
+    else if (t == FAIR_EVERY / 2) p = lq_pop(w);
     if (p == NULL) p = atomic_exchange(&w->runnext, NULL);
+    if (p == NULL) p = lq_pop(w);
     if (p == NULL) p = take(w->rt);
     if (p == NULL) break;
     gsi_run(w, p);
@@ -239,10 +363,12 @@ int gsi_sched_start(gsi_rt *rt) {
     gsi_worker *w = &rt->workers[i];
     w->rt = rt;
     w->id = i;
+    pthread_mutex_init(&w->lq_mu, NULL);
     atomic_store(&w->ticket, calloc(1, sizeof(gsi_ticket)));
     if (atomic_load(&w->ticket) == NULL ||
         pthread_create(&w->th, NULL, worker_main, w) != 0) {
       free(atomic_load(&w->ticket));
+      pthread_mutex_destroy(&w->lq_mu);
       rt->nworkers = i;
       return -1;
     }
@@ -279,7 +405,10 @@ void gsi_sched_stop(gsi_rt *rt) {
   pthread_mutex_unlock(&q->mu);
   gsi_watchdog_stop(rt);
   for (int i = 0; i < rt->nworkers; i++) pthread_join(rt->workers[i].th, NULL);
-  for (int i = 0; i < rt->nworkers; i++) free(atomic_load(&rt->workers[i].ticket));
+  for (int i = 0; i < rt->nworkers; i++) {
+    free(atomic_load(&rt->workers[i].ticket));
+    pthread_mutex_destroy(&rt->workers[i].lq_mu);
+  }
   free(rt->workers);
   rt->workers = NULL;
 }
@@ -294,22 +423,28 @@ static void wake(gsi_proc *p, int handoff) {
     pthread_mutex_unlock(&p->fg->mu);
     return;
   }
-  if (handoff) gsi_enqueue_next(p->rt, p);
-  else gsi_enqueue(p->rt, p);
+  if (handoff) {
+    gsi_enqueue_next(p->rt, p);
+  } else {
+    /* woken by a message: on the sender's worker (see "run queues") */
+    gsi_worker *w = worker_of(p->rt);
+    if (w != NULL) lq_push(w, p);
+    else global_push(p->rt, p);
+  }
 }
 
 /* The caller is about to block on p (a sender waiting for the reply, a
 ** starter waiting for the ack): run p next on this worker, right here,
-** instead of through the shared queue and maybe another worker. The slot's
-** previous occupant goes to the queue. */
+** instead of through a queue and maybe another worker. The slot's previous
+** occupant goes to this worker's own queue. */
 void gsi_enqueue_next(gsi_rt *rt, gsi_proc *p) {
-  gsi_worker *w = gsi_current_worker();
-  if (w != NULL && w->rt == rt) {
+  gsi_worker *w = worker_of(rt);
+  if (w != NULL) {
     gsi_proc *old = atomic_exchange(&w->runnext, p);
-    if (old != NULL) gsi_enqueue(rt, old);
+    if (old != NULL) lq_push(w, old);
     return;
   }
-  gsi_enqueue(rt, p);
+  global_push(rt, p);
 }
 
 void gsi_notify(gsi_proc *p, int handoff) {

@@ -22,6 +22,13 @@ struct gsi_worker {
   struct gsi_scratch *scratch;
   pthread_t th;
   gsi_proc *_Atomic runnext; /* hand-off slot, only the owner pops it */
+  /* The worker's own run queue (sched.c): pushed and popped only by the
+  ** thread that is this worker (lq_mu only keeps an abandoned thread that
+  ** still thinks it is w out of the new one's way); lq_len is written
+  ** under lq_mu and read without it. */
+  pthread_mutex_t lq_mu;
+  gsi_proc *lq_head, *lq_tail;
+  _Atomic size_t lq_len;
   /* published for the watchdog (preempt.c) */
   gsi_proc *_Atomic cur;
   lua_State *_Atomic cur_co;
@@ -58,9 +65,13 @@ GSI_FUNC int gsi_worker_replace(gsi_worker *w);
 GSI_FUNC void gsi_notify(gsi_proc *p, int handoff);
 GSI_FUNC int gsi_sched_start(gsi_rt *rt);
 GSI_FUNC void gsi_sched_stop(gsi_rt *rt);
+/* Queue p (QUEUED by the caller), new or yielded: on the shared queue
+** while some worker is idle, else on the calling worker's own (sched.c,
+** "run queues"). */
 GSI_FUNC void gsi_enqueue(gsi_rt *rt, gsi_proc *p);
 /* p runs next on the calling worker (its runnext), or is queued. */
 GSI_FUNC void gsi_enqueue_next(gsi_rt *rt, gsi_proc *p);
+/* Something else waits to run on the caller's worker or the shared queue. */
 GSI_FUNC int gsi_runq_busy(gsi_rt *rt);
 GSI_FUNC gsi_worker *gsi_current_worker(void);
 GSI_FUNC void gsi_turn_begin(gsi_worker *w, gsi_proc *p);
