@@ -30,7 +30,9 @@
 #define WORKER_SPIN_NS 100000u  /* 100 us */
 #define FOREIGN_SPIN_NS 100000u
 
-static _Thread_local gsi_worker *tls_worker;
+/* read on every wake-up (gsi_current_worker, with tls_ticket): the fast
+** TLS model (core.h) */
+static _Thread_local gsi_worker *tls_worker GSI_TLS_FAST;
 
 static inline void cpu_pause(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -57,7 +59,7 @@ static int spin_step(unsigned *i, uint64_t *t0, uint64_t budget) {
 }
 
 /* This thread's ticket (see gsi_ticket), if it is a worker thread. */
-static _Thread_local gsi_ticket *tls_ticket;
+static _Thread_local gsi_ticket *tls_ticket GSI_TLS_FAST;
 
 int gsi_orphaned(void) {
   return tls_ticket != NULL &&
