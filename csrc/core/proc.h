@@ -175,6 +175,10 @@ struct gsi_proc {
   gsi_proc *rq_next;   /* run queue link, guarded by the run queue lock */
   uint64_t rq_since;   /* when it was put on a worker's own queue (ns),
                           guarded by that queue's lock (sched.c) */
+  _Atomic int home;    /* 1 + the worker that ran it last, 0 = none: a hint
+                          (sched.c), written by that worker only when it
+                          changes, read by whoever queues it (on this line,
+                          which it writes anyway: rq_next) */
   gsi_proc *free_next; /* free list link, guarded by the table lock */
   char module[64];     /* for info()/crash reports; owner, under lk */
 

@@ -98,12 +98,18 @@ uint64_t gsi_now_ns(void) {
 ** lines, and on this machine moving one line between two cores costs
 ** about half a microsecond: a process should run where it ran, and
 ** processes that talk to each other on one worker. So:
-**   - handed off (its waker is about to wait on it: a call's request, its
-**     reply, a start's acknowledgement): the waker's worker's runnext slot;
-**     the slot's previous occupant goes to that worker's own queue.
-**   - woken by a message sent on a worker: that worker's own queue (as Go
-**     puts a readied goroutine on its waker's P). A server and its clients
-**     gather on one worker that way, and stay there.
+**   - woken from a worker whose process is about to wait on it (a hand-off:
+**     a call's request, its reply, a start's acknowledgement): that
+**     worker's runnext slot; the slot's previous occupant goes to the
+**     worker's own queue.
+**   - woken by any other message sent on a worker: that worker's own
+**     queue (as Go puts a readied goroutine on its waker's P).
+**   - but in both cases, a process whose home (the worker that ran it
+**     last) is another worker, busy, goes on that worker's own queue:
+**     processes that talk to each other gather on one worker and stay
+**     there. A server called by a client that ran elsewhere for a turn
+**     stays with its other clients, and its reply brings the client back
+**     to them; a home that idles gives its processes up to their wakers.
 **   - new (spawned) or yielded (its budget ran out: work of its own): the
 **     shared queue while some worker is idle (spinning or parked), so that
 **     parallel work spreads at once (Go's wakep on a new goroutine); else
@@ -119,11 +125,15 @@ uint64_t gsi_now_ns(void) {
 ** worker idles, it moves the next one to the shared queue.
 **
 ** Invariants:
-**   - A worker's own queue and its runnext slot are pushed and popped only
-**     by the thread that is that worker (lq_mu only keeps an abandoned
-**     thread, which may still believe it is w, out of the new thread's
-**     way). So work there is never stranded: its worker is running (it
-**     pushed it), and looks at both before it spins or parks.
+**   - A worker's runnext slot is pushed and popped only by the thread that
+**     is that worker. Its own queue is popped by that thread and pushed by
+**     it or, for a process whose home it is, by another worker that found
+**     it not idle, under lq_mu. The worker sets `idle` under lq_mu
+**     only when it finds its own queue empty there, before it looks at the
+**     shared queue, spins or parks; it clears it once it has work. So work
+**     on an own queue is never stranded: its worker is running and looks
+**     there again before it idles. (lq_mu also keeps an abandoned thread,
+**     which may still believe it is w, out of the new thread's way.)
 **   - The shared queue: a worker parks only after finding it empty under
 **     q->mu, and whoever pushes there while a worker is parked and nobody
 **     spins signals one (global_push). A spinner polls it until it parks.
@@ -182,12 +192,14 @@ static gsi_worker *worker_of(gsi_rt *rt) {
   return w != NULL && w->rt == rt ? w : NULL;
 }
 
-/* Onto w's own queue, stamped with the start of w's current turn (its
-** clock, read anyway) or, between turns, the time. */
-static void lq_push(gsi_worker *w, gsi_proc *p) {
-  uint64_t t = atomic_load_explicit(&w->since, memory_order_relaxed);
-  if (t == 0) t = gsi_now_ns();
-  pthread_mutex_lock(&w->lq_mu);
+/* The start of the calling worker's current turn (its clock, read
+** anyway) or, between turns, the time: when a process was queued. */
+static uint64_t turn_clock(gsi_worker *self) {
+  uint64_t t = atomic_load_explicit(&self->since, memory_order_relaxed);
+  return t != 0 ? t : gsi_now_ns();
+}
+
+static void lq_link_locked(gsi_worker *w, gsi_proc *p, uint64_t t) {
   p->rq_next = NULL;
   p->rq_since = t;
   if (w->lq_tail) w->lq_tail->rq_next = p;
@@ -195,7 +207,28 @@ static void lq_push(gsi_worker *w, gsi_proc *p) {
   w->lq_tail = p;
   atomic_store_explicit(&w->lq_len, atomic_load_explicit(&w->lq_len, memory_order_relaxed) + 1,
                         memory_order_relaxed);
+}
+
+/* Onto the calling worker's own queue. */
+static void lq_push(gsi_worker *w, gsi_proc *p) {
+  uint64_t t = turn_clock(w);
+  pthread_mutex_lock(&w->lq_mu);
+  lq_link_locked(w, p, t);
   pthread_mutex_unlock(&w->lq_mu);
+}
+
+/* Onto h's own queue, from another worker (self), unless h is idle:
+** returns 0 then (see the invariants above). */
+static int lq_push_home(gsi_worker *h, gsi_worker *self, gsi_proc *p) {
+  uint64_t t = turn_clock(self);
+  int done = 0;
+  pthread_mutex_lock(&h->lq_mu);
+  if (!h->idle) {
+    lq_link_locked(h, p, t);
+    done = 1;
+  }
+  pthread_mutex_unlock(&h->lq_mu);
+  return done;
 }
 
 static gsi_proc *lq_unlink_locked(gsi_worker *w) {
@@ -327,8 +360,22 @@ static void *worker_main(void *arg) {
     else if (t == FAIR_EVERY / 2) p = lq_pop(w);
     if (p == NULL) p = atomic_exchange(&w->runnext, NULL);
     if (p == NULL) p = lq_pop(w);
-    if (p == NULL) p = take(w->rt);
+    if (p == NULL) {
+      /* idle from here (pushed meanwhile: not yet), until take() finds work */
+      pthread_mutex_lock(&w->lq_mu);
+      if (w->lq_head != NULL) p = lq_unlink_locked(w);
+      else w->idle = 1;
+      pthread_mutex_unlock(&w->lq_mu);
+      if (p == NULL) {
+        p = take(w->rt);
+        pthread_mutex_lock(&w->lq_mu);
+        w->idle = 0;
+        pthread_mutex_unlock(&w->lq_mu);
+      }
+    }
     if (p == NULL) break;
+    if (atomic_load_explicit(&p->home, memory_order_relaxed) != w->id + 1)
+      atomic_store_explicit(&p->home, w->id + 1, memory_order_relaxed);
     gsi_run(w, p);
     if (gsi_orphaned()) { /* abandoned: w is another thread's now */
       free(tls_ticket);   /* nobody else looks at it any more */
@@ -417,6 +464,14 @@ void gsi_sched_stop(gsi_rt *rt) {
 
 /* -------------------------------------------------------------- notify */
 
+/* p's home is another worker of p->rt than w, busy: queue p there (1). */
+static int at_busy_home(gsi_worker *w, gsi_proc *p) {
+  /* a process not started yet has no home (the slot's hint is stale) */
+  int home = p->L != NULL ? atomic_load_explicit(&p->home, memory_order_relaxed) : 0;
+  return home != 0 && home != w->id + 1 && home <= p->rt->nworkers &&
+         lq_push_home(&p->rt->workers[home - 1], w, p);
+}
+
 static void wake(gsi_proc *p, int handoff) {
   if (p->fg != NULL) {
     /* the foreign thread re-checks p->sched under fg->mu before waiting */
@@ -428,21 +483,29 @@ static void wake(gsi_proc *p, int handoff) {
   if (handoff) {
     gsi_enqueue_next(p->rt, p);
   } else {
-    /* woken by a message: on the sender's worker (see "run queues") */
+    /* woken by a message: at home if that worker is busy, else on the
+    ** sender's (see "run queues") */
     gsi_worker *w = worker_of(p->rt);
-    if (w != NULL) lq_push(w, p);
-    else global_push(p->rt, p);
+    if (w != NULL) {
+      if (!at_busy_home(w, p)) lq_push(w, p);
+    } else {
+      global_push(p->rt, p);
+    }
   }
 }
 
 /* The caller is about to block on p (a sender waiting for the reply, a
 ** starter waiting for the ack): run p next on this worker, right here,
 ** instead of through a queue and maybe another worker. The slot's previous
-** occupant goes to this worker's own queue. */
+** occupant goes to this worker's own queue. A process whose home is
+** another worker, busy, goes on that worker's own queue instead (see "run
+** queues"). */
 void gsi_enqueue_next(gsi_rt *rt, gsi_proc *p) {
   gsi_worker *w = worker_of(rt);
   if (w != NULL) {
-    gsi_proc *old = atomic_exchange(&w->runnext, p);
+    gsi_proc *old;
+    if (at_busy_home(w, p)) return;
+    old = atomic_exchange(&w->runnext, p);
     if (old != NULL) lq_push(w, old);
     return;
   }

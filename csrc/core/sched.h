@@ -22,13 +22,15 @@ struct gsi_worker {
   struct gsi_scratch *scratch;
   pthread_t th;
   gsi_proc *_Atomic runnext; /* hand-off slot, only the owner pops it */
-  /* The worker's own run queue (sched.c): pushed and popped only by the
-  ** thread that is this worker (lq_mu only keeps an abandoned thread that
-  ** still thinks it is w out of the new one's way); lq_len is written
-  ** under lq_mu and read without it. */
+  /* The worker's own run queue (sched.c, "run queues"): popped by the
+  ** thread that is this worker, pushed by it and by other workers handing
+  ** off a process whose home it is while it is busy (idle == 0); lq_head,
+  ** lq_tail and idle are guarded by lq_mu; lq_len is written under it
+  ** and read without it. */
   pthread_mutex_t lq_mu;
   gsi_proc *lq_head, *lq_tail;
   _Atomic size_t lq_len;
+  int idle; /* looking for work in the shared queue, spinning or parked */
   /* published for the watchdog (preempt.c) */
   gsi_proc *_Atomic cur;
   lua_State *_Atomic cur_co;
