@@ -122,7 +122,8 @@ uint64_t gsi_now_ns(void) {
 ** long there (Erlang's wake-up threshold in spirit: an idle worker should
 ** not take work that the busy one reaches within a millisecond or two):
 ** when it pops a process that waited more than SHARE_AGE_NS while some
-** worker idles, it moves the next one to the shared queue.
+** worker idles, it moves the next one to the shared queue (at most one
+** per SHARE_AGE_NS, unless the next one has not run yet).
 **
 ** Invariants:
 **   - A worker's runnext slot is pushed and popped only by the thread that
@@ -242,7 +243,11 @@ static gsi_proc *lq_unlink_locked(gsi_worker *w) {
 }
 
 /* The head of w's own queue, or NULL. If it waited longer than
-** SHARE_AGE_NS and some worker idles, the next one is given away. */
+** SHARE_AGE_NS and some worker idles, the next one is given away: any
+** number of processes that have not run yet (they talk to nobody so far),
+** else at most one per SHARE_AGE_NS (when the waits come from the system
+** taking the worker's CPU away for other programs, not from work queued
+** here, giving more only splits processes that talk to each other). */
 static gsi_proc *lq_pop(gsi_worker *w) {
   gsi_proc *p, *give = NULL;
   if (atomic_load_explicit(&w->lq_len, memory_order_relaxed) == 0) return NULL;
@@ -250,8 +255,14 @@ static gsi_proc *lq_pop(gsi_worker *w) {
   p = w->lq_head;
   if (p != NULL) {
     lq_unlink_locked(w);
-    if (w->lq_head != NULL && some_idle(w->rt) && gsi_now_ns() - p->rq_since > SHARE_AGE_NS)
-      give = lq_unlink_locked(w);
+    if (w->lq_head != NULL && some_idle(w->rt)) {
+      uint64_t now = gsi_now_ns();
+      if (now - p->rq_since > SHARE_AGE_NS &&
+          (now - w->gave > SHARE_AGE_NS || w->lq_head->L == NULL)) {
+        give = lq_unlink_locked(w);
+        w->gave = now;
+      }
+    }
   }
   pthread_mutex_unlock(&w->lq_mu);
   if (give != NULL) global_push(w->rt, give);

@@ -31,6 +31,7 @@ struct gsi_worker {
   gsi_proc *lq_head, *lq_tail;
   _Atomic size_t lq_len;
   int idle; /* looking for work in the shared queue, spinning or parked */
+  uint64_t gave; /* when it last gave a process away (sched.c); owner only */
   /* published for the watchdog (preempt.c) */
   gsi_proc *_Atomic cur;
   lua_State *_Atomic cur_co;
