@@ -38,6 +38,26 @@ describe("genserver.runtime", function()
       assert.is_true(s.started)
     end)
 
+    it("counts processes woken onto a worker's own run queue in run_queue", function()
+      -- a process on a worker wakes five idle ones: they wait on that
+      -- worker's own queue (or their busy home's) until it yields, and
+      -- run_queue counts them there, not only the shared queue (which
+      -- they never enter: it read 0). A loop that sends may give the
+      -- worker up once in a while, letting some of them run first.
+      local me = process.self()
+      process.spawn(function()
+        local pr = require "genserver.process"
+        local rt = require "genserver.runtime"
+        local pids = {}
+        for i = 1, 5 do pids[i] = pr.spawn(function() pr.receive(10000) end) end
+        pr.sleep(100) -- each one is waiting in receive now
+        for i = 1, 5 do pr.send(pids[i], "go") end
+        pr.send(me, { "rq", rt.stats().run_queue }) -- before this turn ends
+      end)
+      local m = U.await(function(x) return type(x) == "table" and x[1] == "rq" end)
+      assert.is_true(m[2] >= 1, tostring(m[2]))
+    end)
+
     it("counts live processes", function()
       -- (no process of this spec is being started meanwhile; some may still
       -- be ending, so the counts are only compared one way)

@@ -309,7 +309,7 @@ int gs_runtime_stats(gs_runtime *rt, gs_stats *st) {
   st->processes = gsi_rt_lua_procs(c);
   st->abandoned_states = atomic_load(&c->abandoned);
   st->foreign = nf;
-  st->run_queue = atomic_load(&c->rq.len);
+  st->run_queue = gsi_runq_len(c);
   st->spawned = atomic_load(&c->spawned);
   st->messages = messages_total(c);
   return ok();

@@ -287,6 +287,21 @@ int gsi_runq_busy(gsi_rt *rt) {
   return w != NULL && atomic_load_explicit(&w->lq_len, memory_order_relaxed) > 0;
 }
 
+/* Processes waiting to run: in the shared queue, in the workers' own queues
+** and runnext slots, for statistics (relaxed reads: a snapshot). The
+** workers exist from `started` (stored with release after gsi_sched_start)
+** until the runtime is freed. */
+size_t gsi_runq_len(gsi_rt *rt) {
+  size_t n = atomic_load_explicit(&rt->rq.len, memory_order_relaxed);
+  if (!atomic_load_explicit(&rt->started, memory_order_acquire)) return n;
+  for (int i = 0; i < rt->nworkers; i++) {
+    gsi_worker *w = &rt->workers[i];
+    n += atomic_load_explicit(&w->lq_len, memory_order_relaxed);
+    n += atomic_load_explicit(&w->runnext, memory_order_relaxed) != NULL;
+  }
+  return n;
+}
+
 /* Wake-ups of parked workers (the invariant that keeps them few): a worker
 ** parks only after finding the shared queue empty under q->mu, and
 ** whoever queues work there while a worker is parked and nobody spins

@@ -76,6 +76,8 @@ GSI_FUNC void gsi_enqueue(gsi_rt *rt, gsi_proc *p);
 GSI_FUNC void gsi_enqueue_next(gsi_rt *rt, gsi_proc *p);
 /* Something else waits to run on the caller's worker or the shared queue. */
 GSI_FUNC int gsi_runq_busy(gsi_rt *rt);
+/* Processes waiting to run: queues and runnext slots (statistics). */
+GSI_FUNC size_t gsi_runq_len(gsi_rt *rt);
 GSI_FUNC gsi_worker *gsi_current_worker(void);
 GSI_FUNC void gsi_turn_begin(gsi_worker *w, gsi_proc *p);
 GSI_FUNC void gsi_turn_end(gsi_worker *w, gsi_proc *p);
