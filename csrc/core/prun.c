@@ -348,7 +348,7 @@ static void finish(gsi_proc *p, int st) {
 
 static void cancel_wait_timer(gsi_proc *p) {
   if (p->wait_timer != 0) {
-    gsi_timer_cancel(p->rt, p->wait_timer);
+    gsi_timer_drop(p->rt, p->wait_timer);
     p->wait_timer = 0;
   }
 }

@@ -396,17 +396,22 @@ void gsi_timer_stop(gsi_rt *rt) {
   rt->timers = NULL;
 }
 
-static uint64_t arm(gsi_rt *rt, uint64_t ms, uint64_t pid, const char *name,
-                    gsi_msg *m, int every) {
+/* ms as ns, bounded so that now + the result cannot wrap */
+static uint64_t ms_ns(uint64_t ms) {
+  if (ms > UINT64_MAX / 2000000u) ms = UINT64_MAX / 2000000u;
+  return ms * 1000000u;
+}
+
+/* deadline: ns, CLOCK_MONOTONIC; interval: ns between ticks, 0 = once */
+static uint64_t arm(gsi_rt *rt, uint64_t deadline, uint64_t interval, uint64_t pid,
+                    const char *name, gsi_msg *m) {
   gsi_timers *t = rt->timers;
   shard *s = my_shard(t);
   char *nm = NULL;
   int64_t i;
-  uint64_t id, deadline;
+  uint64_t id;
   int kick = 0;
   if (name != NULL && (nm = strdup(name)) == NULL) return 0;
-  if (ms > UINT64_MAX / 2000000u) ms = UINT64_MAX / 2000000u;
-  deadline = gsi_now_ns() + ms * 1000000u;
   pthread_mutex_lock(&s->mu);
   i = entry_alloc(s);
   if (i < 0) {
@@ -416,7 +421,7 @@ static uint64_t arm(gsi_rt *rt, uint64_t ms, uint64_t pid, const char *name,
   }
   tentry *e = &s->ents[i];
   e->deadline = deadline;
-  e->interval = every ? ms * 1000000u : 0;
+  e->interval = interval;
   e->pid = pid;
   e->name = nm;
   e->m = m;
@@ -446,38 +451,57 @@ static uint64_t arm(gsi_rt *rt, uint64_t ms, uint64_t pid, const char *name,
 
 uint64_t gsi_timer_arm(gsi_rt *rt, uint64_t ms, uint64_t pid, const char *name,
                        gsi_msg *m) {
-  return arm(rt, ms, pid, name, m, 0);
+  return arm(rt, gsi_now_ns() + ms_ns(ms), 0, pid, name, m);
+}
+
+uint64_t gsi_timer_arm_at(gsi_rt *rt, uint64_t deadline, uint64_t pid) {
+  return arm(rt, deadline, 0, pid, NULL, NULL);
 }
 
 uint64_t gsi_timer_arm_every(gsi_rt *rt, uint64_t ms, uint64_t pid,
                              const char *name, gsi_msg *m) {
+  uint64_t every = ms_ns(ms < 1 ? 1 : ms);
   if (m == NULL) return 0; /* each tick copies m */
-  return arm(rt, ms < 1 ? 1 : ms, pid, name, m, 1);
+  return arm(rt, gsi_now_ns() + every, every, pid, name, m);
 }
 
-int64_t gsi_timer_cancel(gsi_rt *rt, uint64_t id) {
+/* Takes timer id out; its deadline in *deadline. 0 if it is not there
+** (fired, cancelled, unknown), 1 if it was. */
+static int take_out(gsi_rt *rt, uint64_t id, uint64_t *deadline) {
   gsi_timers *t = rt->timers;
   uint32_t i = (uint32_t)id & SLOT_MASK;
   uint32_t gen = (uint32_t)(id >> 32) & 0x7fffffffu;
-  int64_t left = -1;
   gsi_msg *m = NULL;
   char *nm = NULL;
+  int found = 0;
   shard *s;
-  if (t == NULL || !(id & GSI_TIMER_BIT)) return -1;
+  if (t == NULL || !(id & GSI_TIMER_BIT)) return 0;
   s = &t->sh[((uint32_t)id >> SLOT_BITS) % NSHARD];
   pthread_mutex_lock(&s->mu);
   if (i < s->nents && s->ents[i].used && (s->ents[i].gen & 0x7fffffffu) == gen) {
     tentry *e = &s->ents[i];
-    uint64_t now = gsi_now_ns();
-    left = e->deadline > now ? (int64_t)((e->deadline - now) / 1000000u) : 0;
+    *deadline = e->deadline;
     m = e->m;
     nm = e->name;
     /* top stays: a lower bound (see the protocol above) */
     heap_remove(s, e->hidx);
     entry_free(s, i);
+    found = 1;
   }
   pthread_mutex_unlock(&s->mu);
   gsi_msg_free(m);
   free(nm);
-  return left;
+  return found;
+}
+
+int64_t gsi_timer_cancel(gsi_rt *rt, uint64_t id) {
+  uint64_t deadline, now;
+  if (!take_out(rt, id, &deadline)) return -1;
+  now = gsi_now_ns();
+  return deadline > now ? (int64_t)((deadline - now) / 1000000u) : 0;
+}
+
+void gsi_timer_drop(gsi_rt *rt, uint64_t id) {
+  uint64_t deadline;
+  (void)take_out(rt, id, &deadline);
 }

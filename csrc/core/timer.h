@@ -18,6 +18,10 @@ GSI_FUNC void gsi_timer_stop(gsi_rt *rt);
 ** timer fires (a wait time-out is nearly always cancelled first). */
 GSI_FUNC uint64_t gsi_timer_arm(gsi_rt *rt, uint64_t ms, uint64_t pid,
                                 const char *name, gsi_msg *m);
+/* A wait time-out of pid at an absolute deadline (ns, CLOCK_MONOTONIC, as
+** gsi_now_ns): gsi_timer_arm with m == NULL, for a caller that has the
+** deadline already (no clock read, no rounding to ms). */
+GSI_FUNC uint64_t gsi_timer_arm_at(gsi_rt *rt, uint64_t deadline, uint64_t pid);
 /* A repeating timer: every ms (>= 1) a copy of m goes to pid (or name),
 ** until cancelled or the destination is gone (a dead pid, a name nobody
 ** holds). m != NULL. Returns the timer id, 0 when out of memory. */
@@ -26,5 +30,7 @@ GSI_FUNC uint64_t gsi_timer_arm_every(gsi_rt *rt, uint64_t ms, uint64_t pid,
 /* Cancel: returns ms left (>= 0) or -1 if the timer already fired or is
 ** unknown. */
 GSI_FUNC int64_t gsi_timer_cancel(gsi_rt *rt, uint64_t id);
+/* Cancel, when the time left is not wanted (no clock read). */
+GSI_FUNC void gsi_timer_drop(gsi_rt *rt, uint64_t id);
 
 #endif

@@ -169,7 +169,7 @@ static int self_notice(gsi_proc *p, int kind, uint64_t from, uint64_t ref,
 
 void gsi_bif_end_wait(gsi_proc *p) {
   if (p->wait_timer != 0) {
-    gsi_timer_cancel(p->rt, p->wait_timer);
+    gsi_timer_drop(p->rt, p->wait_timer);
     p->wait_timer = 0;
   }
   p->timed_out = 0;
@@ -188,7 +188,7 @@ int gsi_bif_timed_out(const gsi_proc *p) { return p->timed_out; }
 
 int gsi_bif_wait_more(gsi_proc *p, lua_State *L) {
   if (p->deadline != 0 && !p->timed_out && gsi_now_ns() >= p->deadline)
-    p->timed_out = 1;
+    p->timed_out = 1; /* else the timer below fires at the deadline */
   if (p->timed_out) return GSI_WAIT_AGAIN;
   if (p->fg != NULL) {
     if (gsi_foreign_wait(p, p->deadline) == 1) p->timed_out = 1;
@@ -196,11 +196,9 @@ int gsi_bif_wait_more(gsi_proc *p, lua_State *L) {
   }
   if (L != p->L || !lua_isyieldable(L)) return GSI_ECONTEXT;
   if (p->deadline != 0 && p->wait_timer == 0) {
-    /* the worker wakes p with a GSI_M_TIMEOUT when the deadline passes
-    ** (made by the timer only if it fires: most waits end before) */
-    uint64_t now = gsi_now_ns();
-    uint64_t ms = p->deadline > now ? (p->deadline - now + 999999) / 1000000 : 0;
-    p->wait_timer = gsi_timer_arm(p->rt, ms, gsi_proc_pid(p), NULL, NULL);
+    /* the worker wakes p with a GSI_M_TIMEOUT at the deadline (made by
+    ** the timer only if it fires: most waits end before) */
+    p->wait_timer = gsi_timer_arm_at(p->rt, p->deadline, gsi_proc_pid(p));
     if (p->wait_timer == 0) return GSI_ENOMEM;
   }
   p->want = GSI_W_WAIT;
