@@ -214,6 +214,17 @@ describe("stress", function()
   end)
 
   describe("a server that never waits", function()
+    -- the child scripts' server: its cast callback is a C function; a cast
+    -- { "noreply", k } makes its state k (table.unpack of
+    -- ({ "noreply", k }, n) gives "noreply", k), a call answers the state
+    local NEVER_WAITS = [[
+        local gs = require "genserver"
+        local sys = require "genserver.sys"
+        local S = {}
+        function S.init(n) return "ok", n end
+        S.handle_cast = table.unpack
+        function S.handle_call(_, _, n) return "reply", n, n end
+]]
     -- The gen_server loop goes on by calling its continuation when a
     -- message is already there; only an -O2 build makes those calls
     -- jumps, so in the sanitizer builds (-O1) each message handled without
@@ -226,13 +237,7 @@ describe("stress", function()
     -- bounded turn ends the nesting. In a child lua5.4, as a crash there
     -- is a failed test.
     it("handles 30,000 queued casts in one go and answers (C callback, idle run queue)", function()
-      local ok, code, out = run_child([[
-        local gs = require "genserver"
-        local sys = require "genserver.sys"
-        local S = {}
-        function S.init(n) return "ok", n end
-        S.handle_cast = table.unpack -- ({ "noreply", 1 }, 1) -> "noreply", 1
-        function S.handle_call(_, _, n) return "reply", n, n end
+      local ok, code, out = run_child(NEVER_WAITS .. [[
         local pid = assert(gs.start(S, 1))
         assert(sys.suspend(pid))
         for _ = 1, 30000 do gs.cast(pid, { "noreply", 1 }) end
@@ -250,14 +255,8 @@ describe("stress", function()
     -- with hibernate_after (each message is taken by the wait whose
     -- time-out would hibernate).
     it("handles 5,000 queued system messages in one go while suspended", function()
-      local ok, code, out = run_child([[
-        local gs = require "genserver"
-        local sys = require "genserver.sys"
+      local ok, code, out = run_child(NEVER_WAITS .. [[
         local process = require "genserver.process"
-        local S = {}
-        function S.init(n) return "ok", n end
-        S.handle_cast = table.unpack
-        function S.handle_call(_, _, n) return "reply", n, n end
         local pid = assert(gs.start(S, 1))
         assert(sys.suspend(pid))
         gs.cast(pid, { "noreply", 2 }) -- stays queued until resume
@@ -283,13 +282,7 @@ describe("stress", function()
     end)
 
     it("handles 30,000 queued casts in one go with hibernate_after", function()
-      local ok, code, out = run_child([[
-        local gs = require "genserver"
-        local sys = require "genserver.sys"
-        local S = {}
-        function S.init(n) return "ok", n end
-        S.handle_cast = table.unpack
-        function S.handle_call(_, _, n) return "reply", n, n end
+      local ok, code, out = run_child(NEVER_WAITS .. [[
         local pid = assert(gs.start(S, 1, { hibernate_after = 60000 }))
         assert(sys.suspend(pid))
         for _ = 1, 30000 do gs.cast(pid, { "noreply", 1 }) end

@@ -31,21 +31,7 @@
 #include "core/codec.h"
 #include "core/ids.h"
 
-static int ntest, nfail;
-
-
-static int check (int ok, const char *fmt, ...) {
-  va_list ap;
-  printf("%sok %d - ", ok ? "" : "not ", ++ntest);
-  va_start(ap, fmt);
-  vprintf(fmt, ap);
-  va_end(ap);
-  printf("\n");
-  if (!ok)
-    nfail++;
-  fflush(stdout);
-  return ok;
-}
+#include "tap.h"
 
 
 static void diag (const char *fmt, ...) {

@@ -26,21 +26,7 @@
 
 #define NPROD 4
 
-static int ntest, nfail;
-
-
-static int check (int ok, const char *fmt, ...) {
-  va_list ap;
-  printf("%sok %d - ", ok ? "" : "not ", ++ntest);
-  va_start(ap, fmt);
-  vprintf(fmt, ap);
-  va_end(ap);
-  printf("\n");
-  fflush(stdout);
-  if (!ok)
-    nfail++;
-  return ok;
-}
+#include "tap.h"
 
 
 /* Payload: producer id, sequence number, then `len` bytes that are a

@@ -23,19 +23,7 @@
 
 #include "core/internal.h"
 
-static int ntest, nfail;
-
-static int check(int ok, const char *fmt, ...) {
-  va_list ap;
-  printf("%sok %d - ", ok ? "" : "not ", ++ntest);
-  va_start(ap, fmt);
-  vprintf(fmt, ap);
-  va_end(ap);
-  printf("\n");
-  fflush(stdout);
-  if (!ok) nfail++;
-  return ok;
-}
+#include "tap.h"
 
 #define LINE_OF(f) (offsetof(struct gsi_proc, f) / GSI_LINE)
 #define LAST_LINE_OF(f) \
