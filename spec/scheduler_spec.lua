@@ -181,3 +181,48 @@ describe("busy loops inside nested coroutines", function()
     assert.is_false(r.self[1])
   end)
 end)
+
+describe("a callback blocked in a long C call", function()
+  -- With a run queue per worker, a server whose home worker was blocked in
+  -- a C call (here os.execute("sleep 2") in another process's turn) was
+  -- queued there, or stayed queued there, until the call returned: a call
+  -- to it from the other worker timed out although that worker idled. In
+  -- a child lua5.4 with 2 workers, so a hang is a failed test.
+  local CHILD = [[
+    package.path = "spec/support/?.lua;" .. package.path
+    local gs = require "genserver"
+    local process = require "genserver.process"
+    local me, wake = process.self(), os.getenv("SC_WAKE") == "1"
+    process.spawn(function(main, wake)
+      local g = require "genserver"
+      local pr = require "genserver.process"
+      local T = {}
+      function T.init() return "ok", 0 end
+      function T.handle_call(r, _, s) return "reply", r, s end
+      function T.handle_info(_, s) return "noreply", s end
+      local srv = assert(g.start(T, nil))
+      g.call(srv, "hello") -- the server runs on this worker: its home
+      pr.send(main, srv)
+      if wake then pr.send(srv, "wake") end -- queued on this worker
+      os.execute("sleep 2") -- this worker is held for 2 s
+    end, me, wake)
+    local srv = process.receive(5000)
+    process.sleep(100)
+    process.spawn(function(main, srv)
+      local g = require "genserver"
+      local ok, r = pcall(g.call, srv, "ping", 1000)
+      require("genserver.process").send(main, ok and r or ("failed: " .. tostring(r and r.reason or r)))
+    end, me, srv)
+    print(process.receive(5000))
+  ]]
+  for _, wake in ipairs({ false, true }) do
+    it(("does not hold up a server homed on its worker%s"):format(
+      wake and ", already queued there" or ""), function()
+      local ok, code, out = U.run_child(CHILD, {
+        timeout = 30, env = { GENSERVER_WORKERS = "2", SC_WAKE = wake and "1" or "0" } })
+      assert.is_true(ok, out)
+      assert.are.equal(0, code, out)
+      assert.are.equal("ping\n", out)
+    end)
+  end
+end)

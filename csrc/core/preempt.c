@@ -261,9 +261,12 @@ static void *watchdog_main(void *arg) {
       uint64_t since;
       if (h > GSI_ABANDONED) abandon(rt, w, t, h, now);
       since = atomic_load(&w->since);
-      if (since != 0 && now > since + SLICE_NS && !atomic_load(&w->poked)) {
-        atomic_store(&w->poked, 1);
-        POKE(w);
+      if (since != 0 && now > since + SLICE_NS) {
+        if (!atomic_load(&w->poked)) {
+          atomic_store(&w->poked, 1);
+          POKE(w);
+        }
+        gsi_sched_unstrand(w); /* whatever waits there runs elsewhere */
       }
     }
     nanosleep(&tick, NULL);

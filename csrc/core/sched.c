@@ -126,8 +126,12 @@ uint64_t gsi_now_ns(void) {
 ** per SHARE_AGE_NS, unless the next one has not run yet).
 **
 ** Invariants:
+**   - A worker stuck in one turn (a long C call: Lua code yields within a
+**     slice) is nobody's home, and the watchdog moves what waits on its own
+**     queue and runnext to the shared queue (gsi_sched_unstrand), so a
+**     blocking callback holds up only its own process.
 **   - A worker's runnext slot is pushed and popped only by the thread that
-**     is that worker. Its own queue is popped by that thread and pushed by
+**     is that worker (and emptied by the watchdog's exchange, above). Its own queue is popped by that thread and pushed by
 **     it or, for a process whose home it is, by another worker that found
 **     it not idle, under lq_mu. The worker sets `idle` under lq_mu
 **     only when it finds its own queue empty there, before it looks at the
@@ -218,11 +222,20 @@ static void lq_push(gsi_worker *w, gsi_proc *p) {
   pthread_mutex_unlock(&w->lq_mu);
 }
 
-/* Onto h's own queue, from another worker (self), unless h is idle:
-** returns 0 then (see the invariants above). */
+/* Has h been in one turn since well before t? Lua code yields within a
+** slice, so such a turn is in a long C call (a blocking read, os.execute, a
+** host's function) and may last: h is no home for anybody meanwhile. */
+static int stuck(gsi_worker *h, uint64_t t) {
+  uint64_t since = atomic_load_explicit(&h->since, memory_order_relaxed);
+  return since != 0 && t > since + SHARE_AGE_NS;
+}
+
+/* Onto h's own queue, from another worker (self), unless h is idle or
+** stuck in a long turn: returns 0 then (see the invariants above). */
 static int lq_push_home(gsi_worker *h, gsi_worker *self, gsi_proc *p) {
   uint64_t t = turn_clock(self);
   int done = 0;
+  if (stuck(h, t)) return 0;
   pthread_mutex_lock(&h->lq_mu);
   if (!h->idle) {
     lq_link_locked(h, p, t);
@@ -285,6 +298,30 @@ int gsi_runq_busy(gsi_rt *rt) {
   if (atomic_load_explicit(&rt->rq.len, memory_order_relaxed) > 0) return 1;
   w = worker_of(rt);
   return w != NULL && atomic_load_explicit(&w->lq_len, memory_order_relaxed) > 0;
+}
+
+/* The watchdog (preempt.c) calls this for a worker in one turn for longer
+** than a slice: its Lua code would have yielded by now, so the turn is in a
+** long C call and may last. What waits on that worker's own queue and in
+** its runnext slot moves to the shared queue, where idle workers take it
+** (as Go's sysmon hands a P in a long system call to another thread). The
+** owner takes from the same two places under lq_mu and by exchange, so
+** each process is taken once. */
+void gsi_sched_unstrand(gsi_worker *w) {
+  gsi_proc *p, *next;
+  if (atomic_load_explicit(&w->lq_len, memory_order_relaxed) == 0 &&
+      atomic_load_explicit(&w->runnext, memory_order_relaxed) == NULL)
+    return;
+  pthread_mutex_lock(&w->lq_mu);
+  p = w->lq_head;
+  w->lq_head = w->lq_tail = NULL;
+  atomic_store_explicit(&w->lq_len, 0, memory_order_relaxed);
+  pthread_mutex_unlock(&w->lq_mu);
+  for (; p != NULL; p = next) {
+    next = p->rq_next;
+    global_push(w->rt, p);
+  }
+  if ((p = atomic_exchange(&w->runnext, NULL)) != NULL) global_push(w->rt, p);
 }
 
 /* Processes waiting to run: in the shared queue, in the workers' own queues

@@ -92,6 +92,9 @@ GSI_FUNC void gsi_unwind(lua_State *L, gsi_proc *p);
 /* p, running on this thread, has started dying: make sure the hook that
 ** ends it runs soon in whatever Lua thread of p runs now. */
 GSI_FUNC void gsi_unwind_arm(gsi_proc *p);
+/* The watchdog: w is stuck in a long turn; its queued processes go to the
+** shared queue (sched.c). */
+GSI_FUNC void gsi_sched_unstrand(gsi_worker *w);
 GSI_FUNC int gsi_watchdog_start(gsi_rt *rt);
 GSI_FUNC void gsi_watchdog_stop(gsi_rt *rt);
 
