@@ -131,9 +131,10 @@ uint64_t gsi_now_ns(void) {
 **     queue and runnext to the shared queue (gsi_sched_unstrand), so a
 **     blocking callback holds up only its own process.
 **   - A worker's runnext slot is pushed and popped only by the thread that
-**     is that worker (and emptied by the watchdog's exchange, above). Its own queue is popped by that thread and pushed by
-**     it or, for a process whose home it is, by another worker that found
-**     it not idle, under lq_mu. The worker sets `idle` under lq_mu
+**     is that worker (and emptied by the watchdog's exchange, above). Its
+**     own queue is popped by that thread and pushed by it or, for a
+**     process whose home it is, by another worker that found it not idle,
+**     under lq_mu. The worker sets `idle` under lq_mu
 **     only when it finds its own queue empty there, before it looks at the
 **     shared queue, spins or parks; it clears it once it has work. So work
 **     on an own queue is never stranded: its worker is running and looks
@@ -204,14 +205,19 @@ static uint64_t turn_clock(gsi_worker *self) {
   return t != 0 ? t : gsi_now_ns();
 }
 
+/* lq_len is written under lq_mu only (a plain count there), read without
+** it as a hint */
+static void lq_len_set(gsi_worker *w, size_t n) {
+  atomic_store_explicit(&w->lq_len, n, memory_order_relaxed);
+}
+
 static void lq_link_locked(gsi_worker *w, gsi_proc *p, uint64_t t) {
   p->rq_next = NULL;
   p->rq_since = t;
   if (w->lq_tail) w->lq_tail->rq_next = p;
   else w->lq_head = p;
   w->lq_tail = p;
-  atomic_store_explicit(&w->lq_len, atomic_load_explicit(&w->lq_len, memory_order_relaxed) + 1,
-                        memory_order_relaxed);
+  lq_len_set(w, atomic_load_explicit(&w->lq_len, memory_order_relaxed) + 1);
 }
 
 /* Onto the calling worker's own queue. */
@@ -250,8 +256,7 @@ static gsi_proc *lq_unlink_locked(gsi_worker *w) {
   w->lq_head = p->rq_next;
   if (w->lq_head == NULL) w->lq_tail = NULL;
   p->rq_next = NULL;
-  atomic_store_explicit(&w->lq_len, atomic_load_explicit(&w->lq_len, memory_order_relaxed) - 1,
-                        memory_order_relaxed);
+  lq_len_set(w, atomic_load_explicit(&w->lq_len, memory_order_relaxed) - 1);
   return p;
 }
 
@@ -315,7 +320,7 @@ void gsi_sched_unstrand(gsi_worker *w) {
   pthread_mutex_lock(&w->lq_mu);
   p = w->lq_head;
   w->lq_head = w->lq_tail = NULL;
-  atomic_store_explicit(&w->lq_len, 0, memory_order_relaxed);
+  lq_len_set(w, 0);
   pthread_mutex_unlock(&w->lq_mu);
   for (; p != NULL; p = next) {
     next = p->rq_next;
