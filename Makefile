@@ -121,7 +121,9 @@ FUZZ_HDRS    := csrc/core/codec.h csrc/core/codec_int.h csrc/core/ids.h csrc/cor
 
 BENCH_FLAGS    ?=
 BENCH_TCP_LOAD  = $(BUILD)/bench/tcp_load
-BENCH_ENV       = $(INTREE_ENV) BENCH_LUA='$(LUA)' BENCH_TCP_LOAD='$(abspath $(BENCH_TCP_LOAD))'
+BENCH_CORE_RTT  = $(BUILD)/bench/core_rtt
+BENCH_ENV       = $(INTREE_ENV) BENCH_LUA='$(LUA)' BENCH_TCP_LOAD='$(abspath $(BENCH_TCP_LOAD))' \
+                  BENCH_CORE_RTT='$(abspath $(BENCH_CORE_RTT))'
 
 # Install layout; the embedding API (genserver.h, libgenserver.{a,so}, genserver.pc)
 # goes to INCLUDEDIR/LIBDIR/PKGCONFIGDIR, the guide (README.md, docs/) to DOCDIR.
@@ -221,6 +223,11 @@ $(BENCH_TCP_LOAD): bench/tcp_load.c
 	@mkdir -p $(dir $@)
 	$(CC) -O2 -std=c11 -Wall -Wextra $(WERROR) -o $@ $< -lpthread
 
+# the core-to-core cache-line round trip printed beside the main-script call
+$(BENCH_CORE_RTT): bench/core_rtt.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -std=c11 -Wall -Wextra $(WERROR) -o $@ $< -lpthread
+
 deps:
 	@tools/deps '$(LUA)' '$(LUA_VERSION)' '$(BUSTED)' '$(CC)' '$(PKG_CONFIG)'
 
@@ -282,7 +289,7 @@ bench bench-big: bench-erlang
 bench-erlang:
 	@tools/bench-erlang
 
-_bench: all $(BENCH_TCP_LOAD)
+_bench: all $(BENCH_TCP_LOAD) $(BENCH_CORE_RTT)
 	@$(BENCH_ENV) $(LUA) bench/compare.lua --erl-out '$(BUILD)/bench' $(BENCH_FLAGS)
 
 _bench-big: all

@@ -141,9 +141,24 @@ workload("call", "call round trip, process -> server, N sequential calls", funct
   end, n)
 end)
 
+--- The core-to-core cache-line round trip (ns), from bench/core_rtt.c when
+--- BENCH_CORE_RTT names it (make bench does), else nil.
+local function core_rtt()
+  local exe = os.getenv("BENCH_CORE_RTT")
+  if not exe or exe == "" then return nil end
+  local f = io.popen(("'%s' 2>/dev/null"):format(exe:gsub("'", "'\\''")))
+  local out = f and f:read("a") or ""
+  if f then f:close() end
+  return tonumber(out:match("rtt_ns=(%d+)"))
+end
+
 -- call round trip from the main script (a foreign thread): each call timed.
+-- Beside it, the machine's core-to-core round trip just before and after
+-- (rtt, their mean): the call crosses between two threads twice, and on a
+-- virtual machine what that costs moves with the placement of its vCPUs.
 workload("main_call", "call round trip, main script (foreign thread) -> server", function(a)
   local n = a[1] or 100000
+  local rtt0 = core_rtt()
   local srv = assert(gs.start("bench_server", 0))
   local call = gs.call
   for _ = 1, 1000 do call(srv, "ping") end -- warm-up
@@ -156,10 +171,12 @@ workload("main_call", "call round trip, main script (foreign thread) -> server",
   end
   local total = clock() - t0
   gs.stop(srv, "normal", T)
+  local rtt1 = core_rtt()
   table.sort(ts)
   return { value = median_of_sorted(ts) * 1e6, unit = "us",
            p99 = percentile_of_sorted(ts, 0.99) * 1e6,
-           max = ts[#ts] * 1e6, mean = total / n * 1e6, n = n }
+           max = ts[#ts] * 1e6, mean = total / n * 1e6, n = n,
+           rtt = rtt0 and rtt1 and (rtt0 + rtt1) / 2 or nil }
 end)
 
 -- A call from a process whose own mailbox is flooded (DESIGN §1.3, issue 6):
