@@ -42,7 +42,11 @@ int gsi_gen_spawn(gsi_proc *self, const gsi_spawn_spec *s, uint64_t *pid, uint64
   p->stop_order = s->stop_last ? GSI_STOP_LAST : GSI_STOP_NORMAL;
   p->parent = gsi_proc_pid(self);
   p->start_ref = s->start_ref; /* its ack answers it (gsi_gen_ack) */
-  if (s->module != NULL) snprintf(p->module, sizeof p->module, "%s", s->module);
+  if (s->module != NULL) { /* as much as fits, as snprintf would, without its cost */
+    size_t n = strnlen(s->module, sizeof p->module - 1);
+    memcpy(p->module, s->module, n);
+    p->module[n] = '\0';
+  }
   p->mbox_limit = s->mailbox_limit;
   p->overflow = s->mailbox_limit > 0 ? GSI_OVF_DROP + s->overflow : 0;
   p->max_heap = s->max_heap;

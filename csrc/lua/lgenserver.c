@@ -535,7 +535,6 @@ static int l_spawn(lua_State *L) {
   gsi_spawn_spec spec = {0};
   uint64_t pid, ref = 0;
   gsi_buf *sm;
-  char module[64];
   spec.link = opt_flag(L, 2, "link");
   spec.monitor = opt_flag(L, 2, "monitor");
   /* internal options (genserver.logger's forwarder): it traps exits from
@@ -552,16 +551,13 @@ static int l_spawn(lua_State *L) {
     luaL_typeerror(L, 1, "function or module name");
   if (nargs < 0) nargs = 0;
   spawn_limits(L, 2, &spec);
-  module[0] = '\0';
+  /* the label, a string on the stack until gsi_gen_spawn copied it */
+  spec.module = "";
   if (lua_type(L, 2) == LUA_TTABLE) {
     lua_pushliteral(L, "module");
-    if (lua_rawget(L, 2) == LUA_TSTRING)
-      snprintf(module, sizeof module, "%s", lua_tostring(L, -1));
-    lua_pop(L, 1);
+    if (lua_rawget(L, 2) == LUA_TSTRING) spec.module = lua_tostring(L, -1);
   }
-  if (module[0] == '\0' && lua_type(L, 1) == LUA_TSTRING)
-    snprintf(module, sizeof module, "%s", lua_tostring(L, 1));
-  spec.module = module;
+  if (spec.module[0] == '\0' && lua_type(L, 1) == LUA_TSTRING) spec.module = lua_tostring(L, 1);
   sm = spawn_msg(L, 1, nargs);
   spec.msg = sm->data;
   spec.len = sm->len;
