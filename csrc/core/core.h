@@ -171,13 +171,15 @@ GSI_FUNC const gsi_face *gsi_rt_face(const gsi_rt *rt);
 
 /* The one test of "is L a process state": the process whose own state L
 ** is (any of its threads), or NULL for any other state (a host's). A
-** process state is one whose allocator is the core's (gsi_palloc,
-** palloc.c); that allocator's datum is the process. Cheap: no lookup in
+** process state is one whose allocator is the core's (gsi_palloc, or
+** gsi_palloc_boot while it boots: palloc.c); its datum is the process. Cheap: no lookup in
 ** L, no call but lua_getallocf. */
 GSI_FUNC void *gsi_palloc(void *ud, void *ptr, size_t osize, size_t nsize);
+GSI_FUNC void *gsi_palloc_boot(void *ud, void *ptr, size_t osize, size_t nsize);
 static inline gsi_proc *gsi_state_proc(lua_State *L) {
   void *ud;
-  return lua_getallocf(L, &ud) == gsi_palloc ? (gsi_proc *)ud : NULL;
+  lua_Alloc f = lua_getallocf(L, &ud);
+  return f == gsi_palloc || f == gsi_palloc_boot ? (gsi_proc *)ud : NULL;
 }
 
 #endif
