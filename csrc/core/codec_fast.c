@@ -31,13 +31,14 @@
 /* ------------------------------------------------ encoder: fast path */
 
 /* Most messages are small trees of nil, booleans, numbers, strings, pids,
-** refs and plain tables. The fast path encodes those without the
+** refs and plain tables (and a C function of a loaded module, such as
+** genserver.core.serve in every start). The fast path encodes those without the
 ** protected call and without path frames, using only API functions that
 ** cannot raise here: type tests and conversions of values that already
 ** have the type, raw reads, lua_next over a table nothing changes
 ** meanwhile, and pushes of existing values after lua_checkstack. It
 ** gives up (returns -1, the buffer and the stack as they were) on
-** anything else: a function, a value that cannot be sent, a table seen
+** anything else: a Lua function, a value that cannot be sent, a table seen
 ** twice (shared or cyclic), a loaded module, more than FAST_TABLES
 ** tables, a limit, or no C memory. gsi_encode then encodes the value
 ** again on the full path, which handles all of those and reports errors
@@ -51,6 +52,7 @@ typedef struct fastenc {
   size_t limit;      /* b->len may not grow past this */
   int maxdepth, depth;
   int cache;         /* stack slot of the module cache, or 0 */
+  int cfslot, havecf;  /* stack slot of the C functions' cache, fetched? */
   const uint64_t *filter;  /* the cache's filter (codec_int.h) */
   int ntables;
   const void *tables[FAST_TABLES];  /* tables started, to see repeats */
@@ -143,6 +145,36 @@ static int fasttable (lua_State *L, fastenc *e, int t) {
 }
 
 
+/* A C function of a loaded module goes by name: the very bytes the full
+** path takes from its cache of them (codec.c), so both write the same.
+** -1 for a Lua function, when there is no cache yet (the full path
+** builds it) or the function is not in it (the full path looks again,
+** or refuses it). */
+static int fastcfunc (lua_State *L, fastenc *e, int idx) {
+  const char *s;
+  size_t len;
+  unsigned char *p;
+  if (!lua_iscfunction(L, idx) || !lua_checkstack(L, 2))
+    return -1;
+  if (!e->havecf) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &gsi_codec_cfcache_key) != LUA_TTABLE)
+      return -1;
+    lua_replace(L, e->cfslot);
+    e->havecf = 1;
+  }
+  lua_pushvalue(L, idx);
+  if (lua_rawget(L, e->cfslot) != LUA_TSTRING)
+    return -1;
+  s = lua_tolstring(L, -1, &len);
+  if ((p = fastneed(e, len)) == NULL)
+    return -1;
+  memcpy(p, s, len);
+  e->b->len += len;
+  lua_pop(L, 1);
+  return 0;
+}
+
+
 static int fastvalue (lua_State *L, fastenc *e, int idx) {
   unsigned char *p;
   switch (lua_type(L, idx)) {
@@ -175,6 +207,8 @@ static int fastvalue (lua_State *L, fastenc *e, int idx) {
     }
     case LUA_TTABLE:
       return fasttable(L, e, idx);
+    case LUA_TFUNCTION:
+      return fastcfunc(L, e, idx);
     case LUA_TUSERDATA: {
       uint64_t id;
       int kind = gsi_toid(L, idx, &id);  /* never raises */
@@ -216,6 +250,11 @@ static int fastencode (lua_State *L, int idx, gsi_buf *b, size_t limit,
       e.filter = (const uint64_t *)lua_touserdata(L, -1);
     lua_pop(L, 1);  /* the cache holds it while the cache is on the stack */
   }
+  /* a slot for the C functions' cache, fetched on first need (a table
+  ** being traversed keeps its key and value on top) */
+  lua_pushnil(L);
+  e.cfslot = lua_gettop(L);
+  e.havecf = 0;
   if ((p = fastneed(&e, 1)) != NULL) {
     *p = GSI_WIRE_MAGIC;  /* no flags: the fast path sends no references */
     b->len++;
@@ -233,7 +272,7 @@ int gsi_encode (lua_State *L, int idx, const char *what,
   int maxdepth, allowfn;
   size_t maxsize, limit;
   idx = lua_absindex(L, idx);
-  if (!lua_checkstack(L, 3))
+  if (!lua_checkstack(L, 4))
     return -1;
   gsi_codec_getlimits(lim, &maxdepth, &maxsize, &allowfn);
   limit = maxsize > SIZE_MAX - b->len ? SIZE_MAX : b->len + maxsize;
