@@ -80,7 +80,7 @@ GSI_FUNC int value_string(const unsigned char *data, size_t len, char **out, siz
 #define enter gsi_api_enter
 #define leave gsi_api_leave
 #define thread_gone gsi_api_thread_gone
-GSI_FUNC _Thread_local gsi_rt *tls_core; /* the last runtime the thread used */
+GSI_FUNC _Thread_local gsi_rt *tls_core GSI_TLS_FAST; /* the last runtime the thread used */
 GSI_FUNC gsi_worker *own_worker(gs_runtime *rt);
 GSI_FUNC int enter(gs_runtime *rt);
 GSI_FUNC int leave(gs_runtime *rt, int rc);

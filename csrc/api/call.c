@@ -23,8 +23,8 @@
 
 /* The last runtime the thread used, to tell a new runtime from a closed
 ** one that had the same address (see fg_self). */
-_Thread_local gsi_rt *tls_core;
-static _Thread_local uint64_t tls_serial;
+_Thread_local gsi_rt *tls_core GSI_TLS_FAST;
+static _Thread_local uint64_t tls_serial GSI_TLS_FAST;
 
 gsi_worker *own_worker(gs_runtime *rt) {
   gsi_worker *w = gsi_current_worker();
@@ -37,6 +37,11 @@ gsi_worker *own_worker(gs_runtime *rt) {
 ** one's process first (it was freed). */
 static gsi_proc *fg_self(gs_runtime *rt) {
   gsi_proc *p;
+  /* the process this thread used last, in the runtime it used last: the
+  ** thread's key was set then (every path that clears it ends the process) */
+  if (tls_core == rt->core && tls_serial == rt->serial &&
+      (p = gsi_foreign_last(rt->core)) != NULL)
+    return p;
   if (tls_core == rt->core && tls_serial != rt->serial) gsi_foreign_reset(rt->core);
   tls_core = rt->core;
   tls_serial = rt->serial;

@@ -26,6 +26,9 @@ typedef struct fg_entry {
 } fg_entry;
 
 static _Thread_local fg_entry tls_fg[FG_MAX];
+/* The entry gsi_foreign_self returned last: a thread that calls into one
+** runtime finds it without a search (initial-exec TLS, core.h) */
+static _Thread_local fg_entry *tls_fg_last GSI_TLS_FAST;
 
 static fg_entry *fg_find(gsi_rt *rt) {
   for (int i = 0; i < FG_MAX; i++)
@@ -63,16 +66,31 @@ static gsi_proc *new_foreign(gsi_rt *rt) {
   return p;
 }
 
+/* As fg_find, then: its process, still the same (not ended). An ended
+** one's entry was cleared (gsi_foreign_exit) or its slot has another pid. */
+gsi_proc *gsi_foreign_last(gsi_rt *rt) {
+  fg_entry *e = tls_fg_last;
+  if (e != NULL && e->rt == rt && e->serial == rt->serial && gsi_proc_pid(e->p) == e->pid)
+    return e->p;
+  return NULL;
+}
+
 gsi_proc *gsi_foreign_self(gsi_rt *rt) {
-  fg_entry *e = fg_find(rt);
+  fg_entry *e;
   gsi_proc *p;
-  if (e != NULL && gsi_proc_pid(e->p) == e->pid) return e->p;
+  if ((p = gsi_foreign_last(rt)) != NULL) return p;
+  e = fg_find(rt);
+  if (e != NULL && gsi_proc_pid(e->p) == e->pid) {
+    tls_fg_last = e;
+    return e->p;
+  }
   if (e == NULL && (e = fg_free_entry()) == NULL) return NULL;
   if ((p = new_foreign(rt)) == NULL) return NULL;
   e->rt = rt;
   e->serial = rt->serial;
   e->p = p;
   e->pid = gsi_proc_pid(p);
+  tls_fg_last = e;
   return p;
 }
 
@@ -86,6 +104,8 @@ void gsi_foreign_exit(gsi_proc *p, const void *reason, size_t len,
   if (e != NULL && e->p == p) e->rt = NULL;
   /* before the slot goes: live - nforeign must never dip below zero */
   atomic_fetch_sub(&p->rt->nforeign, 1);
+  gsi_msg_free(p->held); /* an answer whose decoding raised (gen/bif.c) */
+  p->held = NULL;
   gsi_proc_exit(p, reason, len, normal); /* no notifier touches fg after */
   pthread_mutex_destroy(&fg->mu);
   pthread_cond_destroy(&fg->cv);

@@ -42,6 +42,9 @@ GSI_FUNC void gsi_run(gsi_worker *w, gsi_proc *p);
 /* The thread-local foreign process of this OS thread for rt (created on
 ** first use). */
 GSI_FUNC gsi_proc *gsi_foreign_self(gsi_rt *rt);
+/* The same, only if it is the one this thread found last (the common
+** case, cheap: no search, nothing made), else NULL. */
+GSI_FUNC gsi_proc *gsi_foreign_last(gsi_rt *rt);
 GSI_FUNC const gsi_codec_limits *gsi_limits_of(gsi_proc *p);
 /* The value at idx of L was just encoded into b for `to`: if b holds a
 ** function sent by value (GSI_WIRE_CODE) and `to` is a sandboxed process,

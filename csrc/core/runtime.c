@@ -368,6 +368,7 @@ void gsi_rt_free(gsi_rt *rt) {
         gsi_msg_free(m);
         m = next;
       }
+      gsi_msg_free(p->held); /* a foreign thread's answer whose decoding raised */
       if (p->fg != NULL) {
         pthread_mutex_destroy(&p->fg->mu);
         pthread_cond_destroy(&p->fg->cv);

@@ -118,7 +118,7 @@ void gsi_bif_msg_free(gsi_msg *m) { gsi_msg_free(m); }
 
 int gsi_bif_decode_answer(lua_State *L, gsi_proc *p, gsi_msg *m) {
   int rc;
-  if (m->len == 0 || p->fg != NULL) return GSI_AGAIN;
+  if (m->len == 0) return GSI_AGAIN;
   gsi_msg_free(p->held); /* owner field: p's thread only */
   p->held = m;
   rc = gsi_decode_raw(L, GSI_MSG_DATA(m), m->len, gsi_limits_of(p));

@@ -112,14 +112,13 @@ GSI_FUNC gsi_buf *gsi_bif_encode_buf(lua_State *L, int idx, const char *what,
 /* A scratch buffer grown past 1 MiB is freed, not kept. */
 GSI_FUNC void gsi_bif_scratch_trim(gsi_buf *b);
 GSI_FUNC void gsi_bif_msg_free(gsi_msg *m);
-/* Decode the answer m that p took into L, p's own state, without a
-** protected call (plain data: gsi_decode_raw with p's limits): 0, or -1
-** with the error pushed. p holds m meanwhile, so a memory error raising
-** from the decoder leaves m on p, freed later (at the next such decode,
-** or when p ends), not lost; the caller still owns m after a return.
-** GSI_AGAIN, decoding nothing: the binding decodes it protected (an empty
-** payload, or p is a foreign thread's process decoding into a host's
-** state). */
+/* Decode the answer m that p took into L (p's own state, or the host
+** state of p's foreign thread) without a protected call (plain data:
+** gsi_decode_raw with p's limits): 0, or -1 with the error pushed. p
+** holds m meanwhile, so a memory error raising from the decoder leaves m
+** on p, freed later (at the next such decode, or when p ends), not lost;
+** the caller still owns m after a return. GSI_AGAIN, decoding nothing
+** (an empty payload): the binding decodes it protected. */
 GSI_FUNC int gsi_bif_decode_answer(lua_State *L, gsi_proc *p, gsi_msg *m);
 /* Take m out of p's saved messages and free it, forgetting the pending
 ** request it answered (a reply taken by a plain receive is consumed for

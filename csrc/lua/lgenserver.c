@@ -138,9 +138,9 @@ static int decode_payload(lua_State *L, gsi_msg *m) {
   gsi_bif_msgv(m, &v);
   return gsi_lua_decode(L, &v);
 }
-/* As decode_payload, for an answer to p: in its own state, plain data
-** skips the protected call (gsi_bif_decode_answer; a memory error raising
-** from there leaves m held by p, freed later, not lost). */
+/* As decode_payload, for an answer to p: plain data skips the protected
+** call (gsi_bif_decode_answer; a memory error raising from there leaves m
+** held by p, freed later, not lost). */
 static int decode_next(lua_State *L, gsi_proc *p, gsi_msg *m) {
   int rc = gsi_bif_decode_answer(L, p, m);
   return rc != GSI_AGAIN ? rc : decode_payload(L, m);
