@@ -39,6 +39,7 @@ build = {
         "csrc/api/api.c",
         "csrc/api/call.c",
         "csrc/api/msg.c",
+        "csrc/core/apool.c",
         "csrc/core/codec.c",
         "csrc/core/codec_dec.c",
         "csrc/core/codec_enc.c",

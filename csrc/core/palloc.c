@@ -10,6 +10,7 @@
 #include "lua.h"
 
 #include "internal.h"
+#include "apool.h"
 
 /* ---------------------------------------------------------- allocator */
 
@@ -122,7 +123,7 @@ static void arena_open(gsi_proc *p) {
   if (!ARENA_ON) return;
   if (n < AR_MIN) n = 16 << 10;
   if (n > AR_MAX) n = AR_MAX;
-  if ((p->ar_base = malloc(n)) == NULL) return;
+  if ((p->ar_base = gsi_apool_get(p->rt->apool, n)) == NULL) return;
   ar_top = p->ar_base;
   p->ar_end = p->ar_base + n;
   p->ar_open = 1;
@@ -156,7 +157,7 @@ static void arena_free_all(gsi_proc *p) {
     p->ar_open = 0;
     ar_lists_clear();
   }
-  free(p->ar_base);
+  if (p->ar_base != NULL) gsi_apool_put(p->rt->apool, p->ar_base, (size_t)(p->ar_end - p->ar_base));
   p->ar_base = p->ar_end = NULL;
 }
 

@@ -43,10 +43,10 @@ typedef struct gsi_names gsi_names;
 ** once (signal.c takes one, lets go, then takes the other), and no lock is
 ** taken under it. Every other lock -- the run queue's, the timers' (each
 ** shard's and the timer thread's, timer.c: never two at once), the
-** module cache's, the node caches' cache_mu, a foreign process's fg->mu,
-** preempt.c's hook_mu, the I/O loop's io_mu -- is a leaf: nothing is
-** taken while it is held. (The I/O layer's own statement, in
-** io/io_int.h, says the same from its side.) */
+** module cache's, the arena pool's (apool.c), the node caches' cache_mu,
+** a foreign process's fg->mu, preempt.c's hook_mu, the I/O loop's io_mu
+** -- is a leaf: nothing is taken while it is held. (The I/O layer's own
+** statement, in io/io_int.h, says the same from its side.) */
 struct gsi_rt {
   uint64_t serial; /* unique per runtime ever created in this process */
   /* the hooks of the faces above the core (core.h), set at creation,
@@ -98,6 +98,7 @@ struct gsi_rt {
   gsi_timers *timers;
   gsi_names *names;
   gsi_modcache *mods; /* compiled Lua modules (modcache.c) */
+  struct gsi_apool *apool; /* the boot arenas' memory (apool.c) */
   /* The I/O layer (io_loop.c), set up on its first use: the exit path
   ** calls io_down(rt, pid) (close the sockets pid controls), gsi_rt_free
   ** calls io_stop(rt) (close them all, join the loop thread). */

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "apool.h"
 
 #define DEFAULT_MAX_PROCS (1u << 22)
 
@@ -50,8 +51,10 @@ gsi_rt *gsi_rt_new(const gsi_rt_config *cfg) {
   pthread_mutex_init(&rt->life_mu, NULL);
   pthread_cond_init(&rt->life_cv, NULL);
   rt->mods = gsi_modcache_new();
-  if (rt->chunks == NULL || rt->mods == NULL || gsi_reg_init(rt) != 0) {
+  rt->apool = gsi_apool_new();
+  if (rt->chunks == NULL || rt->mods == NULL || rt->apool == NULL || gsi_reg_init(rt) != 0) {
     gsi_modcache_free(rt->mods);
+    gsi_apool_free(rt->apool);
     free(rt->chunks);
     free(rt);
     return NULL;
@@ -395,6 +398,8 @@ void gsi_rt_free(gsi_rt *rt) {
   gsi_reg_free(rt);
   gsi_modcache_free(rt->mods);
   rt->mods = NULL;
+  gsi_apool_free(rt->apool); /* no state is left: their arenas came from it */
+  rt->apool = NULL;
   pthread_mutex_destroy(&rt->tbl_mu);
   pthread_mutex_destroy(&rt->rq.mu);
   pthread_cond_destroy(&rt->rq.cv);
